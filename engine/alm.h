@@ -1,0 +1,70 @@
+/* alm engine: the one public header the daemon and the tools include.
+ *
+ * Conventions: functions return 0 (or a non-negative count) on success and a
+ * negative errno on failure; when they take an alm_error, it then holds a
+ * message that names the file, the tensor and what is wrong. Objects are
+ * opaque and come with a matching _free. */
+#ifndef ALM_H
+#define ALM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct alm_error {
+    int code;           /* negative errno, 0 when no error was recorded */
+    char message[512];  /* human-readable, one line */
+} alm_error;
+
+/* ---------------------------------------------------------------- tokenizer */
+
+typedef struct alm_tokenizer alm_tokenizer;
+
+/* Loads tokenizer.json (and tokenizer_config.json / generation_config.json if
+ * present) from model_dir. Needs nothing else from the folder. */
+int alm_tokenizer_load(const char *model_dir, alm_tokenizer **out, alm_error *err);
+void alm_tokenizer_free(alm_tokenizer *tok);
+
+/* Encodes UTF-8 text. add_special: add what the post-processor (or
+ * add_bos_token) adds by default, e.g. BOS. Special and added tokens that
+ * occur in the text are always recognised. *ids is malloc'ed. */
+int alm_tokenizer_encode(const alm_tokenizer *tok, const char *text, size_t len,
+                         bool add_special, int32_t **ids, size_t *n_ids,
+                         alm_error *err);
+
+/* Decodes ids to UTF-8 (special tokens kept unless skip_special). *text is
+ * malloc'ed and NUL-terminated. Invalid ids are an error. */
+int alm_tokenizer_decode(const alm_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                         bool skip_special, char **text, size_t *len,
+                         alm_error *err);
+
+int32_t alm_tokenizer_vocab_size(const alm_tokenizer *tok);
+/* The token's string as stored in the vocabulary (NULL for an unknown id). */
+const char *alm_tokenizer_token_string(const alm_tokenizer *tok, int32_t id);
+bool alm_tokenizer_is_special(const alm_tokenizer *tok, int32_t id);
+/* End-of-sequence ids, from generation_config.json, tokenizer_config.json and
+ * config.json, without duplicates. */
+size_t alm_tokenizer_eos_ids(const alm_tokenizer *tok, const int32_t **ids);
+/* BOS id, or -1 when the tokenizer has none. */
+int32_t alm_tokenizer_bos_id(const alm_tokenizer *tok);
+
+/* Incremental detokenization for streaming: push ids one by one, get back the
+ * text that became final. Never emits a partial UTF-8 sequence; flush
+ * returns what is left (invalid bytes then become U+FFFD). */
+typedef struct alm_detokenizer alm_detokenizer;
+int alm_detokenizer_new(const alm_tokenizer *tok, bool skip_special,
+                        alm_detokenizer **out);
+void alm_detokenizer_free(alm_detokenizer *d);
+/* Appends the newly final text to *out (malloc'ed, NUL-terminated; may be
+ * empty). Returns the number of bytes, or a negative errno. */
+int alm_detokenizer_push(alm_detokenizer *d, int32_t id, char **out);
+int alm_detokenizer_flush(alm_detokenizer *d, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

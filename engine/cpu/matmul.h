@@ -1,0 +1,49 @@
+/* CPU matrix kernels over alm_weight, on the packed weights as stored.
+ *
+ * A matmul is split in two steps so that a thread pool can share the work:
+ *   1. cpu_matmul_prepare (one thread): converts the activations into
+ *      whatever the kernel consumes (e.g. int16 with per-group scales), into a
+ *      caller-provided scratch buffer of cpu_matmul_scratch_size bytes;
+ *   2. cpu_matmul_rows (any number of threads, disjoint row ranges):
+ *      y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok, r0 <= r < r1.
+ * Accumulation is fp32 (or exact integer); results must match a float64
+ * reference of the dequantized weights to ~1e-5 relative to sum |W||x|.
+ *
+ * The instruction set (scalar, AVX2, AVX-512 (+VNNI/BF16)) is chosen once at
+ * run time by cpu_kernels_select and passed in; nothing is global. */
+#ifndef ALM_CPU_MATMUL_H
+#define ALM_CPU_MATMUL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/weight.h"
+
+typedef enum cpu_isa {
+    CPU_ISA_SCALAR,
+    CPU_ISA_AVX2,     /* AVX2 + FMA + F16C */
+    CPU_ISA_AVX512,   /* AVX-512 F/BW/VL/DQ (+ VNNI, BF16 where present) */
+} cpu_isa;
+
+typedef struct cpu_kernels cpu_kernels;
+
+/* The best instruction set this CPU runs, or the one named by the
+ * ALM_CPU_ISA environment variable ("scalar", "avx2", "avx512") when set
+ * (never one the CPU lacks). */
+const cpu_kernels *cpu_kernels_select(void);
+const cpu_kernels *cpu_kernels_for(cpu_isa isa); /* NULL if unsupported here */
+cpu_isa cpu_kernels_isa(const cpu_kernels *k);
+const char *cpu_isa_name(cpu_isa isa);
+
+size_t cpu_matmul_scratch_size(const cpu_kernels *k, const alm_weight *w, int n_tok);
+void cpu_matmul_prepare(const cpu_kernels *k, const alm_weight *w,
+                        const float *x, int n_tok, size_t x_stride,
+                        void *scratch);
+void cpu_matmul_rows(const cpu_kernels *k, const alm_weight *w,
+                     const void *scratch, const float *x, int n_tok,
+                     size_t x_stride, float *y, size_t y_stride, int r0, int r1);
+
+/* Dequantizes / converts row r of w into out[cols] (embedding lookup). */
+void cpu_weight_row(const alm_weight *w, int r, float *out);
+
+#endif

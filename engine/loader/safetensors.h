@@ -1,0 +1,48 @@
+/* safetensors files, memory-mapped and validated; a model folder's shards
+ * (model.safetensors.index.json) are one tensor_store.
+ *
+ * Format: u64 little-endian header length N, N bytes of JSON
+ * {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]},
+ *  "__metadata__": {...}}, then the data; offsets are relative to the byte
+ * after the header. Everything is checked before a tensor is handed out:
+ * header length bound, well-formed JSON, known dtype, shape x element size ==
+ * byte range, ranges inside the file and not overlapping. */
+#ifndef ALM_LOADER_SAFETENSORS_H
+#define ALM_LOADER_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "alm.h"
+#include "core/dtype.h"
+
+#define TENSOR_MAX_DIMS 4
+
+typedef struct stored_tensor {
+    const char *name;
+    const char *file;         /* path of the file it lives in (for messages) */
+    alm_dtype dtype;
+    int n_dims;
+    int64_t shape[TENSOR_MAX_DIMS];
+    const void *data;         /* into the read-only mapping */
+    size_t n_bytes;
+} stored_tensor;
+
+typedef struct tensor_store tensor_store;
+
+/* Opens one .safetensors file. */
+int tensor_store_open_file(const char *path, tensor_store **out, alm_error *err);
+/* Opens a model folder: model.safetensors.index.json when present (every
+ * shard it names, every tensor it maps must be in that shard), else
+ * model.safetensors, else the folder's only *.safetensors files. */
+int tensor_store_open_dir(const char *dir, tensor_store **out, alm_error *err);
+void tensor_store_free(tensor_store *store);
+
+/* NULL when absent. */
+const stored_tensor *tensor_store_find(const tensor_store *store, const char *name);
+size_t tensor_store_count(const tensor_store *store);
+const stored_tensor *tensor_store_at(const tensor_store *store, size_t i);
+/* Bytes mapped, over all files. */
+size_t tensor_store_mapped_bytes(const tensor_store *store);
+
+#endif
