@@ -64,6 +64,64 @@ void alm_detokenizer_free(alm_detokenizer *d);
 int alm_detokenizer_push(alm_detokenizer *d, int32_t id, char **out);
 int alm_detokenizer_flush(alm_detokenizer *d, char **out);
 
+/* ------------------------------------------------------------ thread pool */
+
+/* Worker threads for the forward pass. One pool runs one pass at a time;
+ * give each thread that generates concurrently its own pool. */
+typedef struct alm_pool alm_pool;
+/* n_threads <= 0: one per online CPU. */
+int alm_pool_new(int n_threads, alm_pool **out);
+void alm_pool_free(alm_pool *pool);
+int alm_pool_size(const alm_pool *pool);
+
+/* ------------------------------------------------------------ model */
+
+typedef struct alm_model alm_model;
+
+typedef struct alm_model_params {
+    const char *device;   /* "cpu" (default) */
+} alm_model_params;
+
+alm_model_params alm_model_default_params(void);
+
+/* Loads a Hugging Face / MLX model folder: config.json, *.safetensors
+ * (weights stay memory-mapped), tokenizer files. The model is immutable
+ * afterwards and may serve many sequences from several threads. */
+int alm_model_load(const char *dir, const alm_model_params *params,
+                   alm_model **out, alm_error *err);
+void alm_model_free(alm_model *model);
+
+const alm_tokenizer *alm_model_tokenizer(const alm_model *model);
+int32_t alm_model_vocab_size(const alm_model *model);
+/* Positions the model was trained for (max_position_embeddings). */
+int alm_model_max_context(const alm_model *model);
+const char *alm_model_architecture(const alm_model *model);
+/* Bytes of weights (mapped from the files). */
+size_t alm_model_weight_bytes(const alm_model *model);
+
+/* ------------------------------------------------------------ sequences */
+
+/* One sequence's state: its KV cache and work buffers. */
+typedef struct alm_seq alm_seq;
+
+/* max_len <= 0: the model's max_position_embeddings. */
+int alm_seq_new(alm_model *model, int max_len, alm_seq **out, alm_error *err);
+void alm_seq_free(alm_seq *seq);
+/* Tokens in the cache. */
+int alm_seq_length(const alm_seq *seq);
+int alm_seq_capacity(const alm_seq *seq);
+/* Forgets every token from position len on (len <= length), e.g. the
+ * rejected draft tokens of speculative decoding. */
+int alm_seq_truncate(alm_seq *seq, int len);
+/* Bytes of KV cache and buffers this sequence holds. */
+size_t alm_seq_memory_bytes(const alm_seq *seq);
+
+/* Appends n tokens and runs the model over them in batches. Writes the
+ * logits of the last n_logits of them (0 <= n_logits <= n) to
+ * logits[n_logits][vocab] (host memory; may be NULL when n_logits is 0). */
+int alm_seq_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
+                    int n_logits, float *logits, alm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,507 @@
+/* The CPU backend: every operation of backend.h on host memory, run by all
+ * threads of a pool at once (SPMD). Each thread takes a share of the rows
+ * (or tokens, or heads) and the operation ends with a barrier.
+ *
+ * Small inputs (normalization, activation preparation for the kernels) are
+ * computed redundantly by every thread into its own workspace: that costs no
+ * wall time over one thread doing it and saves a barrier per matmul. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "cpu/matmul.h"
+
+#define ROW_ALIGN 16   /* rows per share: keeps shares on cache-line boundaries */
+
+typedef struct cpu_backend {
+    backend base;
+    const cpu_kernels *kernels;
+} cpu_backend;
+
+typedef struct thread_space {
+    float *normed;   /* [max_tokens][max_width] */
+    float *tmp;      /* [max_tokens][max_width] */
+    float *scores;   /* [max_context] */
+    void *prep;      /* kernel activation scratch */
+} thread_space;
+
+typedef struct cpu_workspace {
+    workspace_shape shape;
+    int n_threads;
+    size_t prep_bytes;
+    thread_space *threads;
+    float *shared;   /* [max_width]: hand-over buffer between phases */
+} cpu_workspace;
+
+struct backend_exec {
+    cpu_backend *be;
+    alm_pool *pool;
+    cpu_workspace *ws;
+    thread_space *space;
+    int index;
+    int n_threads;
+};
+
+static void *aligned_zalloc(size_t bytes)
+{
+    size_t n = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, n ? n : 64);
+    if (p)
+        memset(p, 0, n ? n : 64);
+    return p;
+}
+
+static void exec_barrier(backend_exec *ex)
+{
+    alm_pool_barrier(ex->pool);
+}
+
+/* ------------------------------------------------------------ memory */
+
+static void cpu_destroy(backend *be) { free(be); }
+static void *cpu_alloc(backend *be, size_t bytes) { return aligned_zalloc(bytes); }
+static void cpu_free(backend *be, void *p) { free(p); }
+static void cpu_copy(backend *be, void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+
+static void cpu_workspace_free(backend *be, void *p)
+{
+    cpu_workspace *ws = p;
+    if (!ws)
+        return;
+    for (int i = 0; i < ws->n_threads; i++) {
+        free(ws->threads[i].normed);
+        free(ws->threads[i].tmp);
+        free(ws->threads[i].scores);
+        free(ws->threads[i].prep);
+    }
+    free(ws->threads);
+    free(ws->shared);
+    free(ws);
+}
+
+static void *cpu_workspace_new(backend *base, const workspace_shape *shape,
+                               const alm_weight *const *weights, size_t n_weights,
+                               int n_threads)
+{
+    cpu_backend *be = (cpu_backend *)base;
+    cpu_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return NULL;
+    ws->shape = *shape;
+    ws->n_threads = n_threads > 0 ? n_threads : 1;
+    for (size_t i = 0; i < n_weights; i++) {
+        size_t b = cpu_matmul_scratch_size(be->kernels, weights[i], shape->max_tokens);
+        if (b > ws->prep_bytes)
+            ws->prep_bytes = b;
+    }
+    ws->threads = calloc((size_t)ws->n_threads, sizeof *ws->threads);
+    ws->shared = aligned_zalloc(sizeof(float) * (size_t)shape->max_width);
+    if (!ws->threads || !ws->shared) {
+        cpu_workspace_free(base, ws);
+        return NULL;
+    }
+    size_t act = sizeof(float) * (size_t)shape->max_tokens * (size_t)shape->max_width;
+    for (int i = 0; i < ws->n_threads; i++) {
+        thread_space *t = &ws->threads[i];
+        t->normed = aligned_zalloc(act);
+        t->tmp = aligned_zalloc(act);
+        t->scores = aligned_zalloc(sizeof(float) * (size_t)shape->max_context);
+        t->prep = aligned_zalloc(ws->prep_bytes);
+        if (!t->normed || !t->tmp || !t->scores || !t->prep) {
+            cpu_workspace_free(base, ws);
+            return NULL;
+        }
+    }
+    return ws;
+}
+
+struct run_ctx {
+    cpu_backend *be;
+    alm_pool *pool;
+    cpu_workspace *ws;
+    void (*body)(void *ctx, backend_exec *ex);
+    void *ctx;
+};
+
+static void run_thread(void *p, int index, int n_threads)
+{
+    struct run_ctx *rc = p;
+    backend_exec ex = {
+        .be = rc->be, .pool = rc->pool, .ws = rc->ws,
+        .space = &rc->ws->threads[index], .index = index, .n_threads = n_threads,
+    };
+    rc->body(rc->ctx, &ex);
+}
+
+static void cpu_run(backend *be, alm_pool *pool, void *workspace,
+                    void (*body)(void *ctx, backend_exec *ex), void *ctx)
+{
+    /* The caller made the workspace for this pool's size (seq.c). */
+    struct run_ctx rc = { (cpu_backend *)be, pool, workspace, body, ctx };
+    alm_pool_run(pool, run_thread, &rc);
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static void rmsnorm_rows(float *out, const float *x, int n_tok, int dim,
+                         const float *w, float eps)
+{
+    for (int t = 0; t < n_tok; t++) {
+        const float *xr = x + (size_t)t * dim;
+        float *o = out + (size_t)t * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++)
+            ss += (double)xr[i] * xr[i];
+        float inv = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int i = 0; i < dim; i++)
+            o[i] = (xr[i] * inv) * w[i];
+    }
+}
+
+static inline float silu(float v) { return v / (1.0f + expf(-v)); }
+
+static bool same_activation_format(const alm_weight *a, const alm_weight *b)
+{
+    return a->cols == b->cols && a->bits == b->bits && a->group_size == b->group_size &&
+           a->dtype == b->dtype;
+}
+
+/* The range of rows [r0, r1) of a matrix with `rows` rows this thread owns. */
+static void share(const backend_exec *ex, int rows, int *r0, int *r1)
+{
+    alm_pool_split(rows, ROW_ALIGN, ex->index, ex->n_threads, r0, r1);
+}
+
+/* ------------------------------------------------------------ operations */
+
+static void cpu_embed(backend_exec *ex, const alm_weight *table, const int32_t *tokens,
+                      int n_tok, float *x)
+{
+    int t0, t1;
+    alm_pool_split(n_tok, 1, ex->index, ex->n_threads, &t0, &t1);
+    for (int t = t0; t < t1; t++)
+        cpu_weight_row(table, tokens[t], x + (size_t)t * table->cols);
+    exec_barrier(ex);
+}
+
+static void cpu_norm_matmul(backend_exec *ex, const float *x, int n_tok,
+                            const float *norm, float eps, int n_w,
+                            const alm_weight *const *w, const float *const *bias,
+                            float *const *y, bool swiglu)
+{
+    const cpu_kernels *k = ex->be->kernels;
+    int dim = w[0]->cols;
+    const float *in = x;
+    if (norm) {
+        rmsnorm_rows(ex->space->normed, x, n_tok, dim, norm, eps);
+        in = ex->space->normed;
+    }
+
+    if (swiglu) {
+        /* gate and up rows [r0, r1) by the same thread, so the product
+         * needs no barrier. */
+        const alm_weight *gate = w[0], *up = w[1];
+        int r0, r1;
+        share(ex, gate->rows, &r0, &r1);
+        if (r0 < r1) {
+            size_t rows = (size_t)gate->rows;
+            cpu_matmul_prepare(k, gate, in, n_tok, (size_t)dim, ex->space->prep);
+            cpu_matmul_rows(k, gate, ex->space->prep, in, n_tok, (size_t)dim, y[0], rows, r0, r1);
+            if (!same_activation_format(gate, up))
+                cpu_matmul_prepare(k, up, in, n_tok, (size_t)dim, ex->space->prep);
+            cpu_matmul_rows(k, up, ex->space->prep, in, n_tok, (size_t)dim, ex->space->tmp, rows, r0, r1);
+            for (int t = 0; t < n_tok; t++) {
+                float *g = y[0] + (size_t)t * rows;
+                const float *u = ex->space->tmp + (size_t)t * rows;
+                for (int r = r0; r < r1; r++)
+                    g[r] = silu(g[r]) * u[r];
+            }
+        }
+        exec_barrier(ex);
+        return;
+    }
+
+    /* The rows of all weights, end to end, split among the threads. */
+    int total = 0;
+    for (int i = 0; i < n_w; i++)
+        total += w[i]->rows;
+    int s0, s1;
+    share(ex, total, &s0, &s1);
+    const alm_weight *prepared = NULL;
+    int base = 0;
+    for (int i = 0; i < n_w; i++) {
+        int rows = w[i]->rows;
+        int r0 = s0 - base, r1 = s1 - base;
+        if (r0 < 0) r0 = 0;
+        if (r1 > rows) r1 = rows;
+        if (r0 < r1) {
+            if (!prepared || !same_activation_format(prepared, w[i]))
+                cpu_matmul_prepare(k, w[i], in, n_tok, (size_t)dim, ex->space->prep);
+            prepared = w[i];
+            cpu_matmul_rows(k, w[i], ex->space->prep, in, n_tok, (size_t)dim, y[i],
+                            (size_t)rows, r0, r1);
+            if (bias && bias[i]) {
+                for (int t = 0; t < n_tok; t++) {
+                    float *yr = y[i] + (size_t)t * rows;
+                    for (int r = r0; r < r1; r++)
+                        yr[r] += bias[i][r];
+                }
+            }
+        }
+        base += rows;
+    }
+    exec_barrier(ex);
+}
+
+static void cpu_matmul_add(backend_exec *ex, const alm_weight *w, const float *bias,
+                           const float *h, int n_tok, float *x)
+{
+    const cpu_kernels *k = ex->be->kernels;
+    int r0, r1;
+    share(ex, w->rows, &r0, &r1);
+    if (r0 < r1) {
+        size_t rows = (size_t)w->rows;
+        cpu_matmul_prepare(k, w, h, n_tok, (size_t)w->cols, ex->space->prep);
+        cpu_matmul_rows(k, w, ex->space->prep, h, n_tok, (size_t)w->cols, ex->space->tmp, rows, r0, r1);
+        for (int t = 0; t < n_tok; t++) {
+            float *xr = x + (size_t)t * rows;
+            const float *yr = ex->space->tmp + (size_t)t * rows;
+            for (int r = r0; r < r1; r++)
+                xr[r] += yr[r] + (bias ? bias[r] : 0.0f);
+        }
+    }
+    exec_barrier(ex);
+}
+
+static void head_rmsnorm(float *v, int d, const float *w, float eps)
+{
+    double ss = 0.0;
+    for (int i = 0; i < d; i++)
+        ss += (double)v[i] * v[i];
+    float inv = 1.0f / sqrtf((float)(ss / d) + eps);
+    for (int i = 0; i < d; i++)
+        v[i] = (v[i] * inv) * w[i];
+}
+
+static void rotate_half(float *v, int d, const float *cos_row, const float *sin_row)
+{
+    int half = d / 2;
+    for (int i = 0; i < half; i++) {
+        float a = v[i], b = v[i + half];
+        v[i] = a * cos_row[i] - b * sin_row[i];
+        v[i + half] = b * cos_row[i] + a * sin_row[i];
+    }
+}
+
+static void cpu_rope_store(backend_exec *ex, const attention_shape *s,
+                           const rope_table *rope, const float *q_norm,
+                           const float *k_norm, float eps, float *q, const float *k,
+                           const float *v, int n_tok, int pos0, kv_layer cache)
+{
+    int d = s->head_dim, half = d / 2;
+    int heads = s->n_heads + s->n_kv_heads; /* work items per token */
+    int i0, i1;
+    alm_pool_split(n_tok * heads, 1, ex->index, ex->n_threads, &i0, &i1);
+    size_t kv_row = (size_t)s->n_kv_heads * d;
+    for (int item = i0; item < i1; item++) {
+        int t = item / heads, h = item % heads;
+        int pos = pos0 + t;
+        const float *c = rope->cos + (size_t)pos * half;
+        const float *sn = rope->sin + (size_t)pos * half;
+        if (h < s->n_heads) {
+            float *qh = q + ((size_t)t * s->n_heads + h) * d;
+            if (q_norm)
+                head_rmsnorm(qh, d, q_norm, eps);
+            rotate_half(qh, d, c, sn);
+        } else {
+            int kh = h - s->n_heads;
+            float *kd = cache.k + (size_t)pos * kv_row + (size_t)kh * d;
+            float *vd = cache.v + (size_t)pos * kv_row + (size_t)kh * d;
+            memcpy(kd, k + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
+            memcpy(vd, v + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
+            if (k_norm)
+                head_rmsnorm(kd, d, k_norm, eps);
+            rotate_half(kd, d, c, sn);
+        }
+    }
+    exec_barrier(ex);
+}
+
+static float dot(const float *a, const float *b, int n)
+{
+    float acc[8] = { 0 };
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static void cpu_attention(backend_exec *ex, const attention_shape *s, const float *q,
+                          int n_tok, int pos0, kv_layer cache, float *out)
+{
+    int d = s->head_dim;
+    int group = s->n_heads / s->n_kv_heads;
+    size_t kv_row = (size_t)s->n_kv_heads * d;
+    float scale = 1.0f / sqrtf((float)d);
+    float *scores = ex->space->scores;
+    int i0, i1;
+    alm_pool_split(n_tok * s->n_heads, 1, ex->index, ex->n_threads, &i0, &i1);
+    for (int item = i0; item < i1; item++) {
+        int t = item / s->n_heads, h = item % s->n_heads;
+        int pos = pos0 + t;
+        int first = s->window > 0 && pos - s->window + 1 > 0 ? pos - s->window + 1 : 0;
+        const float *qh = q + ((size_t)t * s->n_heads + h) * d;
+        size_t koff = (size_t)(h / group) * d;
+        float max = -INFINITY;
+        for (int j = first; j <= pos; j++) {
+            float sc = dot(qh, cache.k + (size_t)j * kv_row + koff, d) * scale;
+            scores[j - first] = sc;
+            if (sc > max)
+                max = sc;
+        }
+        float sum = 0.0f;
+        for (int j = first; j <= pos; j++) {
+            float e = expf(scores[j - first] - max);
+            scores[j - first] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        float *o = out + ((size_t)t * s->n_heads + h) * d;
+        memset(o, 0, sizeof(float) * (size_t)d);
+        for (int j = first; j <= pos; j++) {
+            float p = scores[j - first] * inv;
+            const float *vr = cache.v + (size_t)j * kv_row + koff;
+            for (int i = 0; i < d; i++)
+                o[i] += p * vr[i];
+        }
+    }
+    exec_barrier(ex);
+}
+
+static void cpu_moe_add(backend_exec *ex, const float *norm, float eps,
+                        const alm_weight *router, int n_experts, int top_k,
+                        const moe_expert *experts, int n_tok, float *x)
+{
+    const cpu_kernels *k = ex->be->kernels;
+    int dim = router->cols;
+    int inter = experts[0].gate->rows;
+    float *normed = ex->space->normed;
+    rmsnorm_rows(normed, x, n_tok, dim, norm, eps);
+    exec_barrier(ex); /* everyone has read x before anyone adds to it */
+
+    float logits[MOE_MAX_EXPERTS], weights[MOE_MAX_EXPERTS];
+    int chosen[MOE_MAX_EXPERTS];
+    float *h = ex->ws->shared;
+    for (int t = 0; t < n_tok; t++) {
+        const float *nt = normed + (size_t)t * dim;
+        /* Router: tiny, computed by every thread. */
+        cpu_matmul_prepare(k, router, nt, 1, (size_t)dim, ex->space->prep);
+        cpu_matmul_rows(k, router, ex->space->prep, nt, 1, (size_t)dim, logits, (size_t)n_experts, 0, n_experts);
+        float max = -INFINITY;
+        for (int e = 0; e < n_experts; e++)
+            if (logits[e] > max)
+                max = logits[e];
+        float sum = 0.0f;
+        for (int e = 0; e < n_experts; e++)
+            sum += (weights[e] = expf(logits[e] - max));
+        for (int e = 0; e < n_experts; e++)
+            weights[e] /= sum;
+        /* Top k by probability, lowest index first on ties (as torch.topk
+         * on CPU/CUDA returns for distinct values). */
+        float picked_sum = 0.0f;
+        for (int j = 0; j < top_k; j++) {
+            int best = -1;
+            for (int e = 0; e < n_experts; e++) {
+                bool taken = false;
+                for (int m = 0; m < j; m++)
+                    taken |= chosen[m] == e;
+                if (!taken && (best < 0 || weights[e] > weights[best]))
+                    best = e;
+            }
+            chosen[j] = best;
+            picked_sum += weights[best];
+        }
+        for (int j = 0; j < top_k; j++) {
+            int e = chosen[j];
+            float wgt = weights[e] / picked_sum;
+            const alm_weight *gate = experts[e].gate, *up = experts[e].up, *down = experts[e].down;
+            int r0, r1;
+            share(ex, inter, &r0, &r1);
+            if (r0 < r1) {
+                float *tmp = ex->space->tmp;
+                cpu_matmul_prepare(k, gate, nt, 1, (size_t)dim, ex->space->prep);
+                cpu_matmul_rows(k, gate, ex->space->prep, nt, 1, (size_t)dim, h, (size_t)inter, r0, r1);
+                if (!same_activation_format(gate, up))
+                    cpu_matmul_prepare(k, up, nt, 1, (size_t)dim, ex->space->prep);
+                cpu_matmul_rows(k, up, ex->space->prep, nt, 1, (size_t)dim, tmp, (size_t)inter, r0, r1);
+                for (int r = r0; r < r1; r++)
+                    h[r] = silu(h[r]) * tmp[r];
+            }
+            exec_barrier(ex);
+            share(ex, dim, &r0, &r1);
+            if (r0 < r1) {
+                float *tmp = ex->space->tmp;
+                cpu_matmul_prepare(k, down, h, 1, (size_t)inter, ex->space->prep);
+                cpu_matmul_rows(k, down, ex->space->prep, h, 1, (size_t)inter, tmp, (size_t)dim, r0, r1);
+                float *xr = x + (size_t)t * dim;
+                for (int r = r0; r < r1; r++)
+                    xr[r] += wgt * tmp[r];
+            }
+            exec_barrier(ex);
+        }
+    }
+}
+
+static void cpu_logits(backend_exec *ex, const float *x, int first, int n_out,
+                       const float *norm, float eps, const alm_weight *w, float *logits)
+{
+    const cpu_kernels *k = ex->be->kernels;
+    int dim = w->cols;
+    const float *rows = x + (size_t)first * dim;
+    rmsnorm_rows(ex->space->normed, rows, n_out, dim, norm, eps);
+    int r0, r1;
+    share(ex, w->rows, &r0, &r1);
+    if (r0 < r1) {
+        cpu_matmul_prepare(k, w, ex->space->normed, n_out, (size_t)dim, ex->space->prep);
+        cpu_matmul_rows(k, w, ex->space->prep, ex->space->normed, n_out, (size_t)dim,
+                        logits, (size_t)w->rows, r0, r1);
+    }
+    exec_barrier(ex);
+}
+
+static const backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .workspace_new = cpu_workspace_new,
+    .workspace_free = cpu_workspace_free,
+    .run = cpu_run,
+    .embed = cpu_embed,
+    .norm_matmul = cpu_norm_matmul,
+    .matmul_add = cpu_matmul_add,
+    .rope_store = cpu_rope_store,
+    .attention = cpu_attention,
+    .moe_add = cpu_moe_add,
+    .logits = cpu_logits,
+};
+
+int cpu_backend_new(backend **out, alm_error *err)
+{
+    cpu_backend *be = calloc(1, sizeof *be);
+    if (!be)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    be->base.ops = &cpu_ops;
+    be->kernels = cpu_kernels_select();
+    *out = &be->base;
+    return 0;
+}

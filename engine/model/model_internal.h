@@ -1,0 +1,51 @@
+/* What a loaded model holds; shared by model.c (loading), seq.c (state)
+ * and decoder.c (the forward pass). */
+#ifndef ALM_MODEL_INTERNAL_H
+#define ALM_MODEL_INTERNAL_H
+
+#include "alm.h"
+#include "backend/backend.h"
+#include "loader/model_config.h"
+#include "loader/model_weights.h"
+#include "loader/safetensors.h"
+
+/* Tokens processed in one pass; longer inputs are split into passes. */
+#define SEQ_MAX_BATCH 512
+/* Positions the rotary table covers (bounds a sequence's length). */
+#define MODEL_MAX_POSITIONS 32768
+
+struct alm_model {
+    char *dir;
+    model_config cfg;
+    tensor_store *store;
+    model_weights weights;
+    alm_tokenizer *tokenizer;
+    backend *be;
+    rope_table rope;
+    float *rope_cos, *rope_sin;    /* backend memory behind rope */
+    attention_shape *layer_shapes; /* per layer (windows differ) */
+    moe_expert **experts;          /* per layer, NULL for dense layers */
+    /* Every weight, for sizing workspaces. */
+    const alm_weight **all_weights;
+    size_t n_all_weights;
+};
+
+struct alm_seq {
+    alm_model *model;
+    int length;
+    int capacity;
+    int batch;           /* tokens per pass */
+    kv_layer *cache;     /* per layer */
+    /* Activations of one pass, [batch][width]. */
+    float *x, *q, *k, *v, *attn, *h;
+    void *workspace;
+    int workspace_threads;
+    size_t memory_bytes;
+};
+
+/* Runs the decoder over tokens[0..n) at positions seq->length.. (n <= batch),
+ * writing logits for the last n_logits of them. */
+void decoder_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
+                     int n_logits, float *logits);
+
+#endif

@@ -1,0 +1,154 @@
+/* A sequence: its KV cache, the activation buffers of one pass, and the
+ * bookkeeping that lets speculative decoding cut the cache back. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "model/model_internal.h"
+
+static void *seq_alloc(alm_seq *s, size_t bytes)
+{
+    backend *be = s->model->be;
+    s->memory_bytes += bytes;
+    return be->ops->alloc(be, bytes);
+}
+
+int alm_seq_new(alm_model *m, int max_len, alm_seq **out, alm_error *err)
+{
+    const model_config *c = &m->cfg;
+    if (max_len <= 0 || max_len > m->rope.max_positions)
+        max_len = max_len <= 0 ? m->rope.max_positions : max_len;
+    if (max_len > m->rope.max_positions)
+        return alm_error_set(err, -EINVAL, "context of %d tokens is longer than this model's %d",
+                             max_len, m->rope.max_positions);
+    alm_seq *s = calloc(1, sizeof *s);
+    if (!s)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    s->model = m;
+    s->capacity = max_len;
+    s->batch = max_len < SEQ_MAX_BATCH ? max_len : SEQ_MAX_BATCH;
+
+    size_t b = (size_t)s->batch;
+    size_t q_width = (size_t)c->n_heads * c->head_dim;
+    size_t kv_width = (size_t)c->n_kv_heads * c->head_dim;
+    size_t kv_bytes = sizeof(float) * (size_t)max_len * kv_width;
+    s->cache = calloc((size_t)c->n_layers, sizeof *s->cache);
+    bool ok = s->cache != NULL;
+    for (int l = 0; ok && l < c->n_layers; l++) {
+        s->cache[l].k = seq_alloc(s, kv_bytes);
+        s->cache[l].v = seq_alloc(s, kv_bytes);
+        ok = s->cache[l].k && s->cache[l].v;
+    }
+    if (ok) {
+        s->x = seq_alloc(s, sizeof(float) * b * (size_t)c->hidden_size);
+        s->q = seq_alloc(s, sizeof(float) * b * q_width);
+        s->k = seq_alloc(s, sizeof(float) * b * kv_width);
+        s->v = seq_alloc(s, sizeof(float) * b * kv_width);
+        s->attn = seq_alloc(s, sizeof(float) * b * q_width);
+        s->h = seq_alloc(s, sizeof(float) * b * (size_t)c->intermediate_size);
+        ok = s->x && s->q && s->k && s->v && s->attn && s->h;
+    }
+    if (!ok) {
+        alm_seq_free(s);
+        return alm_error_set(err, -ENOMEM, "out of memory for a sequence of %d tokens", max_len);
+    }
+    *out = s;
+    return 0;
+}
+
+void alm_seq_free(alm_seq *s)
+{
+    if (!s)
+        return;
+    backend *be = s->model->be;
+    if (s->cache)
+        for (int l = 0; l < s->model->cfg.n_layers; l++) {
+            be->ops->free(be, s->cache[l].k);
+            be->ops->free(be, s->cache[l].v);
+        }
+    free(s->cache);
+    be->ops->free(be, s->x);
+    be->ops->free(be, s->q);
+    be->ops->free(be, s->k);
+    be->ops->free(be, s->v);
+    be->ops->free(be, s->attn);
+    be->ops->free(be, s->h);
+    if (s->workspace)
+        be->ops->workspace_free(be, s->workspace);
+    free(s);
+}
+
+int alm_seq_length(const alm_seq *s) { return s->length; }
+int alm_seq_capacity(const alm_seq *s) { return s->capacity; }
+size_t alm_seq_memory_bytes(const alm_seq *s) { return s->memory_bytes; }
+
+int alm_seq_truncate(alm_seq *s, int len)
+{
+    if (len < 0 || len > s->length)
+        return -EINVAL;
+    /* Positions past len are overwritten before they are read again:
+     * attention only reads positions below the query's. */
+    s->length = len;
+    return 0;
+}
+
+static int ensure_workspace(alm_seq *s, int n_threads, alm_error *err)
+{
+    if (s->workspace && s->workspace_threads == n_threads)
+        return 0;
+    backend *be = s->model->be;
+    const model_config *c = &s->model->cfg;
+    if (s->workspace)
+        be->ops->workspace_free(be, s->workspace);
+    int width = c->hidden_size;
+    if (c->intermediate_size > width)
+        width = c->intermediate_size;
+    if (c->n_heads * c->head_dim > width)
+        width = c->n_heads * c->head_dim;
+    workspace_shape shape = {
+        .max_tokens = s->batch,
+        .max_context = s->capacity,
+        .max_width = width,
+        .n_heads = c->n_heads,
+    };
+    s->workspace = be->ops->workspace_new(be, &shape, s->model->all_weights,
+                                          s->model->n_all_weights, n_threads);
+    s->workspace_threads = n_threads;
+    if (!s->workspace)
+        return alm_error_set(err, -ENOMEM, "out of memory for the work buffers");
+    return 0;
+}
+
+int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,
+                    int n_logits, float *logits, alm_error *err)
+{
+    int32_t vocab = s->model->cfg.vocab_size;
+    if (n < 0 || n_logits < 0 || n_logits > n || (n_logits > 0 && !logits))
+        return alm_error_set(err, -EINVAL, "invalid arguments to alm_seq_forward");
+    if (n > s->capacity - s->length)
+        return alm_error_set(err, -ENOSPC,
+                             "context full: %d tokens cached, %d more asked for, room for %d",
+                             s->length, n, s->capacity);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            return alm_error_set(err, -EINVAL, "token id %d is outside the vocabulary (0..%d)",
+                                 tokens[i], vocab - 1);
+    int r = ensure_workspace(s, alm_pool_size(pool), err);
+    if (r < 0)
+        return r;
+
+    /* Passes of at most `batch` tokens; logits come from the last n_logits
+     * tokens overall, which may span passes. */
+    int first_logit = n - n_logits;
+    for (int done = 0; done < n;) {
+        int chunk = n - done < s->batch ? n - done : s->batch;
+        int end = done + chunk;
+        int from = first_logit > done ? first_logit : done;
+        int chunk_logits = end > from ? end - from : 0;
+        float *out = chunk_logits ? logits + (size_t)(from - first_logit) * vocab : NULL;
+        decoder_forward(s, pool, tokens + done, chunk, chunk_logits, out);
+        s->length += chunk;
+        done = end;
+    }
+    return 0;
+}
