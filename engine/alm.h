@@ -107,6 +107,7 @@ typedef struct alm_seq alm_seq;
 /* max_len <= 0: the model's max_position_embeddings. */
 int alm_seq_new(alm_model *model, int max_len, alm_seq **out, alm_error *err);
 void alm_seq_free(alm_seq *seq);
+alm_model *alm_seq_model(const alm_seq *seq);
 /* Tokens in the cache. */
 int alm_seq_length(const alm_seq *seq);
 int alm_seq_capacity(const alm_seq *seq);
@@ -121,6 +122,58 @@ size_t alm_seq_memory_bytes(const alm_seq *seq);
  * logits[n_logits][vocab] (host memory; may be NULL when n_logits is 0). */
 int alm_seq_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
                     int n_logits, float *logits, alm_error *err);
+
+/* ------------------------------------------------------------ generation */
+
+typedef struct alm_sampling {
+    float temperature;  /* 0 = greedy */
+    int top_k;          /* 0 = off */
+    float top_p;        /* 1 = off */
+    float min_p;        /* 0 = off */
+    uint64_t seed;      /* same seed, same output */
+} alm_sampling;
+
+typedef struct alm_generate_params {
+    int max_tokens;
+    alm_sampling sampling;
+    bool ignore_eos;            /* keep going past end-of-sequence tokens */
+    const char *const *stop;    /* stop strings (not included in the text) */
+    size_t n_stop;
+} alm_generate_params;
+
+/* Greedy, 128 tokens, stop at EOS, no stop strings. */
+alm_generate_params alm_generate_default_params(void);
+
+typedef enum alm_finish_reason {
+    ALM_FINISH_LENGTH,     /* max_tokens reached */
+    ALM_FINISH_EOS,        /* an end-of-sequence token */
+    ALM_FINISH_STOP,       /* a stop string */
+    ALM_FINISH_CONTEXT,    /* the sequence is full */
+    ALM_FINISH_CANCELLED,  /* the text callback asked to stop */
+} alm_finish_reason;
+
+const char *alm_finish_reason_name(alm_finish_reason r);
+
+typedef struct alm_generate_stats {
+    int prompt_tokens;
+    int generated_tokens;
+    double prefill_seconds;  /* prompt pass, up to the first token's logits */
+    double decode_seconds;   /* every later pass, with sampling */
+    double prefill_tok_s;    /* prompt tokens / prefill_seconds */
+    double decode_tok_s;     /* decode passes / decode_seconds */
+    alm_finish_reason finish;
+} alm_generate_stats;
+
+/* Receives each piece of text as it becomes final (never a broken UTF-8
+ * sequence, never part of a stop string). Return non-zero to cancel. */
+typedef int (*alm_text_fn)(void *user, const char *text, size_t len);
+
+/* Runs the prompt through seq (appending to what it holds) and samples up
+ * to max_tokens tokens. *ids (malloc'ed, may be NULL when not wanted) gets
+ * the generated ids; on_text (may be NULL) the text as it streams. */
+int alm_generate(alm_seq *seq, alm_pool *pool, const int32_t *prompt, size_t n_prompt,
+                 const alm_generate_params *params, alm_text_fn on_text, void *user,
+                 int32_t **ids, size_t *n_ids, alm_generate_stats *stats, alm_error *err);
 
 #ifdef __cplusplus
 }

@@ -78,6 +78,7 @@ void alm_seq_free(alm_seq *s)
     free(s);
 }
 
+alm_model *alm_seq_model(const alm_seq *s) { return s->model; }
 int alm_seq_length(const alm_seq *s) { return s->length; }
 int alm_seq_capacity(const alm_seq *s) { return s->capacity; }
 size_t alm_seq_memory_bytes(const alm_seq *s) { return s->memory_bytes; }

@@ -1,0 +1,197 @@
+/* alm-engine bench: prefill and decode speed, and the cost of a pass over
+ * several tokens relative to one (what decides whether speculative decoding
+ * can pay). Medians over --repeat runs. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/tool.h"
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, compare_doubles);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void add_summary(JsonBuilder *b, const char *name, double *v, int n)
+{
+    double med = median(v, n); /* sorts v */
+    json_builder_set_member_name(b, name);
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "median");
+    json_builder_add_double_value(b, med);
+    json_builder_set_member_name(b, "min");
+    json_builder_add_double_value(b, v[0]);
+    json_builder_set_member_name(b, "max");
+    json_builder_add_double_value(b, v[n - 1]);
+    json_builder_end_object(b);
+}
+
+static int32_t argmax(const float *v, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+static const int batch_sizes[] = { 1, 2, 4, 5, 8 };
+#define N_BATCH_SIZES (int)(sizeof batch_sizes / sizeof batch_sizes[0])
+
+int cmd_bench(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "model", required_argument, NULL, 'm' },
+        { "prompt-tokens", required_argument, NULL, 'p' },
+        { "gen-tokens", required_argument, NULL, 'g' },
+        { "threads", required_argument, NULL, 't' },
+        { "repeat", required_argument, NULL, 'r' },
+        { "help", no_argument, NULL, 'h' },
+        { 0 },
+    };
+    const char *model_dir = NULL;
+    long prompt_tokens = 512, gen_tokens = 128, threads = 0, repeat = 5;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int r = 0;
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 'p': r = tool_parse_int(optarg, "--prompt-tokens", 1, 1 << 20, &prompt_tokens); break;
+        case 'g': r = tool_parse_int(optarg, "--gen-tokens", 1, 1 << 20, &gen_tokens); break;
+        case 't': r = tool_parse_int(optarg, "--threads", 0, 1024, &threads); break;
+        case 'r': r = tool_parse_int(optarg, "--repeat", 1, 10000, &repeat); break;
+        case 'h':
+            printf("usage: alm-engine bench --model DIR [--prompt-tokens 512] [--gen-tokens 128]"
+                   " [--threads N] [--repeat R]\n");
+            return 0;
+        default: r = -1;
+        }
+        if (r < 0)
+            return 2;
+    }
+    if (!model_dir)
+        return tool_fail("bench needs --model");
+
+    alm_error err = { 0 };
+    alm_model *model = NULL;
+    alm_seq *seq = NULL;
+    alm_pool *pool = NULL;
+    int status = 1;
+    int32_t *prompt = NULL;
+    float *logits = NULL;
+    double *prefill = NULL, *decode = NULL, *steps = NULL;
+    int n_rep = (int)repeat;
+
+    if (alm_model_load(model_dir, NULL, &model, &err) < 0 ||
+        alm_seq_new(model, (int)(prompt_tokens + gen_tokens + 16), &seq, &err) < 0) {
+        tool_fail("%s", err.message);
+        goto out;
+    }
+    if (alm_pool_new((int)threads, &pool) < 0) {
+        tool_fail("cannot start threads");
+        goto out;
+    }
+    int vocab = alm_model_vocab_size(model);
+    prompt = malloc(sizeof *prompt * (size_t)prompt_tokens);
+    logits = malloc(sizeof *logits * (size_t)vocab * 8);
+    prefill = malloc(sizeof *prefill * (size_t)n_rep);
+    decode = malloc(sizeof *decode * (size_t)n_rep);
+    steps = malloc(sizeof *steps * (size_t)n_rep * N_BATCH_SIZES);
+    if (!prompt || !logits || !prefill || !decode || !steps) {
+        tool_fail("out of memory");
+        goto out;
+    }
+    /* A fixed pseudo-random prompt: the speed does not depend on the text. */
+    uint32_t state = 12345;
+    for (long i = 0; i < prompt_tokens; i++) {
+        state = state * 1664525u + 1013904223u;
+        prompt[i] = (int32_t)(state >> 8) % vocab;
+    }
+
+    /* One untimed run warms caches and the page mappings. */
+    for (int rep = -1; rep < n_rep; rep++) {
+        alm_seq_truncate(seq, 0);
+        double t0 = tool_now();
+        if (alm_seq_forward(seq, pool, prompt, (int)prompt_tokens, 1, logits, &err) < 0) {
+            tool_fail("%s", err.message);
+            goto out;
+        }
+        double t1 = tool_now();
+        int32_t id = argmax(logits, vocab);
+        for (long i = 0; i < gen_tokens; i++) {
+            if (alm_seq_forward(seq, pool, &id, 1, 1, logits, &err) < 0) {
+                tool_fail("%s", err.message);
+                goto out;
+            }
+            id = argmax(logits, vocab);
+        }
+        double t2 = tool_now();
+        if (rep < 0)
+            continue;
+        prefill[rep] = (double)prompt_tokens / (t1 - t0);
+        decode[rep] = (double)gen_tokens / (t2 - t1);
+
+        /* Passes over b tokens (logits for each, as verification needs) at
+         * the context the decode reached, each cut back afterwards. */
+        int base = alm_seq_length(seq);
+        for (int j = 0; j < N_BATCH_SIZES; j++) {
+            const int inner = 20;
+            double s0 = tool_now();
+            for (int k = 0; k < inner; k++) {
+                alm_seq_truncate(seq, base - batch_sizes[j]);
+                alm_seq_forward(seq, pool, prompt, batch_sizes[j], batch_sizes[j], logits, &err);
+            }
+            steps[j * n_rep + rep] = (tool_now() - s0) / inner;
+        }
+    }
+
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "model");
+    json_builder_add_string_value(b, model_dir);
+    json_builder_set_member_name(b, "threads");
+    json_builder_add_int_value(b, alm_pool_size(pool));
+    json_builder_set_member_name(b, "prompt_tokens");
+    json_builder_add_int_value(b, prompt_tokens);
+    json_builder_set_member_name(b, "gen_tokens");
+    json_builder_add_int_value(b, gen_tokens);
+    json_builder_set_member_name(b, "repeat");
+    json_builder_add_int_value(b, n_rep);
+    json_builder_set_member_name(b, "weight_bytes");
+    json_builder_add_int_value(b, (gint64)alm_model_weight_bytes(model));
+    add_summary(b, "prefill_tok_s", prefill, n_rep);
+    add_summary(b, "decode_tok_s", decode, n_rep);
+    double step1 = median(steps, n_rep);
+    json_builder_set_member_name(b, "step_ms");
+    json_builder_add_double_value(b, step1 * 1e3);
+    json_builder_set_member_name(b, "batch_cost");
+    json_builder_begin_object(b);
+    for (int j = 1; j < N_BATCH_SIZES; j++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", batch_sizes[j]);
+        json_builder_set_member_name(b, key);
+        json_builder_add_double_value(b, median(steps + j * n_rep, n_rep) / step1);
+    }
+    json_builder_end_object(b);
+    json_builder_end_object(b);
+    tool_print_json(b);
+    g_object_unref(b);
+    status = 0;
+out:
+    free(prompt);
+    free(logits);
+    free(prefill);
+    free(decode);
+    free(steps);
+    alm_seq_free(seq);
+    alm_pool_free(pool);
+    alm_model_free(model);
+    return status;
+}

@@ -1,0 +1,111 @@
+/* Every tiny architecture (llama3 rope scaling, mistral sliding window,
+ * qwen2 biases, qwen3 q/k norms, mixtral experts) against the float32
+ * transformers reference: logits within 1e-3 x max|logit| at the listed
+ * positions and the argmax equal at every position. Also checks that a
+ * batched pass equals token-by-token passes, and that cutting the cache back
+ * and running again gives the same logits. */
+#include <math.h>
+
+#include "alm.h"
+#include "tap.h"
+#include "test_util.h"
+
+static void check_model(const char *name, JsonObject *ref, alm_pool *pool)
+{
+    char *dir = test_path("ALM_TEST_DATA", "models/tiny");
+    char *model_dir;
+    if (asprintf(&model_dir, "%s/%s", dir, name) < 0)
+        abort();
+    free(dir);
+    alm_error err = { 0 };
+    alm_model *model = NULL;
+    alm_seq *seq = NULL;
+    if (!tap_ok(alm_model_load(model_dir, NULL, &model, &err) == 0, "%s loads (%s)", name, err.message)) {
+        free(model_dir);
+        return;
+    }
+    size_t n;
+    int32_t *ids = test_int_array(json_object_get_array_member(ref, "input_ids"), &n);
+    int vocab = alm_model_vocab_size(model);
+    float *logits = malloc(sizeof(float) * (size_t)vocab * n);
+    tap_ok(alm_seq_new(model, 64, &seq, &err) == 0, "%s: sequence", name);
+    tap_ok(alm_seq_forward(seq, pool, ids, (int)n, (int)n, logits, &err) == 0, "%s: forward (%s)", name, err.message);
+
+    /* argmax at every position */
+    size_t n_arg;
+    int32_t *argmax = test_int_array(json_object_get_array_member(ref, "argmax"), &n_arg);
+    int wrong = 0;
+    for (size_t t = 0; t < n_arg && t < n; t++) {
+        int best = 0;
+        for (int v = 1; v < vocab; v++)
+            if (logits[t * vocab + v] > logits[t * vocab + best])
+                best = v;
+        wrong += best != argmax[t];
+    }
+    tap_ok(wrong == 0 && n_arg == n, "%s: argmax equal at all %zu positions (%d differ)", name, n, wrong);
+
+    /* logits at the listed positions */
+    JsonArray *positions = json_object_get_array_member(ref, "positions");
+    JsonArray *ref_logits = json_object_get_array_member(ref, "logits");
+    double worst = 0.0;
+    for (guint i = 0; i < json_array_get_length(positions); i++) {
+        size_t t = (size_t)json_array_get_int_element(positions, i);
+        JsonArray *row = json_array_get_array_element(ref_logits, i);
+        double max_abs = 0.0, max_err = 0.0;
+        for (int v = 0; v < vocab; v++) {
+            double r = json_array_get_double_element(row, (guint)v);
+            max_abs = fmax(max_abs, fabs(r));
+            max_err = fmax(max_err, fabs(r - logits[t * vocab + v]));
+        }
+        worst = fmax(worst, max_err / max_abs);
+    }
+    tap_ok(worst <= 1e-3, "%s: logits within 1e-3 x max|logit| (worst %.2e)", name, worst);
+
+    /* Token by token, on a cache cut back to 0, gives the same logits. */
+    alm_seq_truncate(seq, 0);
+    float *step = malloc(sizeof(float) * (size_t)vocab);
+    double step_err = 0.0;
+    for (size_t t = 0; t < n; t++) {
+        alm_seq_forward(seq, pool, &ids[t], 1, 1, step, &err);
+        for (int v = 0; v < vocab; v++)
+            step_err = fmax(step_err, fabs(step[v] - logits[t * vocab + v]));
+    }
+    tap_ok(step_err < 1e-3, "%s: one token at a time equals the batched pass (max diff %.2e)", name, step_err);
+
+    /* Cut back to the middle and run the second half again. */
+    int half = (int)n / 2;
+    alm_seq_truncate(seq, half);
+    alm_seq_forward(seq, pool, ids + half, (int)n - half, 1, step, &err);
+    double cut_err = 0.0;
+    for (int v = 0; v < vocab; v++)
+        cut_err = fmax(cut_err, fabs(step[v] - logits[(n - 1) * vocab + v]));
+    tap_ok(alm_seq_length(seq) == (int)n && cut_err < 1e-3,
+           "%s: truncate then continue matches (max diff %.2e)", name, cut_err);
+
+    free(step);
+    free(argmax);
+    free(logits);
+    free(ids);
+    alm_seq_free(seq);
+    alm_model_free(model);
+    free(model_dir);
+}
+
+int main(void)
+{
+    char *refs = test_path("ALM_TEST_DATA", "refs/tiny-logits.json");
+    JsonParser *parser = refs ? test_load_json(refs) : NULL;
+    free(refs);
+    if (!parser)
+        return tap_skip_all("ALM_TEST_DATA/refs/tiny-logits.json not readable");
+    JsonObject *root = json_node_get_object(json_parser_get_root(parser));
+    alm_pool *pool;
+    alm_pool_new(2, &pool);
+    GList *names = json_object_get_members(root);
+    for (GList *l = names; l; l = l->next)
+        check_model(l->data, json_object_get_object_member(root, l->data), pool);
+    g_list_free(names);
+    alm_pool_free(pool);
+    g_object_unref(parser);
+    return tap_done();
+}
