@@ -51,6 +51,7 @@ typedef struct model_config {
     int head_dim;                  /* explicit, or hidden_size / n_heads */
     int max_position_embeddings;
     float rms_norm_eps;
+    char torch_dtype[16];          /* "bfloat16", ... (dtype or torch_dtype); "" when absent */
 
     double rope_theta;
     rope_scaling_type rope_scaling;
@@ -66,8 +67,8 @@ typedef struct model_config {
 
     bool tie_word_embeddings;
     bool attention_bias;           /* q/k/v projections have biases */
-    bool o_proj_bias;
-    bool mlp_bias;
+    bool o_proj_bias;              /* llama/qwen3: the same attention_bias key */
+    bool mlp_bias;                 /* llama: gate/up/down have biases */
     bool qk_norm;                  /* per-head RMSNorm on q and k (qwen3) */
 
     int n_experts;                 /* 0 = dense MLP */

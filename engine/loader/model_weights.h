@@ -9,7 +9,12 @@
  *   layers.N.mlp.{gate,up,down}_proj (dense) or
  *   layers.N.block_sparse_moe.gate and
  *   layers.N.block_sparse_moe.experts.E.{w1,w3,w2} (mixtral: w1 = gate,
- *   w3 = up, w2 = down).
+ *   w3 = up, w2 = down), or MLX's stacked
+ *   layers.N.block_sparse_moe.switch_mlp.{gate,up,down}_proj of shape
+ *   [n_experts][rows][cols] (each expert's descriptor points at its slice).
+ * Linear biases: layers.N.self_attn.{q,k,v,o}_proj.bias as the config says
+ * (attention_bias / o_proj_bias), layers.N.mlp.{gate,up,down}_proj.bias when
+ * mlp_bias.
  * A quantized module NAME has NAME.weight (U32), NAME.scales, NAME.biases.
  * Vectors (norm weights, linear biases) may be F32, F16 or BF16; they are
  * converted to F32 at load (small) so kernels read one type. */
@@ -36,6 +41,8 @@ typedef struct layer_weights {
     float *q_norm, *k_norm;          /* [head_dim], NULL unless qk_norm */
     /* Dense MLP (n_experts == 0): */
     alm_weight gate, up, down;
+    float *gate_bias, *up_bias;      /* [intermediate], NULL unless mlp_bias (llama) */
+    float *down_bias;                /* [hidden], NULL unless mlp_bias */
     /* Mixture of experts: */
     alm_weight router;               /* [n_experts][hidden] */
     expert_weights *experts;         /* n_experts entries */

@@ -44,5 +44,7 @@ size_t tensor_store_count(const tensor_store *store);
 const stored_tensor *tensor_store_at(const tensor_store *store, size_t i);
 /* Bytes mapped, over all files. */
 size_t tensor_store_mapped_bytes(const tensor_store *store);
+/* The file or folder the store was opened from (for messages). */
+const char *tensor_store_source(const tensor_store *store);
 
 #endif
