@@ -37,7 +37,7 @@ typedef struct layer_weights {
     float *ffn_norm;       /* [hidden] post_attention_layernorm */
     alm_weight q, k, v, o; /* q: [n_heads*head_dim][hidden], k/v: [n_kv*head_dim][hidden], o: [hidden][n_heads*head_dim] */
     float *q_bias, *k_bias, *v_bias; /* NULL unless attention_bias */
-    float *o_bias;                   /* NULL unless present */
+    float *o_bias;                   /* NULL unless o_proj_bias (llama/qwen3 attention_bias) */
     float *q_norm, *k_norm;          /* [head_dim], NULL unless qk_norm */
     /* Dense MLP (n_experts == 0): */
     alm_weight gate, up, down;

@@ -6,7 +6,10 @@
  *  "__metadata__": {...}}, then the data; offsets are relative to the byte
  * after the header. Everything is checked before a tensor is handed out:
  * header length bound, well-formed JSON, known dtype, shape x element size ==
- * byte range, ranges inside the file and not overlapping. */
+ * byte range, ranges inside the file and not overlapping, no name given
+ * twice (in a file or across shards). Tensor data is aligned to its element
+ * size: the rare tensor stored at an odd offset gets an aligned private
+ * copy. */
 #ifndef ALM_LOADER_SAFETENSORS_H
 #define ALM_LOADER_SAFETENSORS_H
 
@@ -41,6 +44,7 @@ void tensor_store_free(tensor_store *store);
 /* NULL when absent. */
 const stored_tensor *tensor_store_find(const tensor_store *store, const char *name);
 size_t tensor_store_count(const tensor_store *store);
+/* Tensors sorted by name; NULL past the end. */
 const stored_tensor *tensor_store_at(const tensor_store *store, size_t i);
 /* Bytes mapped, over all files. */
 size_t tensor_store_mapped_bytes(const tensor_store *store);

@@ -152,6 +152,28 @@ static void test_bad_files(void)
     unlink(path);
     free(path);
 
+    /* A real model cut short: the last tensors' ranges leave the file. */
+    const char *data_dir = getenv("ALM_TEST_DATA");
+    if (data_dir) {
+        char *src = fixture_path(data_dir, "models/tiny/qwen2-bias/model.safetensors");
+        size_t len;
+        char *bytes = fixture_read(src, &len);
+        char *cut = fixture_path(tmpdir, "cut.safetensors");
+        if (bytes) {
+            fixture_write(cut, bytes, len - 1);
+            expect_file_error(cut, "tensor model.norm.weight: data_offsets [1197056, 1197184] out of range",
+                              "model file missing its last byte");
+            fixture_write(cut, bytes, len / 2);
+            expect_file_error(cut, "out of range", "model file cut in half");
+            fixture_write(cut, bytes, 2000);
+            expect_file_error(cut, "goes beyond the end of the file", "model file cut inside its header");
+        }
+        tap_ok(bytes != NULL, "read %s", src);
+        free(bytes);
+        free(cut);
+        free(src);
+    }
+
     expect_file_error("/nonexistent/x.safetensors", "cannot open", "missing file");
     expect_file_error(tmpdir, "not a regular file", "a folder");
 
