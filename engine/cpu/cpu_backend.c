@@ -213,11 +213,12 @@ static void cpu_norm_matmul(backend_exec *ex, const float *x, int n_tok,
             if (!same_activation_format(gate, up))
                 cpu_matmul_prepare(k, up, in, n_tok, (size_t)dim, ex->space->prep);
             cpu_matmul_rows(k, up, ex->space->prep, in, n_tok, (size_t)dim, ex->space->tmp, rows, r0, r1);
+            const float *gb = bias ? bias[0] : NULL, *ub = bias ? bias[1] : NULL;
             for (int t = 0; t < n_tok; t++) {
                 float *g = y[0] + (size_t)t * rows;
                 const float *u = ex->space->tmp + (size_t)t * rows;
                 for (int r = r0; r < r1; r++)
-                    g[r] = silu(g[r]) * u[r];
+                    g[r] = silu(g[r] + (gb ? gb[r] : 0.0f)) * (u[r] + (ub ? ub[r] : 0.0f));
             }
         }
         exec_barrier(ex);

@@ -50,9 +50,10 @@ static void forward_body(void *p, backend_exec *ex)
                         c->n_experts_per_tok, m->experts[l], n, s->x);
         } else {
             const alm_weight *gate_up[2] = { &L->gate, &L->up };
+            const float *gate_up_bias[2] = { L->gate_bias, L->up_bias };
             float *h_out[2] = { s->h, NULL };
-            op->norm_matmul(ex, s->x, n, L->ffn_norm, eps, 2, gate_up, NULL, h_out, true);
-            op->matmul_add(ex, &L->down, NULL, s->h, n, s->x);
+            op->norm_matmul(ex, s->x, n, L->ffn_norm, eps, 2, gate_up, gate_up_bias, h_out, true);
+            op->matmul_add(ex, &L->down, L->down_bias, s->h, n, s->x);
         }
     }
 

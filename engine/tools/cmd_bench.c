@@ -2,6 +2,7 @@
  * several tokens relative to one (what decides whether speculative decoding
  * can pay). Medians over --repeat runs. */
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

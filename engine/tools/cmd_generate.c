@@ -1,5 +1,6 @@
 /* alm-engine generate: sample a continuation of a prompt. */
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

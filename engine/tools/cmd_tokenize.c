@@ -1,5 +1,6 @@
 /* alm-engine tokenize / detokenize: need only the tokenizer files. */
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

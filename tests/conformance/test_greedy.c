@@ -91,7 +91,7 @@ static void check_model(const char *label, const char *model_dir, JsonArray *pro
         for (size_t k = 0; k < c->n_expected; k++)
             c->margin[k] = json_array_get_double_element(m, (guint)k);
         got[i] = generate(model, pool, c, &n_got[i]);
-        size_t diff;
+        size_t diff = 0;
         int ok = got[i] && matches(c, got[i], n_got[i], &diff);
         if (!ok)
             tap_diag("%s prompt %u: first difference at step %zu (margin there %.4g)", label, i,
