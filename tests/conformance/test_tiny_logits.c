@@ -46,11 +46,13 @@ static void check_model(const char *name, JsonObject *ref, alm_pool *pool)
 
     /* logits at the listed positions */
     JsonArray *positions = json_object_get_array_member(ref, "positions");
-    JsonArray *ref_logits = json_object_get_array_member(ref, "logits");
+    JsonObject *ref_logits = json_object_get_object_member(ref, "logits"); /* position -> row */
     double worst = 0.0;
     for (guint i = 0; i < json_array_get_length(positions); i++) {
         size_t t = (size_t)json_array_get_int_element(positions, i);
-        JsonArray *row = json_array_get_array_element(ref_logits, i);
+        char key[16];
+        snprintf(key, sizeof key, "%zu", t);
+        JsonArray *row = json_object_get_array_member(ref_logits, key);
         double max_abs = 0.0, max_err = 0.0;
         for (int v = 0; v < vocab; v++) {
             double r = json_array_get_double_element(row, (guint)v);
