@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "alm.h"
+#include "cpu/matmul.h"
 #include "tap.h"
 #include "test_util.h"
 
@@ -95,6 +96,21 @@ static void check_model(const char *name, JsonObject *ref, alm_pool *pool)
 
 int main(void)
 {
+    /* Run for one instruction set: skip (visibly) where the CPU lacks it. */
+    const char *isa = getenv("ALM_REQUIRE_ISA");
+    if (isa) {
+        static const cpu_isa all[] = { CPU_ISA_SCALAR, CPU_ISA_AVX2, CPU_ISA_AVX512 };
+        bool supported = false;
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            if (strcmp(cpu_isa_name(all[i]), isa) == 0)
+                supported = cpu_kernels_for(all[i]) != NULL;
+        if (!supported) {
+            char why[128];
+            snprintf(why, sizeof why, "this CPU does not run the %s kernels", isa);
+            return tap_skip_all(why);
+        }
+        tap_diag("kernels: %s", cpu_isa_name(cpu_kernels_isa(cpu_kernels_select())));
+    }
     char *refs = test_path("ALM_TEST_DATA", "refs/tiny-logits.json");
     JsonParser *parser = refs ? test_load_json(refs) : NULL;
     free(refs);
