@@ -75,7 +75,8 @@ static int build_matcher(added_vocab *v, added_matcher *m, bool normalized)
     if (!m->order)
         return -ENOMEM;
     for (size_t i = 0; i < v->n; i++)
-        if (v->tokens[i].normalized == normalized && v->tokens[i].match_len > 0)
+        if (v->tokens[i].normalized == normalized && v->tokens[i].match_len > 0 &&
+            !v->tokens[i].disabled)
             m->order[m->n++] = (uint32_t)i;
     g_qsort_with_data(m->order, (gint)m->n, sizeof *m->order, cmp_order, v->tokens);
     size_t k = 0;
@@ -88,8 +89,44 @@ static int build_matcher(added_vocab *v, added_matcher *m, bool normalized)
     return 0;
 }
 
-int added_vocab_build(added_vocab *v, const normalizer *norm, alm_error *err)
+static void assign_ids(added_vocab *v, const token_map *vocab, size_t vocab_count)
 {
+    int64_t max_id = -1;
+    for (size_t i = 0; i < v->n; i++) {
+        added_token *t = &v->tokens[i];
+        if (t->len == 0) {
+            t->disabled = true; /* HF ignores empty tokens */
+            continue;
+        }
+        int32_t id = -1;
+        for (size_t k = 0; k < i && id < 0; k++)
+            if (!v->tokens[k].disabled && v->tokens[k].len == t->len &&
+                memcmp(v->tokens[k].content, t->content, t->len) == 0) {
+                /* The same content again: the later entry replaces it. */
+                id = v->tokens[k].id;
+                v->tokens[k].disabled = true;
+            }
+        if (id < 0)
+            id = token_map_get(vocab, t->content, t->len);
+        if (id < 0)
+            id = max_id >= (int64_t)vocab_count || vocab_count == 0 ? (int32_t)(max_id + 1)
+                                                                   : (int32_t)vocab_count;
+        t->id = id;
+        if (id > max_id)
+            max_id = id;
+    }
+}
+
+int added_vocab_build(added_vocab *v, const normalizer *norm, const token_map *vocab,
+                      size_t vocab_count, alm_error *err)
+{
+    assign_ids(v, vocab, vocab_count);
+    bool single_word = false;
+    for (size_t i = 0; i < v->n; i++)
+        single_word |= v->tokens[i].single_word && !v->tokens[i].disabled;
+    int r0;
+    if (single_word && (r0 = pattern_init_regex(&v->word_char, "\\w", 2, err)) < 0)
+        return r0;
     match_ctx m = { 0 };
     strbuf out = { 0 }, tmp = { 0 };
     int r = 0;
@@ -127,47 +164,45 @@ void added_vocab_free(added_vocab *v)
     free(v->tokens);
     free(v->raw.order);
     free(v->normalized.order);
+    pattern_free(&v->word_char);
     memset(v, 0, sizeof *v);
-}
-
-const added_token *added_vocab_find_id(const added_vocab *v, int32_t id)
-{
-    for (size_t i = 0; i < v->n; i++)
-        if (v->tokens[i].id == id)
-            return &v->tokens[i];
-    return NULL;
 }
 
 int32_t added_vocab_find_content(const added_vocab *v, const char *s, size_t len)
 {
     for (size_t i = 0; i < v->n; i++)
-        if (v->tokens[i].len == len && memcmp(v->tokens[i].content, s, len) == 0)
+        if (!v->tokens[i].disabled && v->tokens[i].len == len &&
+            memcmp(v->tokens[i].content, s, len) == 0)
             return v->tokens[i].id;
     return -1;
 }
 
 /* ------------------------------------------------------------ splitting */
 
-/* Regex \w as the Rust regex crate has it, closely enough. */
-static bool is_word_char(uint32_t c)
+/* Whether the one character s[0..len) is \w (Rust's regex crate: HF tests
+ * single_word tokens with \w$ and ^\w). */
+static int is_word_char(const added_vocab *v, match_ctx *m, const char *s, size_t len,
+                        alm_error *err)
 {
-    return c == '_' || g_unichar_isalnum(c) || g_unichar_ismark(c);
+    size_t a, b;
+    return pattern_find(&v->word_char, m, s, len, 0, &a, &b, err);
 }
 
-static bool ends_with_word(const char *s, size_t len)
+static int ends_with_word(const added_vocab *v, match_ctx *m, const char *s, size_t len,
+                          alm_error *err)
 {
     if (len == 0)
-        return false;
+        return 0;
     size_t start = len - 1;
     while (start > 0 && ((unsigned char)s[start] & 0xC0) == 0x80)
         start--;
-    return is_word_char(utf8_next(s, &start));
+    return is_word_char(v, m, s + start, len - start, err);
 }
 
-static bool starts_with_word(const char *s, size_t len)
+static int starts_with_word(const added_vocab *v, match_ctx *m, const char *s, size_t len,
+                            alm_error *err)
 {
-    size_t i = 0;
-    return len > 0 && is_word_char(utf8_next(s, &i));
+    return len > 0 ? is_word_char(v, m, s, utf8_char_len((unsigned char)s[0]), err) : 0;
 }
 
 /* Finds the leftmost-longest match at or after `from`. */
@@ -187,8 +222,8 @@ static const added_token *find_match(const added_vocab *v, const added_matcher *
     return NULL;
 }
 
-int added_vocab_split(const added_vocab *v, bool normalized_set, const char *s, size_t len,
-                      added_segment_fn fn, void *ctx, alm_error *err)
+int added_vocab_split(const added_vocab *v, bool normalized_set, match_ctx *mc, const char *s,
+                      size_t len, added_segment_fn fn, void *ctx, alm_error *err)
 {
     const added_matcher *m = normalized_set ? &v->normalized : &v->raw;
     if (m->n == 0 || len == 0)
@@ -202,9 +237,14 @@ int added_vocab_split(const added_vocab *v, bool normalized_set, const char *s, 
         /* The search goes on after the match, as HF's find_iter does, even
          * when the match is then discarded. */
         search = stop;
-        if (t->single_word && ((start > 0 && ends_with_word(s, start)) ||
-                               (stop < len && starts_with_word(s + stop, len - stop))))
-            continue;
+        if (t->single_word) {
+            int before = ends_with_word(v, mc, s, start, err);
+            int after = before == 0 ? starts_with_word(v, mc, s + stop, len - stop, err) : 0;
+            if (before < 0 || after < 0)
+                return before < 0 ? before : after;
+            if (before || after)
+                continue;
+        }
         if (t->lstrip) {
             size_t a = start;
             while (a > 0) {

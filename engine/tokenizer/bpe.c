@@ -193,6 +193,9 @@ static int parse_merges(bpe_model *m, JsonArray *merges, const char *where, alm_
     return r;
 }
 
+static int find_whole_tokens(bpe_model *m, alm_error *err);
+static int collect_bigrams(bpe_model *m, alm_error *err);
+
 static int dup_opt_string(JsonObject *o, const char *name, char **out, size_t *len,
                           const char *where, alm_error *err)
 {
@@ -251,6 +254,8 @@ int bpe_from_json(bpe_model *m, JsonObject *o, const char *where, alm_error *err
         snprintf(name, sizeof name, "<0x%02X>", b);
         m->byte_ids[b] = token_map_get(&m->vocab, name, 6);
     }
+    if ((r = find_whole_tokens(m, err)) < 0 || (r = collect_bigrams(m, err)) < 0)
+        goto fail;
     return 0;
 fail:
     bpe_free(m);
@@ -267,6 +272,8 @@ void bpe_free(bpe_model *m)
     free(m->unk_token);
     free(m->prefix);
     free(m->suffix);
+    free(m->whole);
+    free(m->bigrams);
     memset(m, 0, sizeof *m);
     m->unk_id = -1;
 }
@@ -478,37 +485,150 @@ static int merge_large(const bpe_model *m, bpe_scratch *s, int32_t *ids, size_t 
     return 0;
 }
 
-int bpe_encode_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, idvec *out,
-                    alm_error *err)
+/* Merges the initial symbols in s->word; *n gets the final count. */
+static int merge_word(const bpe_model *m, bpe_scratch *s, size_t *n, alm_error *err)
 {
-    if (len == 0)
+    *n = s->word.len;
+    if (*n <= BPE_SMALL_WORD) {
+        merge_small(m, s->word.data, n);
         return 0;
-    if (m->ignore_merges) {
-        /* A word that is itself a token is emitted whole (Llama 3). */
-        int32_t id = token_map_get(&m->vocab, w, len);
-        if (id >= 0)
-            return idvec_push(out, id) < 0 ? alm_error_set(err, -ENOMEM, "out of memory") : 0;
     }
-    uint64_t h = 0;
+    return merge_large(m, s, s->word.data, n, err);
+}
+
+static int find_whole_tokens(bpe_model *m, alm_error *err)
+{
+    m->whole = calloc(m->n_ids ? (size_t)m->n_ids : 1, sizeof *m->whole);
+    if (!m->whole)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    /* With affixes a word is not spelled like its token: no shortcut. */
+    if (m->prefix || m->suffix)
+        return 0;
+    bpe_scratch s = { 0 };
+    int r = 0;
+    for (int32_t id = 0; id < m->n_ids && r == 0; id++) {
+        size_t len, n;
+        const char *w = bpe_token(m, id, &len);
+        if (!w || len == 0 || token_map_get(&m->vocab, w, len) != id)
+            continue;
+        if ((r = initial_symbols(m, &s, w, len, err)) == 0 &&
+            (r = merge_word(m, &s, &n, err)) == 0)
+            m->whole[id] = n == 1 && s.word.data[0] == id;
+    }
+    bpe_scratch_free(&s);
+    /* A token whose characters are unknown (no unk, no bytes) only fails
+     * here; such words simply take the slow path. */
+    if (r < 0 && err)
+        err->code = 0;
+    return 0;
+}
+
+/* BPE of one word or one independent part of a word. ignore_merges
+ * applies to whole words only. */
+static int encode_part(const bpe_model *m, bpe_scratch *s, const char *w, size_t len,
+                       bool whole_word, idvec *out, alm_error *err)
+{
+    uint64_t h = hash_bytes(w, len);
+    int32_t id = token_map_get_hashed(&m->vocab, w, len, h);
+    /* ignore_merges (Llama 3): a word that is a token is emitted whole. */
+    if (id >= 0 && ((whole_word && m->ignore_merges) || m->whole[id]))
+        return idvec_push(out, id) < 0 ? alm_error_set(err, -ENOMEM, "out of memory") : 0;
     bool cacheable = len <= WORD_CACHE_MAX_WORD;
     if (cacheable) {
         const int32_t *ids;
         size_t n;
-        h = hash_bytes(w, len);
         if (word_cache_get(&s->cache, w, len, h, &ids, &n))
             return idvec_append(out, ids, n) < 0 ? alm_error_set(err, -ENOMEM, "out of memory")
                                                  : 0;
     }
+    size_t n;
     int r = initial_symbols(m, s, w, len, err);
-    if (r < 0)
-        return r;
-    size_t n = s->word.len;
-    if (n <= BPE_SMALL_WORD)
-        merge_small(m, s->word.data, &n);
-    else if ((r = merge_large(m, s, s->word.data, &n, err)) < 0)
+    if (r < 0 || (r = merge_word(m, s, &n, err)) < 0)
         return r;
     if (idvec_append(out, s->word.data, n) < 0 ||
         (cacheable && word_cache_put(&s->cache, w, len, h, s->word.data, n) < 0))
         return alm_error_set(err, -ENOMEM, "out of memory");
     return 0;
+}
+
+static bool bigram_known(const bpe_model *m, uint32_t a, uint32_t b)
+{
+    uint64_t key = ((uint64_t)a << 32) | b;
+    for (size_t i = hash_mix(key) & m->bigram_mask;; i = (i + 1) & m->bigram_mask) {
+        if (m->bigrams[i] == key)
+            return true;
+        if (m->bigrams[i] == UINT64_MAX)
+            return false;
+    }
+}
+
+static int collect_bigrams(bpe_model *m, alm_error *err)
+{
+    if (m->prefix || m->suffix)
+        return 0; /* merged tokens then drop the prefix: keep it simple */
+    size_t chars = 0;
+    for (int32_t id = 0; id < m->n_ids; id++)
+        if (m->offset[id] != UINT32_MAX)
+            chars += m->length[id];
+    size_t slots = 16;
+    while (slots < chars * 2 + 1)
+        slots *= 2;
+    m->bigrams = malloc(slots * sizeof *m->bigrams);
+    if (!m->bigrams)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < slots; i++)
+        m->bigrams[i] = UINT64_MAX;
+    m->bigram_mask = slots - 1;
+    for (int32_t id = 0; id < m->n_ids; id++) {
+        size_t len;
+        const char *t = bpe_token(m, id, &len);
+        if (!t || !utf8_validate(t, len))
+            continue;
+        size_t i = 0;
+        uint32_t prev = len ? utf8_next(t, &i) : 0;
+        while (i < len) {
+            uint32_t c = utf8_next(t, &i);
+            uint64_t key = ((uint64_t)prev << 32) | c;
+            size_t k = hash_mix(key) & m->bigram_mask;
+            while (m->bigrams[k] != UINT64_MAX && m->bigrams[k] != key)
+                k = (k + 1) & m->bigram_mask;
+            m->bigrams[k] = key;
+            prev = c;
+        }
+    }
+    return 0;
+}
+
+int bpe_encode_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t len, idvec *out,
+                    alm_error *err)
+{
+    if (len == 0)
+        return 0;
+    if (len <= WORD_CACHE_MAX_WORD || !m->bigrams)
+        return encode_part(m, s, w, len, true, out, err);
+    if (m->ignore_merges) {
+        int32_t id = token_map_get(&m->vocab, w, len);
+        if (id >= 0)
+            return idvec_push(out, id) < 0 ? alm_error_set(err, -ENOMEM, "out of memory") : 0;
+    }
+    /* Cut between two characters that are tokens themselves (so no unk
+     * run or byte fallback spans the cut) and that no token holds side by
+     * side: no merge can ever cross there. */
+    size_t start = 0, i = 0;
+    uint32_t prev = 0;
+    bool prev_known = false;
+    while (i < len) {
+        size_t at = i;
+        uint32_t c = utf8_next(w, &i);
+        bool known = token_map_get(&m->vocab, w + at, i - at) >= 0;
+        if (at > start && prev_known && known && !bigram_known(m, prev, c)) {
+            int r = encode_part(m, s, w + start, at - start, false, out, err);
+            if (r < 0)
+                return r;
+            start = at;
+        }
+        prev = c;
+        prev_known = known;
+    }
+    return encode_part(m, s, w + start, len - start, false, out, err);
 }

@@ -42,6 +42,15 @@ typedef struct bpe_model {
     char *suffix;        /* end_of_word_suffix, or NULL */
     size_t suffix_len;
     int32_t byte_ids[256]; /* <0xNN> tokens, -1 when absent */
+    /* whole[id]: BPE turns the token's own string into just this token, so
+     * a word equal to it needs no merging (computed once at load). */
+    bool *whole;
+    /* Every pair of adjacent characters inside some token (a + b << 32 |
+     * c; UINT64_MAX: empty slot). No merge can join two characters that
+     * are not such a pair, so a long word can be cut there and its parts
+     * merged apart (and cached) with the same result. NULL: never cut. */
+    uint64_t *bigrams;
+    size_t bigram_mask;
 } bpe_model;
 
 /* Per-call working memory (and the call's word cache). Zero-initialise. */

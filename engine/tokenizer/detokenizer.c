@@ -308,10 +308,10 @@ int alm_detokenizer_push(alm_detokenizer *d, int32_t id, char **out)
         return -EINVAL;
     if (!*out && append_out(out, "", 0) < 0)
         return -ENOMEM;
-    if (d->skip_special && tok->special[id])
+    if (d->skip_special && tok->skip[id])
         return 0;
-    const char *s = tok->token_str[id];
-    size_t len = tok->token_len[id];
+    const char *s = tok->decode_str[id];
+    size_t len = tok->decode_len[id];
     size_t emitted = 0;
     int r = 0;
     switch (d->mode) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "tokenizer/buffers.h"
 #include "tokenizer/json_util.h"
 #include "tokenizer/utf8.h"
 
@@ -12,12 +13,91 @@
  * \s+(?!\S) backtrack over long runs of spaces. */
 #define JIT_STACK_MAX (64u << 20)
 
+/* Oniguruma (HF's Split and Replace) and Rust's regex crate (HF's built-in
+ * patterns) give \s and \w their Unicode definitions: White_Space, and
+ * Alphabetic + Mark + Decimal_Number + Connector_Punctuation +
+ * Join_Control. PCRE2's UCP versions differ at the edges (U+180E is \s
+ * there, marks are not \w), so the escapes are spelled out as properties. */
+#define WORD_PROPS "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}"
+/* White_Space as explicit ranges: the JIT turns these into a few compares,
+ * much faster than a property lookup per character. */
+#define SPACE_RANGES                                                                          \
+    "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"     \
+    "\\x{3000}"
+
+static int translate(const char *re, size_t len, strbuf *out)
+{
+    bool in_class = false;
+    size_t class_start = 0;
+    int r = 0;
+    for (size_t i = 0; i < len && r == 0; i++) {
+        char c = re[i];
+        if (c == '\\' && i + 1 < len) {
+            char e = re[i + 1];
+            const char *rep = NULL;
+            if (e == 's')
+                rep = in_class ? SPACE_RANGES : "[" SPACE_RANGES "]";
+            else if (e == 'S')
+                rep = in_class ? "\\P{White_Space}" : "[^" SPACE_RANGES "]";
+            else if (e == 'w')
+                rep = in_class ? WORD_PROPS : "[" WORD_PROPS "]";
+            else if (e == 'W' && !in_class)
+                rep = "[^" WORD_PROPS "]";
+            if (rep) {
+                r = strbuf_append(out, rep, strlen(rep));
+            } else if (e == 'Q') {
+                /* \Q...\E is literal text: copy it untouched. */
+                const char *end = NULL;
+                for (size_t k = i + 2; k + 1 < len; k++)
+                    if (re[k] == '\\' && re[k + 1] == 'E') {
+                        end = re + k + 2;
+                        break;
+                    }
+                size_t stop = end ? (size_t)(end - re) : len;
+                r = strbuf_append(out, re + i, stop - i);
+                i = stop - 1;
+                continue;
+            } else {
+                r = strbuf_append(out, re + i, 2);
+            }
+            i++;
+            continue;
+        }
+        if (!in_class && c == '[') {
+            in_class = true;
+            class_start = i + 1;
+            if (class_start < len && re[class_start] == '^')
+                class_start++;
+        } else if (in_class && c == '[' && i + 1 < len && re[i + 1] == ':') {
+            /* A POSIX class [:name:] inside a class. */
+            const char *end = memmem(re + i + 2, len - i - 2, ":]", 2);
+            if (end) {
+                size_t stop = (size_t)(end - re) + 2;
+                r = strbuf_append(out, re + i, stop - i);
+                i = stop - 1;
+                continue;
+            }
+        } else if (in_class && c == ']' && i != class_start) {
+            in_class = false; /* a ']' right after '[' or '[^' is literal */
+        }
+        r = strbuf_putc(out, c);
+    }
+    return r;
+}
+
 int pattern_init_regex(tok_pattern *p, const char *regex, size_t len, alm_error *err)
 {
     memset(p, 0, sizeof *p);
     int code;
     PCRE2_SIZE offset;
-    p->re = pcre2_compile((PCRE2_SPTR)regex, len, PCRE2_UTF | PCRE2_UCP, &code, &offset, NULL);
+    strbuf tr = { 0 };
+    if (translate(regex, len, &tr) < 0) {
+        strbuf_free(&tr);
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    }
+    p->re = pcre2_compile((PCRE2_SPTR)(tr.data ? tr.data : ""), tr.len, PCRE2_UTF | PCRE2_UCP,
+                          &code, &offset, NULL);
+    strbuf_free(&tr);
     if (!p->re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);

@@ -79,9 +79,13 @@ int token_map_put(token_map *m, const char *key, size_t len, int32_t value)
 
 int32_t token_map_get(const token_map *m, const char *key, size_t len)
 {
+    return token_map_get_hashed(m, key, len, hash_bytes(key, len));
+}
+
+int32_t token_map_get_hashed(const token_map *m, const char *key, size_t len, uint64_t h)
+{
     if (!m->slots)
         return -1;
-    uint64_t h = hash_bytes(key, len);
     size_t i = h & m->mask;
     for (;;) {
         const token_map_entry *e = &m->slots[i];

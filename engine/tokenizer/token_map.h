@@ -26,5 +26,7 @@ void token_map_free(token_map *m);
 int token_map_put(token_map *m, const char *key, size_t len, int32_t value);
 /* The value, or -1 when absent. */
 int32_t token_map_get(const token_map *m, const char *key, size_t len);
+/* The same with the key's hash_bytes() already computed. */
+int32_t token_map_get_hashed(const token_map *m, const char *key, size_t len, uint64_t hash);
 
 #endif

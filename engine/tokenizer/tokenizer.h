@@ -28,6 +28,12 @@ struct alm_tokenizer {
     const char **token_str;
     uint32_t *token_len;
     bool *special;
+    /* What decoding starts from: as token_str, except that an added token
+     * with normalized=true decodes from its normalized form (as HF does, so
+     * that the decoder inverts the normalizer). */
+    const char **decode_str;
+    uint32_t *decode_len;
+    bool *skip; /* dropped by skip_special: the decode string is a special token's */
     int32_t n_ids;
 
     int32_t *eos_ids;

@@ -23,9 +23,9 @@ int alm_tokenizer_decode(const alm_tokenizer *tok, const int32_t *ids, size_t n_
                               id, i);
             break;
         }
-        if (skip_special && tok->special[id])
+        if (skip_special && tok->skip[id])
             continue;
-        if (strlist_push(&tokens, tok->token_str[id], tok->token_len[id]) < 0)
+        if (strlist_push(&tokens, tok->decode_str[id], tok->decode_len[id]) < 0)
             r = alm_error_set(err, -ENOMEM, "out of memory");
     }
     if (r == 0)

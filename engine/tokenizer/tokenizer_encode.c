@@ -44,12 +44,12 @@ static int on_raw_segment(void *ctx, const char *s, size_t len, size_t offset, i
     c->segment_at_start = offset == 0;
     const alm_tokenizer *tok = c->tok;
     if (tok->norm.n == 0)
-        return added_vocab_split(&tok->added, true, s, len, on_normalized_segment, c, err);
+        return added_vocab_split(&tok->added, true, &c->match, s, len, on_normalized_segment, c, err);
     int r = normalizer_apply(&tok->norm, &c->match, s, len, &c->normalized, &c->scratch, err);
     if (r < 0)
         return r;
     /* Later callbacks never touch c->normalized, so it stays valid here. */
-    return added_vocab_split(&tok->added, true, c->normalized.data ? c->normalized.data : "",
+    return added_vocab_split(&tok->added, true, &c->match, c->normalized.data ? c->normalized.data : "",
                              c->normalized.len, on_normalized_segment, c, err);
 }
 
@@ -78,7 +78,7 @@ int alm_tokenizer_encode(const alm_tokenizer *tok, const char *text, size_t len,
                     ? alm_error_set(err, -ENOMEM, "out of memory")
                     : 0;
         if (r == 0)
-            r = added_vocab_split(&tok->added, false, text, len, on_raw_segment, &c, err);
+            r = added_vocab_split(&tok->added, false, &c.match, text, len, on_raw_segment, &c, err);
         if (r == 0 && add_special)
             r = idvec_append(&c.ids, tok->post.suffix.data, tok->post.suffix.len) < 0
                     ? alm_error_set(err, -ENOMEM, "out of memory")

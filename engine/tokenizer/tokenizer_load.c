@@ -22,14 +22,18 @@ static int build_id_tables(alm_tokenizer *tok, alm_error *err)
 {
     int32_t n = tok->bpe.n_ids;
     for (size_t i = 0; i < tok->added.n; i++)
-        if (tok->added.tokens[i].id >= n)
+        if (!tok->added.tokens[i].disabled && tok->added.tokens[i].id >= n)
             n = tok->added.tokens[i].id + 1;
     tok->n_ids = n;
     size_t count = n ? (size_t)n : 1;
     tok->token_str = calloc(count, sizeof *tok->token_str);
     tok->token_len = calloc(count, sizeof *tok->token_len);
     tok->special = calloc(count, sizeof *tok->special);
-    if (!tok->token_str || !tok->token_len || !tok->special)
+    tok->decode_str = calloc(count, sizeof *tok->decode_str);
+    tok->decode_len = calloc(count, sizeof *tok->decode_len);
+    tok->skip = calloc(count, sizeof *tok->skip);
+    if (!tok->token_str || !tok->token_len || !tok->special || !tok->decode_str ||
+        !tok->decode_len || !tok->skip)
         return alm_error_set(err, -ENOMEM, "out of memory");
     for (int32_t id = 0; id < tok->bpe.n_ids; id++) {
         size_t len = 0;
@@ -40,9 +44,32 @@ static int build_id_tables(alm_tokenizer *tok, alm_error *err)
     /* In file order, so a later entry for the same id wins. */
     for (size_t i = 0; i < tok->added.n; i++) {
         const added_token *t = &tok->added.tokens[i];
+        if (t->disabled)
+            continue;
         tok->token_str[t->id] = t->content;
         tok->token_len[t->id] = (uint32_t)t->len;
         tok->special[t->id] = t->special;
+    }
+    for (int32_t id = 0; id < n; id++) {
+        tok->decode_str[id] = tok->token_str[id];
+        tok->decode_len[id] = tok->token_len[id];
+    }
+    for (size_t i = 0; i < tok->added.n; i++) {
+        const added_token *t = &tok->added.tokens[i];
+        if (t->disabled || !t->normalized)
+            continue;
+        tok->decode_str[t->id] = t->match;
+        tok->decode_len[t->id] = (uint32_t)t->match_len;
+    }
+    /* HF skips by string: whatever decodes from a special token's text. */
+    for (int32_t id = 0; id < n; id++) {
+        if (!tok->decode_str[id])
+            continue;
+        for (size_t i = 0; i < tok->added.n && !tok->skip[id]; i++) {
+            const added_token *t = &tok->added.tokens[i];
+            tok->skip[id] = t->special && !t->disabled && t->len == tok->decode_len[id] &&
+                            memcmp(t->content, tok->decode_str[id], t->len) == 0;
+        }
     }
     return 0;
 }
@@ -128,7 +155,8 @@ static int load_tokenizer_json(alm_tokenizer *tok, const char *path, bool *has_p
         goto out;
     snprintf(where, sizeof where, "%s: added_tokens", path);
     if ((r = added_vocab_from_json(&tok->added, added, where, err)) < 0 ||
-        (r = added_vocab_build(&tok->added, &tok->norm, err)) < 0)
+        (r = added_vocab_build(&tok->added, &tok->norm, &tok->bpe.vocab, tok->bpe.vocab.count,
+                               err)) < 0)
         goto out;
     r = build_id_tables(tok, err);
 out:
@@ -175,6 +203,9 @@ void alm_tokenizer_free(alm_tokenizer *tok)
     free(tok->token_str);
     free(tok->token_len);
     free(tok->special);
+    free(tok->decode_str);
+    free(tok->decode_len);
+    free(tok->skip);
     free(tok->eos_ids);
     free(tok);
 }

@@ -100,7 +100,6 @@ tok_string *tok_json_strings(const char *path, const char *key, size_t *count)
         return NULL;
     tok_string *list = NULL;
     GString *str = g_string_new(NULL);
-    bool take_next = false;
     for (size_t i = 0; i < n;) {
         if (data[i] != '"') {
             i++;
@@ -111,15 +110,27 @@ tok_string *tok_json_strings(const char *path, const char *key, size_t *count)
         size_t j = i;
         while (j < n && (data[j] == ' ' || data[j] == '\n' || data[j] == '\t' || data[j] == '\r'))
             j++;
-        bool is_key = j < n && data[j] == ':';
-        if (take_next && !is_key) {
-            list = realloc(list, (*count + 1) * sizeof *list);
-            list[*count].s = malloc(str->len + 1);
-            memcpy(list[*count].s, str->str, str->len + 1);
-            list[*count].len = str->len;
-            (*count)++;
+        if (j >= n || data[j] != ':' || strlen(key) != str->len || strcmp(str->str, key) != 0)
+            continue;
+        /* A value of the key: a string, or null (kept as s == NULL). */
+        j++;
+        while (j < n && (data[j] == ' ' || data[j] == '\n' || data[j] == '\t' || data[j] == '\r'))
+            j++;
+        tok_string item = { NULL, 0 };
+        if (j < n && data[j] == '"') {
+            i = j;
+            if (!parse_string(data, n, &i, str))
+                break;
+            item.s = malloc(str->len + 1);
+            memcpy(item.s, str->str, str->len + 1);
+            item.len = str->len;
+        } else if (j + 4 <= n && memcmp(data + j, "null", 4) == 0) {
+            i = j + 4;
+        } else {
+            continue; /* not a string value: not ours */
         }
-        take_next = is_key && strcmp(str->str, key) == 0 && strlen(key) == str->len;
+        list = realloc(list, (*count + 1) * sizeof *list);
+        list[(*count)++] = item;
     }
     g_string_free(str, TRUE);
     g_free(data);

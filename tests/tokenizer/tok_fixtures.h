@@ -34,7 +34,8 @@ JsonParser *tok_read_json(const char *path);
 
 /* json-glib stops strings at an embedded NUL ("\u0000" in the reference
  * texts), so the tests read string values themselves: every string value
- * of `key` in the file, in file order, with exact lengths. */
+ * of `key` in the file, in file order, with exact lengths (a null value
+ * gives s == NULL). */
 typedef struct tok_string {
     char *s;
     size_t len;
