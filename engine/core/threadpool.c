@@ -71,7 +71,9 @@ static void *worker_main(void *p)
     struct worker_arg arg = *(struct worker_arg *)p;
     free(p);
     alm_pool *pool = arg.pool;
-    unsigned seen = atomic_load_explicit(&pool->job_generation, memory_order_acquire);
+    /* Jobs are counted from the pool's creation, not from when this thread
+     * got to run: a job posted before then must not be missed. */
+    unsigned seen = 0;
 
     for (;;) {
         unsigned gen;
