@@ -35,6 +35,12 @@ const cpu_kernels *cpu_kernels_for(cpu_isa isa); /* NULL if unsupported here */
 cpu_isa cpu_kernels_isa(const cpu_kernels *k);
 const char *cpu_isa_name(cpu_isa isa);
 
+/* 0 when the kernels take w; otherwise -EINVAL and the reason in why
+ * (which may be NULL). Quantized: bits 2, 4 or 8, group 32, 64 or 128
+ * dividing cols, scales/biases F32, F16 or BF16. Dense: F32, F16 or BF16,
+ * any cols. The functions below give zeros for a weight refused here. */
+int cpu_matmul_check(const alm_weight *w, char *why, size_t why_len);
+
 size_t cpu_matmul_scratch_size(const cpu_kernels *k, const alm_weight *w, int n_tok);
 void cpu_matmul_prepare(const cpu_kernels *k, const alm_weight *w,
                         const float *x, int n_tok, size_t x_stride,

@@ -1,0 +1,715 @@
+/* AVX-512 kernels (F/BW/VL/DQ + VNNI). Compiled with AVX-512 flags; only
+ * ever called once the dispatcher has seen the CPU run them.
+ *
+ * Quantized weights: integer dot products on the packed weights.
+ *   The activations of a token are quantized once, in cpu_matmul_prepare,
+ *   to 24-bit integers xq = round(x / dx) with one scale dx per token
+ *   (|xq| < 2^23), written as three signed bytes ("digits") so that
+ *   xq = 65536 d2 + 256 d1 + d0. A 64-byte chunk of packed weights is
+ *   unpacked into bytes q (one shift and one AND per bit field) and
+ *   vpdpbusd multiplies them with the digits, 4 pairs per 32-bit lane.
+ *   Each lane sums at most 8 (4-bit) or 16 (2-bit) products, so
+ *   q * xq fits in int32 exactly and the digits are recombined with two
+ *   shifts; 8-bit weights would overflow and recombine in float instead.
+ *   A lane of a chunk lies inside one quantization group, so the lanes are
+ *   scaled by their group's scale in float and accumulated across chunks;
+ *   there is one horizontal sum per row and token, at the end, where the
+ *   biases enter as sum_g bias[g] * sum_g(x) (the sums come from prepare).
+ *   24 bits keep the activations as exact as fp32 for this purpose: the
+ *   rounding error is 2^-24 of max|x|, where 16-bit activations would lose
+ *   the small values of a row with outliers.
+ *
+ * Dense weights: fp32 FMA on weights converted in registers (BF16 -> F32 is
+ * a shift, F16 -> F32 is vcvtph2ps).
+ *
+ * Both tile the work as R rows x T tokens of accumulators in registers, so
+ * that a chunk of weights is unpacked once for T tokens and a chunk of
+ * activations is loaded once for R rows. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu/matmul_internal.h"
+
+/* Loops over the rows, tokens and streams of a tile have constant trip
+ * counts: unrolled, their arrays of vectors become registers. */
+#define UNROLL _Pragma("GCC unroll 16")
+/* Tile arrays have these fixed sizes, never [R][T]: a variable-length
+ * array would live in memory even once R and T are constants. */
+#define MAX_R 4
+#define MAX_TOK 8
+
+/* |xq| stays below 8355711, the largest value three signed digits hold
+ * (127 * 65536 + 127 * 256 + 127), with room for the rounding of x / dx. */
+#define XQ_MAX 8355000.0f
+/* Offset that makes the digits of xq + XQ_OFFSET unsigned bytes; XOR with
+ * it turns each byte back into the signed digit. */
+#define XQ_OFFSET 0x808080
+/* Tokens whose prepared activations are reused across all the rows of a
+ * thread before moving on (3 bytes per column per token stay in L2). */
+#define TOKEN_BLOCK 64
+
+/* ------------------------------------------------------------ layout */
+
+typedef struct qlayout {
+    int bits;
+    int streams;       /* 8 / bits */
+    int chunk_elems;   /* elements in 64 bytes of packed weights */
+    int chunks;        /* per row, the last one possibly partial */
+    int groups;
+    /* Per token: sums of x per group | dx per group | digits. */
+    size_t sums_off;
+    size_t dx_off;
+    size_t digits_off;
+    size_t chunk_bytes;   /* 3 digits x streams x 64 bytes */
+    size_t token_bytes;
+} qlayout;
+
+/* bits, group sizes and chunk sizes are powers of two (cpu_matmul_check). */
+static inline int ilog2(int v) { return __builtin_ctz((unsigned)v); }
+
+static qlayout quant_layout(const alm_weight *w)
+{
+    qlayout L;
+    int ce_log2 = 9 - ilog2(w->bits);
+    L.bits = w->bits;
+    L.streams = 8 >> ilog2(w->bits);
+    L.chunk_elems = 1 << ce_log2;
+    L.chunks = (w->cols + L.chunk_elems - 1) >> ce_log2;
+    L.groups = w->cols >> ilog2(w->group_size);
+    L.sums_off = 0;
+    L.dx_off = L.sums_off + align64(sizeof(float) * (size_t)L.groups);
+    L.digits_off = L.dx_off + align64(sizeof(float) * (size_t)L.groups);
+    L.chunk_bytes = (size_t)3 * (size_t)L.streams * 64;
+    L.token_bytes = L.digits_off + L.chunk_bytes * (size_t)L.chunks;
+    return L;
+}
+
+/* Dense BF16: x is stored as 32-column blocks of [16 even][16 odd]
+ * columns, matching the two halves of the bf16 pairs in a 32-bit lane. */
+static size_t bf16_token_bytes(const alm_weight *w)
+{
+    return align64(sizeof(float) * (size_t)((w->cols + 31) / 32 * 32));
+}
+
+static size_t avx512_scratch_size(const alm_weight *w, int n_tok)
+{
+    if (w->bits)
+        return quant_layout(w).token_bytes * (size_t)n_tok;
+    if (w->dtype == ALM_DTYPE_BF16)
+        return bf16_token_bytes(w) * (size_t)n_tok;
+    return 64;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+/* The first n lanes (none for n <= 0). */
+static inline __mmask16 mask16(int n)
+{
+    if (n <= 0)
+        return 0;
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+}
+
+static inline __mmask64 mask64(int n)
+{
+    if (n <= 0)
+        return 0;
+    return n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
+}
+
+/* 16 scales or biases (n of them valid, the rest zero) as f32. */
+static inline __m512 load_params(alm_dtype t, const void *base, size_t i, int n)
+{
+    __mmask16 m = mask16(n);
+    switch (t) {
+    case ALM_DTYPE_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
+    case ALM_DTYPE_BF16: {
+        __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    }
+    default:
+        return _mm512_maskz_loadu_ps(m, (const float *)base + i);
+    }
+}
+
+static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/* The horizontal sums of a, b, c, d, in that order: 9 operations for four
+ * sums instead of 8 per sum. */
+static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
+    __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)),
+                                _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* y[t + j][r + i] = sum of the lanes of v[i][j], for a tile. */
+static inline __attribute__((always_inline))
+void store_tile_sums(__m512 v[][MAX_TOK], const int R, const int T, float *y, size_t y_stride,
+                     int r, int t)
+{
+    __m512 flat[MAX_R * MAX_TOK + 3];
+    float sums[MAX_R * MAX_TOK + 3];
+    int n = 0;
+    UNROLL
+    for (int j = 0; j < T; j++)
+        UNROLL
+        for (int i = 0; i < R; i++)
+            flat[n++] = v[i][j];
+    while (n % 4)
+        flat[n++] = _mm512_setzero_ps();
+    UNROLL
+    for (int k = 0; k < n; k += 4)
+        _mm_storeu_ps(sums + k, hsum4(flat[k], flat[k + 1], flat[k + 2], flat[k + 3]));
+    UNROLL
+    for (int j = 0; j < T; j++)
+        UNROLL
+        for (int i = 0; i < R; i++)
+            y[(size_t)(t + j) * y_stride + (size_t)(r + i)] = sums[j * R + i];
+}
+
+/* ------------------------------------------------------------ quantized: prepare */
+
+/* Stores the three digits of 16 activations (already multiplied by 1/dx)
+ * of stream p, lanes [k, k + 16) of a chunk. */
+static inline void store_digits(__m512 scaled, uint8_t *chunk, int streams, int p, int k)
+{
+    __m512i xq = _mm512_cvtps_epi32(scaled);   /* round to nearest even */
+    __m512i off = _mm512_set1_epi32(XQ_OFFSET);
+    __m512i v = _mm512_xor_si512(_mm512_add_epi32(xq, off), off);
+    _mm_storeu_si128((__m128i *)(chunk + (size_t)(0 * streams + p) * 64 + k),
+                     _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 16)));
+    _mm_storeu_si128((__m128i *)(chunk + (size_t)(1 * streams + p) * 64 + k),
+                     _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 8)));
+    _mm_storeu_si128((__m128i *)(chunk + (size_t)(2 * streams + p) * 64 + k),
+                     _mm512_cvtepi32_epi8(v));
+}
+
+static void quant_prepare_token(const alm_weight *w, const qlayout *L, const float *x,
+                                uint8_t *dst)
+{
+    int cols = w->cols, gs = w->group_size, gs_log2 = ilog2(gs);
+
+    /* Per group: the sum of x (exact x, for the biases), and the scale dx
+     * that maps max |x| of the group to XQ_MAX. */
+    float *sums = (float *)(dst + L->sums_off);
+    float *dxs = (float *)(dst + L->dx_off);
+    bool finite = true;
+    for (int g = 0; g < L->groups; g++) {
+        __m512 s = _mm512_setzero_ps(), m = _mm512_setzero_ps();
+        for (int i = 0; i < gs; i += 16) {
+            __m512 v = _mm512_loadu_ps(x + g * gs + i);
+            s = _mm512_add_ps(s, v);
+            m = _mm512_max_ps(m, _mm512_abs_ps(v));
+        }
+        float sum = hsum(s), mx = _mm512_reduce_max_ps(m);
+        sums[g] = sum;
+        /* max_ps drops NaN; the sum keeps it (and Inf). */
+        if (!isfinite(sum) || !isfinite(mx)) {
+            finite = false;
+            mx = 0.0f;
+        }
+        dxs[g] = mx / XQ_MAX;
+    }
+    size_t pad = (L->dx_off - L->sums_off) - sizeof(float) * (size_t)L->groups;
+    memset(sums + L->groups, 0, pad);
+    memset(dxs + L->groups, 0, pad);
+
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    int P = L->streams;
+    for (int c = 0; c < L->chunks; c++) {
+        uint8_t *chunk = dst + L->digits_off + L->chunk_bytes * (size_t)c;
+        int base = c * L->chunk_elems;
+        for (int k = 0; k < 64; k += 16) {
+            /* The 16 * P consecutive columns feeding lanes [k, k + 16);
+             * each run of 16 lies inside one group. */
+            int first = base + k * P;
+            __m512 v[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                            _mm512_setzero_ps() };
+            for (int i = 0; i < P; i++) {
+                int col = first + 16 * i, left = cols - col;
+                if (left > 0) {
+                    float dx = dxs[col >> gs_log2];
+                    float inv = dx > 0.0f ? 1.0f / dx : 0.0f;
+                    v[i] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask16(left), x + col),
+                                         _mm512_set1_ps(inv));
+                }
+            }
+            if (P == 1) {
+                store_digits(v[0], chunk, 1, 0, k);
+            } else if (P == 2) {
+                store_digits(_mm512_permutex2var_ps(v[0], even, v[1]), chunk, 2, 0, k);
+                store_digits(_mm512_permutex2var_ps(v[0], odd, v[1]), chunk, 2, 1, k);
+            } else {
+                __m512 e0 = _mm512_permutex2var_ps(v[0], even, v[1]);
+                __m512 o0 = _mm512_permutex2var_ps(v[0], odd, v[1]);
+                __m512 e1 = _mm512_permutex2var_ps(v[2], even, v[3]);
+                __m512 o1 = _mm512_permutex2var_ps(v[2], odd, v[3]);
+                store_digits(_mm512_permutex2var_ps(e0, even, e1), chunk, 4, 0, k);
+                store_digits(_mm512_permutex2var_ps(o0, even, o1), chunk, 4, 1, k);
+                store_digits(_mm512_permutex2var_ps(e0, odd, e1), chunk, 4, 2, k);
+                store_digits(_mm512_permutex2var_ps(o0, odd, o1), chunk, 4, 3, k);
+            }
+        }
+    }
+    if (!finite) {
+        /* NaN or Inf in x: the result is NaN, as in fp32. */
+        for (int g = 0; g < L->groups; g++)
+            dxs[g] = NAN;
+    }
+}
+
+/* ------------------------------------------------------------ quantized: rows */
+
+typedef struct qctx {
+    const alm_weight *w;
+    qlayout L;
+    const uint8_t *data;
+    size_t row_bytes;
+    const uint8_t *scratch;
+    float *y;
+    size_t y_stride;
+    int tail_bytes;        /* bytes in the last chunk of a row (1..64) */
+    __m512i scale_index;   /* lane -> group within a chunk */
+} qctx;
+
+/* Unpacks 64 bytes of packed weights into streams of bytes q. */
+static inline __attribute__((always_inline))
+void unpack_chunk(__m512i wv, const int BITS, __m512i *u)
+{
+    if (BITS == 8) {
+        u[0] = wv;
+    } else if (BITS == 4) {
+        const __m512i m = _mm512_set1_epi8(0x0f);
+        u[0] = _mm512_and_si512(wv, m);
+        u[1] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m);
+    } else {
+        const __m512i m = _mm512_set1_epi8(0x03);
+        u[0] = _mm512_and_si512(wv, m);
+        u[1] = _mm512_and_si512(_mm512_srli_epi16(wv, 2), m);
+        u[2] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m);
+        u[3] = _mm512_and_si512(_mm512_srli_epi16(wv, 6), m);
+    }
+}
+
+/* sum over a chunk of q * xq, per lane, as float. */
+static inline __attribute__((always_inline))
+__m512 chunk_dot(const __m512i *u, const uint8_t *xd, const int BITS)
+{
+    const int P = 8 / BITS;
+    if (BITS == 8) {
+        /* 4 x 255 x 2^23 overflows int32: recombine in float. */
+        __m512i z = _mm512_setzero_si512();
+        __m512i i2 = _mm512_dpbusd_epi32(z, u[0], _mm512_loadu_si512(xd));
+        __m512i i1 = _mm512_dpbusd_epi32(z, u[0], _mm512_loadu_si512(xd + 64));
+        __m512i i0 = _mm512_dpbusd_epi32(z, u[0], _mm512_loadu_si512(xd + 128));
+        __m512i lo = _mm512_add_epi32(_mm512_slli_epi32(i1, 8), i0);
+        return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_set1_ps(65536.0f),
+                               _mm512_cvtepi32_ps(lo));
+    }
+#ifndef DOT_VARIANT
+#define DOT_VARIANT 1
+#endif
+#if DOT_VARIANT == 1
+    __m512i s = _mm512_setzero_si512();
+    UNROLL
+    for (int p = 0; p < P; p++)
+        s = _mm512_dpbusd_epi32(s, u[p], _mm512_loadu_si512(xd + p * 64));
+    s = _mm512_slli_epi32(s, 8);
+    UNROLL
+    for (int p = 0; p < P; p++)
+        s = _mm512_dpbusd_epi32(s, u[p], _mm512_loadu_si512(xd + (P + p) * 64));
+    s = _mm512_slli_epi32(s, 8);
+    UNROLL
+    for (int p = 0; p < P; p++)
+        s = _mm512_dpbusd_epi32(s, u[p], _mm512_loadu_si512(xd + (2 * P + p) * 64));
+#elif DOT_VARIANT == 2
+    __m512i a[3];
+    UNROLL
+    for (int d = 0; d < 3; d++) {
+        a[d] = _mm512_setzero_si512();
+        UNROLL
+        for (int p = 0; p < P; p++)
+            a[d] = _mm512_dpbusd_epi32(a[d], u[p], _mm512_loadu_si512(xd + (d * P + p) * 64));
+    }
+    __m512i s = _mm512_add_epi32(_mm512_slli_epi32(a[0], 8), a[1]);
+    s = _mm512_add_epi32(_mm512_slli_epi32(s, 8), a[2]);
+#else
+    __m512i a[3][4];
+    UNROLL
+    for (int d = 0; d < 3; d++) {
+        UNROLL
+        for (int p = 0; p < P; p++)
+            a[d][p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[p], _mm512_loadu_si512(xd + (d * P + p) * 64));
+        UNROLL
+        for (int p = 1; p < P; p++)
+            a[d][0] = _mm512_add_epi32(a[d][0], a[d][p]);
+    }
+    __m512i s = _mm512_add_epi32(_mm512_slli_epi32(a[0][0], 8), a[1][0]);
+    s = _mm512_add_epi32(_mm512_slli_epi32(s, 8), a[2][0]);
+#endif
+    return _mm512_cvtepi32_ps(s);
+}
+
+/* Rows [r, r + R) x tokens [t, t + T) over all columns.
+ *
+ * The columns go by segments of 16 groups: the scales and biases of a
+ * segment are converted to one f32 vector per row, kept in registers (a
+ * round trip through memory would stall on store forwarding), and each
+ * chunk picks its lanes' scales out of it with one permute. */
+static inline __attribute__((always_inline))
+void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const int T)
+{
+    const alm_weight *w = q->w;
+    const qlayout *L = &q->L;
+    const int CE = 512 / BITS;
+    const int gs_log2 = ilog2(w->group_size);
+    const size_t groups = (size_t)L->groups;
+    /* Chunks per segment of 16 groups (16 * group >= CE for every format). */
+    const int seg_chunks = (16 << gs_log2) / CE;
+    __m512 acc[MAX_R][MAX_TOK];
+    UNROLL
+    for (int i = 0; i < R; i++)
+        UNROLL
+        for (int j = 0; j < T; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    const uint8_t *tok[MAX_TOK];
+    UNROLL
+    for (int j = 0; j < T; j++)
+        tok[j] = q->scratch + (size_t)(t + j) * L->token_bytes;
+    /* scale[g] * dx[g] of the segment's groups, per row and token: read
+     * back whole (store forwarding works) by the permutes below. */
+    __m512 scx[MAX_R][MAX_TOK];
+
+    for (int g0 = 0, c0 = 0; g0 < L->groups; g0 += 16, c0 += seg_chunks) {
+        int ng = L->groups - g0;
+        int c1 = ng > 16 ? c0 + seg_chunks : L->chunks;
+        __mmask16 gm = mask16(ng);
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            size_t pi = (size_t)(r + i) * groups + (size_t)g0;
+            __m512 sc = load_params(w->scale_dtype, w->scales, pi, ng);
+            __m512 b = load_params(w->scale_dtype, w->biases, pi, ng);
+            UNROLL
+            for (int j = 0; j < T; j++) {
+                const float *sums = (const float *)(tok[j] + L->sums_off) + g0;
+                const float *dxs = (const float *)(tok[j] + L->dx_off) + g0;
+                /* the biases: sum_g bias[g] * sum_g(x) */
+                acc[i][j] = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(gm, sums), acc[i][j]);
+                scx[i][j] = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(gm, dxs));
+            }
+        }
+        for (int c = c0; c < c1; c++) {
+            __m512i u[MAX_R][4];
+            /* the groups of the chunk's lanes, within the segment */
+            __m512i sidx = _mm512_add_epi32(q->scale_index,
+                                            _mm512_set1_epi32(((c * CE) >> gs_log2) - g0));
+            UNROLL
+            for (int i = 0; i < R; i++) {
+                const uint8_t *wp = q->data + (size_t)(r + i) * q->row_bytes + (size_t)c * 64;
+                __m512i wv = c == L->chunks - 1
+                                 ? _mm512_maskz_loadu_epi8(mask64(q->tail_bytes), wp)
+                                 : _mm512_loadu_si512(wp);
+                unpack_chunk(wv, BITS, u[i]);
+            }
+            UNROLL
+            for (int j = 0; j < T; j++) {
+                const uint8_t *xd = tok[j] + L->digits_off + L->chunk_bytes * (size_t)c;
+                UNROLL
+                for (int i = 0; i < R; i++)
+                    acc[i][j] = _mm512_fmadd_ps(chunk_dot(u[i], xd, BITS),
+                                                _mm512_permutexvar_ps(sidx, scx[i][j]), acc[i][j]);
+            }
+        }
+    }
+    store_tile_sums(acc, R, T, q->y, q->y_stride, r, t);
+}
+
+typedef void (*quant_tile_fn)(const qctx *q, int r, int t);
+
+#define QUANT_TILE(BITS, R, T)                                              \
+    static void quant_tile_##BITS##_##R##_##T(const qctx *q, int r, int t)  \
+    {                                                                       \
+        quant_tile(q, r, t, BITS, R, T);                                    \
+    }
+#define QUANT_TILES_T(BITS, T)                                              \
+    QUANT_TILE(BITS, 1, T) QUANT_TILE(BITS, 2, T) QUANT_TILE(BITS, 4, T)
+#define QUANT_TILES(BITS)                                                   \
+    QUANT_TILES_T(BITS, 1) QUANT_TILES_T(BITS, 2) QUANT_TILES_T(BITS, 3)    \
+    QUANT_TILES_T(BITS, 4) QUANT_TILES_T(BITS, 5) QUANT_TILES_T(BITS, 6)    \
+    QUANT_TILES_T(BITS, 7) QUANT_TILES_T(BITS, 8)
+QUANT_TILES(2)
+QUANT_TILES(4)
+QUANT_TILES(8)
+
+#define QUANT_ROW_T(BITS, T)                                                \
+    { quant_tile_##BITS##_1_##T, quant_tile_##BITS##_2_##T, quant_tile_##BITS##_4_##T }
+#define QUANT_ROW(BITS)                                                     \
+    { QUANT_ROW_T(BITS, 1), QUANT_ROW_T(BITS, 2), QUANT_ROW_T(BITS, 3),     \
+      QUANT_ROW_T(BITS, 4), QUANT_ROW_T(BITS, 5), QUANT_ROW_T(BITS, 6),     \
+      QUANT_ROW_T(BITS, 7), QUANT_ROW_T(BITS, 8) }
+/* [bits 2, 4, 8][T - 1][R = 1, 2, 4] */
+static const quant_tile_fn quant_tiles[3][MAX_TOK][3] = {
+    QUANT_ROW(2), QUANT_ROW(4), QUANT_ROW(8),
+};
+
+#ifndef QUANT_RMAX
+#define QUANT_RMAX { 2, 2, 1, 1, 1, 1, 1, 1 }
+#endif
+#ifndef QUANT_TBIG
+#define QUANT_TBIG 4
+#endif
+/* Rows per tile for T tokens, as an index into quant_tiles (R = 1 << it). */
+static const int quant_tile_rlog2[MAX_TOK] = QUANT_RMAX;
+/* Tokens per tile when there are more than MAX_TOK. */
+static const int quant_big_t = QUANT_TBIG;
+
+static void quant_tile_range(const qctx *q, int b, int T, int r0, int r1, int ta, int tb)
+{
+    int rl = quant_tile_rlog2[T - 1], R = 1 << rl;
+    int r = r0;
+    for (; r + R <= r1; r += R)
+        for (int t = ta; t < tb; t += T)
+            quant_tiles[b][T - 1][rl](q, r, t);
+    /* Leftover rows: smaller tiles of the same tokens. */
+    for (; rl > 0; rl--) {
+        R = 1 << (rl - 1);
+        for (; r + R <= r1; r += R)
+            for (int t = ta; t < tb; t += T)
+                quant_tiles[b][T - 1][rl - 1](q, r, t);
+    }
+}
+
+static void quant_rows(const alm_weight *w, const void *scratch, int n_tok, float *y,
+                       size_t y_stride, int r0, int r1)
+{
+    qctx q;
+    q.w = w;
+    q.L = quant_layout(w);
+    q.data = w->data;
+    q.row_bytes = alm_weight_row_bytes(w);
+    q.scratch = scratch;
+    q.y = y;
+    q.y_stride = y_stride;
+    q.tail_bytes = (int)(q.row_bytes - (size_t)(q.L.chunks - 1) * 64);
+    /* Lane j of a chunk covers columns [j * E, (j + 1) * E) of it. */
+    int e_log2 = ilog2(q.L.chunk_elems) - 4, gs_log2 = ilog2(w->group_size);
+    int idx[16];
+    for (int j = 0; j < 16; j++)
+        idx[j] = w->group_size <= q.L.chunk_elems ? (j << e_log2) >> gs_log2 : 0;
+    q.scale_index = _mm512_loadu_si512(idx);
+    int b = w->bits == 2 ? 0 : w->bits == 4 ? 1 : 2;
+
+    for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
+        int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
+        int n = t1 - t0;
+        if (n <= MAX_TOK) {
+            quant_tile_range(&q, b, n, r0, r1, t0, t1);
+            continue;
+        }
+        int full = n / quant_big_t * quant_big_t;
+        quant_tile_range(&q, b, quant_big_t, r0, r1, t0, t0 + full);
+        if (full < n)
+            quant_tile_range(&q, b, n - full, r0, r1, t0 + full, t1);
+    }
+}
+
+/* ------------------------------------------------------------ dense */
+
+typedef struct dctx {
+    const alm_weight *w;
+    const float *x;       /* F32/F16: x itself; BF16: the prepared copy */
+    size_t x_stride;      /* in floats */
+    float *y;
+    size_t y_stride;
+} dctx;
+
+/* Rows [r, r + R) x tokens [t, t + T), dtype DT. */
+static inline __attribute__((always_inline))
+void dense_tile(const dctx *d, int r, int t, const alm_dtype DT, const int R, const int T)
+{
+    const alm_weight *w = d->w;
+    const int cols = w->cols;
+    __m512 acc[MAX_R][MAX_TOK];
+    UNROLL
+    for (int i = 0; i < R; i++)
+        UNROLL
+        for (int j = 0; j < T; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    const float *xt = d->x + (size_t)t * d->x_stride;
+
+    if (DT == ALM_DTYPE_BF16) {
+        const uint16_t *rows = (const uint16_t *)w->data + (size_t)r * (size_t)cols;
+        const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
+        for (int c = 0; c < cols; c += 32) {
+            __m512 lo[MAX_R], hi[MAX_R];
+            UNROLL
+            for (int i = 0; i < R; i++) {
+                const uint16_t *p = rows + (size_t)i * (size_t)cols + c;
+                __m512i v = c + 32 <= cols ? _mm512_loadu_si512(p)
+                                           : _mm512_maskz_loadu_epi16((__mmask32)mask64(cols - c), p);
+                lo[i] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                hi[i] = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
+            }
+            UNROLL
+            for (int j = 0; j < T; j++) {
+                __m512 xe = _mm512_loadu_ps(xt + (size_t)j * d->x_stride + c);
+                __m512 xo = _mm512_loadu_ps(xt + (size_t)j * d->x_stride + c + 16);
+                UNROLL
+                for (int i = 0; i < R; i++) {
+                    acc[i][j] = _mm512_fmadd_ps(lo[i], xe, acc[i][j]);
+                    acc[i][j] = _mm512_fmadd_ps(hi[i], xo, acc[i][j]);
+                }
+            }
+        }
+    } else {
+        for (int c = 0; c < cols; c += 16) {
+            __mmask16 m = mask16(cols - c);
+            bool full = c + 16 <= cols;
+            __m512 wv[MAX_R];
+            UNROLL
+            for (int i = 0; i < R; i++) {
+                size_t off = (size_t)(r + i) * (size_t)cols + (size_t)c;
+                if (DT == ALM_DTYPE_F16) {
+                    const uint16_t *p = (const uint16_t *)w->data + off;
+                    wv[i] = _mm512_cvtph_ps(full ? _mm256_loadu_si256((const __m256i *)p)
+                                                 : _mm256_maskz_loadu_epi16(m, p));
+                } else {
+                    const float *p = (const float *)w->data + off;
+                    wv[i] = full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+                }
+            }
+            UNROLL
+            for (int j = 0; j < T; j++) {
+                const float *xp = xt + (size_t)j * d->x_stride + c;
+                __m512 xv = full ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
+                UNROLL
+                for (int i = 0; i < R; i++)
+                    acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+            }
+        }
+    }
+    UNROLL
+    for (int i = 0; i < R; i++)
+        UNROLL
+        for (int j = 0; j < T; j++)
+            d->y[(size_t)(t + j) * d->y_stride + (size_t)(r + i)] = hsum(acc[i][j]);
+}
+
+typedef void (*dense_tile_fn)(const dctx *d, int r, int t);
+
+#define DENSE_TILE(DT, NAME, R, T)                                          \
+    static void dense_tile_##NAME##_##R##_##T(const dctx *d, int r, int t)  \
+    {                                                                       \
+        dense_tile(d, r, t, DT, R, T);                                      \
+    }
+#define DENSE_TILES(DT, NAME)                                               \
+    DENSE_TILE(DT, NAME, 1, 1) DENSE_TILE(DT, NAME, 4, 1)                   \
+    DENSE_TILE(DT, NAME, 1, 2) DENSE_TILE(DT, NAME, 4, 2)                   \
+    DENSE_TILE(DT, NAME, 1, 3) DENSE_TILE(DT, NAME, 4, 3)                   \
+    DENSE_TILE(DT, NAME, 1, 4) DENSE_TILE(DT, NAME, 4, 4)
+DENSE_TILES(ALM_DTYPE_F32, f32)
+DENSE_TILES(ALM_DTYPE_F16, f16)
+DENSE_TILES(ALM_DTYPE_BF16, bf16)
+
+#define DENSE_ROW(NAME)                                                     \
+    { { dense_tile_##NAME##_1_1, dense_tile_##NAME##_4_1 },                 \
+      { dense_tile_##NAME##_1_2, dense_tile_##NAME##_4_2 },                 \
+      { dense_tile_##NAME##_1_3, dense_tile_##NAME##_4_3 },                 \
+      { dense_tile_##NAME##_1_4, dense_tile_##NAME##_4_4 } }
+/* [F32, F16, BF16][T - 1] = { R = 1, R = 4 } */
+static const dense_tile_fn dense_tiles[3][4][2] = {
+    DENSE_ROW(f32), DENSE_ROW(f16), DENSE_ROW(bf16),
+};
+#define DENSE_MAX_T 4
+#define DENSE_R 4
+
+static void dense_prepare_bf16(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
+                               void *scratch)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    int cols = w->cols;
+    for (int t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * x_stride;
+        float *dst = (float *)((uint8_t *)scratch + bf16_token_bytes(w) * (size_t)t);
+        for (int c = 0; c < cols; c += 32) {
+            __m512 a = _mm512_maskz_loadu_ps(mask16(cols - c), xt + c);
+            __m512 b = cols - c > 16 ? _mm512_maskz_loadu_ps(mask16(cols - c - 16), xt + c + 16)
+                                     : _mm512_setzero_ps();
+            _mm512_storeu_ps(dst + c, _mm512_permutex2var_ps(a, even, b));
+            _mm512_storeu_ps(dst + c + 16, _mm512_permutex2var_ps(a, odd, b));
+        }
+    }
+}
+
+static void dense_rows(const alm_weight *w, const void *scratch, const float *x, int n_tok,
+                       size_t x_stride, float *y, size_t y_stride, int r0, int r1)
+{
+    dctx d = { .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride };
+    int k = 0;
+    if (w->dtype == ALM_DTYPE_F16) {
+        k = 1;
+    } else if (w->dtype == ALM_DTYPE_BF16) {
+        k = 2;
+        d.x = scratch;
+        d.x_stride = bf16_token_bytes(w) / sizeof(float);
+    }
+    for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
+        int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
+        int full_t = (t1 - t0) / DENSE_MAX_T * DENSE_MAX_T;
+        int rest_t = (t1 - t0) - full_t;
+        for (int part = 0; part < 2; part++) {
+            int T = part == 0 ? DENSE_MAX_T : rest_t;
+            int ta = part == 0 ? t0 : t0 + full_t;
+            int tb = part == 0 ? t0 + full_t : t1;
+            if (T == 0 || ta >= tb)
+                continue;
+            int r = r0;
+            for (; r + DENSE_R <= r1; r += DENSE_R)
+                for (int t = ta; t < tb; t += T)
+                    dense_tiles[k][T - 1][1](&d, r, t);
+            for (; r < r1; r++)
+                for (int t = ta; t < tb; t += T)
+                    dense_tiles[k][T - 1][0](&d, r, t);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ entry points */
+
+static void avx512_prepare(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
+                           void *scratch)
+{
+    if (w->bits) {
+        qlayout L = quant_layout(w);
+        for (int t = 0; t < n_tok; t++)
+            quant_prepare_token(w, &L, x + (size_t)t * x_stride,
+                                (uint8_t *)scratch + L.token_bytes * (size_t)t);
+    } else if (w->dtype == ALM_DTYPE_BF16) {
+        dense_prepare_bf16(w, x, n_tok, x_stride, scratch);
+    }
+}
+
+static void avx512_rows(const alm_weight *w, const void *scratch, const float *x, int n_tok,
+                        size_t x_stride, float *y, size_t y_stride, int r0, int r1)
+{
+    if (w->bits)
+        quant_rows(w, scratch, n_tok, y, y_stride, r0, r1);
+    else
+        dense_rows(w, scratch, x, n_tok, x_stride, y, y_stride, r0, r1);
+}
+
+const cpu_kernels cpu_kernels_avx512 = {
+    .isa = CPU_ISA_AVX512,
+    .scratch_size = avx512_scratch_size,
+    .prepare = avx512_prepare,
+    .rows = avx512_rows,
+};

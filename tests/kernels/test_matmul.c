@@ -1,0 +1,326 @@
+/* The CPU matrix kernels against a float64 reference, on every instruction
+ * set this CPU runs: quantized (2/4/8 bits, groups 32/64/128, scales
+ * BF16/F16/F32) and dense (F32/F16/BF16) weights, 1 to 64 tokens, odd row
+ * ranges, row splits, strides, partial chunks, cpu_weight_row and the
+ * validation of weights. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/matmul.h"
+#include "kernels/kernel_fixtures.h"
+#include "tap.h"
+
+static const int token_counts[] = { 1, 2, 3, 5, 8, 17, 64 };
+#define N_TOKEN_COUNTS (int)(sizeof token_counts / sizeof token_counts[0])
+#define MAX_TOK 64
+
+typedef struct isa_set {
+    const cpu_kernels *k[3];
+    int n;
+} isa_set;
+
+static void *scratch_for(const cpu_kernels *k, const alm_weight *w, int n_tok)
+{
+    size_t n = cpu_matmul_scratch_size(k, w, n_tok);
+    n = (n + 63) / 64 * 64;
+    /* Poisoned, so that anything the kernels read without prepare having
+     * written it shows up as a wrong result. */
+    void *p = aligned_alloc(64, n ? n : 64);
+    memset(p, 0xa5, n ? n : 64);
+    return p;
+}
+
+/* Runs w on x for tokens [0, n_tok) and rows [r0, r1), as two calls on
+ * the halves of the range (two threads would), into y (stride y_stride),
+ * whose other rows must stay untouched. Returns 0 when both halves and the
+ * whole-range call agree bit for bit and nothing else was written. */
+static int run_kernel(const cpu_kernels *k, const alm_weight *w, const float *x, int n_tok,
+                      size_t x_stride, int r0, int r1, float *y, size_t y_stride)
+{
+    void *scratch = scratch_for(k, w, n_tok);
+    size_t ny = (size_t)n_tok * y_stride;
+    float *whole = malloc(sizeof(float) * ny);
+    for (size_t i = 0; i < ny; i++)
+        y[i] = whole[i] = 12345.0f;
+    cpu_matmul_prepare(k, w, x, n_tok, x_stride, scratch);
+    int mid = r0 + (r1 - r0) / 2 + 1;
+    if (mid > r1)
+        mid = r1;
+    cpu_matmul_rows(k, w, scratch, x, n_tok, x_stride, y, y_stride, r0, mid);
+    cpu_matmul_rows(k, w, scratch, x, n_tok, x_stride, y, y_stride, mid, r1);
+    cpu_matmul_rows(k, w, scratch, x, n_tok, x_stride, whole, y_stride, r0, r1);
+    int bad = 0;
+    for (int t = 0; t < n_tok; t++)
+        for (size_t r = 0; r < y_stride; r++) {
+            size_t i = (size_t)t * y_stride + r;
+            bool inside = (int)r >= r0 && (int)r < r1;
+            if (!inside && (y[i] != 12345.0f || whole[i] != 12345.0f))
+                bad = 1;
+            if (inside && memcmp(&y[i], &whole[i], sizeof(float)) != 0)
+                bad = 1;
+        }
+    free(whole);
+    free(scratch);
+    return bad ? -1 : 0;
+}
+
+/* Largest error relative to the tolerance 2e-5 * sum|W x| + 1e-6 (<= 1 passes). */
+static double worst_ratio(const float *y, size_t y_stride, const double *ref, const double *mag,
+                          int n_tok, int r0, int r1)
+{
+    double worst = 0.0;
+    int n = r1 - r0;
+    for (int t = 0; t < n_tok; t++)
+        for (int r = r0; r < r1; r++) {
+            double v = y[(size_t)t * y_stride + (size_t)r];
+            size_t i = (size_t)t * (size_t)n + (size_t)(r - r0);
+            double ratio = fabs(v - ref[i]) / (2e-5 * mag[i] + 1e-6);
+            if (!(ratio <= worst))   /* NaN counts as the worst */
+                worst = isnan(ratio) ? INFINITY : ratio;
+        }
+    return worst;
+}
+
+static const char *dtype_name(alm_dtype t) { return alm_dtype_name(t); }
+
+/* One weight, every ISA, every token count: against the reference and
+ * against each other. */
+static void check_weight(const isa_set *isas, const alm_weight *w, const char *what, int r0,
+                         int r1, test_rng *rng, const int *counts, int n_counts)
+{
+    int max_tok = 0;
+    for (int i = 0; i < n_counts; i++)
+        if (counts[i] > max_tok)
+            max_tok = counts[i];
+    size_t x_stride = (size_t)w->cols + 5;   /* rows of x deliberately unaligned */
+    size_t y_stride = (size_t)w->rows + 3;
+    float *x = malloc(sizeof(float) * x_stride * (size_t)max_tok);
+    fixture_activations(rng, x, max_tok, x_stride, w->cols);
+    size_t nref = (size_t)max_tok * (size_t)(r1 - r0);
+    double *ref = malloc(sizeof(double) * nref), *mag = malloc(sizeof(double) * nref);
+    fixture_reference(w, x, max_tok, x_stride, r0, r1, ref, mag);
+    float *y = malloc(sizeof(float) * y_stride * (size_t)max_tok);
+    float *first = malloc(sizeof(float) * y_stride * (size_t)max_tok);
+
+    for (int ci = 0; ci < n_counts; ci++) {
+        int n_tok = counts[ci];
+        /* The reference rows of token t sit at t * (r1 - r0) whatever n_tok. */
+        for (int ki = 0; ki < isas->n; ki++) {
+            const cpu_kernels *k = isas->k[ki];
+            int rc = run_kernel(k, w, x, n_tok, x_stride, r0, r1, y, y_stride);
+            double worst = worst_ratio(y, y_stride, ref, mag, n_tok, r0, r1);
+            int ok = tap_ok(rc == 0 && worst <= 1.0,
+                            "%s: %s, rows [%d, %d), %d tokens: worst error %.3g of tolerance%s",
+                            cpu_isa_name(cpu_kernels_isa(k)), what, r0, r1, n_tok, worst,
+                            rc ? ", row split or untouched rows wrong" : "");
+            if (!ok)
+                continue;
+            /* Across ISAs: the same tolerance against the first ISA. */
+            if (ki == 0) {
+                memcpy(first, y, sizeof(float) * y_stride * (size_t)n_tok);
+            } else {
+                double across = 0.0;
+                for (int t = 0; t < n_tok; t++)
+                    for (int r = r0; r < r1; r++) {
+                        size_t i = (size_t)t * y_stride + (size_t)r;
+                        size_t j = (size_t)t * (size_t)(r1 - r0) + (size_t)(r - r0);
+                        double d = fabs((double)y[i] - first[i]) / (2e-5 * mag[j] + 1e-6);
+                        if (!(d <= across))
+                            across = isnan(d) ? INFINITY : d;
+                    }
+                if (across > 1.0)
+                    tap_ok(0, "%s vs %s: %s, %d tokens differ by %.3g of tolerance",
+                           cpu_isa_name(cpu_kernels_isa(k)),
+                           cpu_isa_name(cpu_kernels_isa(isas->k[0])), what, n_tok, across);
+            }
+        }
+    }
+    free(first);
+    free(y);
+    free(ref);
+    free(mag);
+    free(x);
+}
+
+static void test_quantized(const isa_set *isas, test_rng *rng)
+{
+    static const int bits_list[] = { 2, 4, 8 };
+    static const int groups[] = { 32, 64, 128 };
+    static const alm_dtype sdt[] = { ALM_DTYPE_BF16, ALM_DTYPE_F16, ALM_DTYPE_F32 };
+    for (int bi = 0; bi < 3; bi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int si = 0; si < 3; si++) {
+                /* F16/F32 scales: every bits, group 64 only. */
+                if (si > 0 && groups[gi] != 64)
+                    continue;
+                fixture_weight f;
+                fixture_quant(&f, rng, 37, 384, bits_list[bi], groups[gi], sdt[si]);
+                char what[96];
+                snprintf(what, sizeof what, "%d-bit g%d %s scales 37x384", bits_list[bi],
+                         groups[gi], dtype_name(sdt[si]));
+                check_weight(isas, &f.w, what, 3, 35, rng, token_counts, N_TOKEN_COUNTS);
+                fixture_weight_free(&f);
+            }
+
+    /* The model's shapes, with odd row ranges. */
+    static const int few[] = { 1, 5, 17 };
+    fixture_weight f;
+    fixture_quant(&f, rng, 1024, 384, 4, 64, ALM_DTYPE_BF16);
+    check_weight(isas, &f.w, "4-bit g64 bf16 1024x384", 3, 77, rng, few, 3);
+    check_weight(isas, &f.w, "4-bit g64 bf16 1024x384", 1001, 1024, rng, few, 1);
+    fixture_weight_free(&f);
+    fixture_quant(&f, rng, 384, 1024, 4, 64, ALM_DTYPE_BF16);
+    check_weight(isas, &f.w, "4-bit g64 bf16 384x1024", 0, 384, rng, few, 2);
+    fixture_weight_free(&f);
+    for (int bits = 2; bits <= 8; bits *= 2) {
+        char what[96];
+        /* Columns that leave the last 64-byte chunk of a row partial. */
+        fixture_quant(&f, rng, 21, 160, bits, 32, ALM_DTYPE_BF16);
+        snprintf(what, sizeof what, "%d-bit g32 bf16 21x160", bits);
+        check_weight(isas, &f.w, what, 0, 21, rng, token_counts, 4);
+        fixture_weight_free(&f);
+        fixture_quant(&f, rng, 9, 4480, bits, 128, ALM_DTYPE_BF16);
+        snprintf(what, sizeof what, "%d-bit g128 bf16 9x4480", bits);
+        check_weight(isas, &f.w, what, 1, 9, rng, token_counts, 2);
+        fixture_weight_free(&f);
+    }
+    /* More than one segment of scales (256 groups) in a row. */
+    fixture_quant(&f, rng, 5, 8320, 4, 32, ALM_DTYPE_F16);
+    check_weight(isas, &f.w, "4-bit g32 f16 5x8320", 0, 5, rng, token_counts, 2);
+    fixture_weight_free(&f);
+}
+
+static void test_dense(const isa_set *isas, test_rng *rng)
+{
+    static const alm_dtype dts[] = { ALM_DTYPE_F32, ALM_DTYPE_F16, ALM_DTYPE_BF16 };
+    static const int cols_list[] = { 384, 1024, 50, 77 };
+    for (int di = 0; di < 3; di++)
+        for (int ci = 0; ci < 4; ci++) {
+            fixture_weight f;
+            fixture_dense(&f, rng, 37, cols_list[ci], dts[di]);
+            char what[96];
+            snprintf(what, sizeof what, "dense %s 37x%d", dtype_name(dts[di]), cols_list[ci]);
+            int n = cols_list[ci] == 1024 ? 3 : N_TOKEN_COUNTS;
+            check_weight(isas, &f.w, what, 3, 35, rng, token_counts, n);
+            fixture_weight_free(&f);
+        }
+}
+
+static void test_weight_row(test_rng *rng)
+{
+    static const alm_dtype sdt[] = { ALM_DTYPE_BF16, ALM_DTYPE_F16, ALM_DTYPE_F32 };
+    float out[256];
+    for (int bits = 2; bits <= 8; bits *= 2)
+        for (int si = 0; si < 3; si++) {
+            fixture_weight f;
+            fixture_quant(&f, rng, 7, 256, bits, 64, sdt[si]);
+            int exact = 1;
+            for (int r = 0; r < 7; r++) {
+                cpu_weight_row(&f.w, r, out);
+                for (int c = 0; c < 256; c++) {
+                    float e = fixture_element(&f.w, r, c);
+                    if (memcmp(&e, &out[c], sizeof e) != 0)
+                        exact = 0;
+                }
+            }
+            tap_ok(exact, "cpu_weight_row: %d-bit %s scales equals scale * q + bias exactly", bits,
+                   dtype_name(sdt[si]));
+            fixture_weight_free(&f);
+        }
+    for (int di = 0; di < 3; di++) {
+        static const alm_dtype dts[] = { ALM_DTYPE_F32, ALM_DTYPE_F16, ALM_DTYPE_BF16 };
+        fixture_weight f;
+        fixture_dense(&f, rng, 3, 77, dts[di]);
+        int exact = 1;
+        cpu_weight_row(&f.w, 2, out);
+        for (int c = 0; c < 77; c++) {
+            float e = fixture_element(&f.w, 2, c);
+            if (memcmp(&e, &out[c], sizeof e) != 0)
+                exact = 0;
+        }
+        tap_ok(exact, "cpu_weight_row: dense %s converts exactly", dtype_name(dts[di]));
+        fixture_weight_free(&f);
+    }
+}
+
+/* Zero activations give zero; NaN in x gives NaN, as fp32 would. */
+static void test_special_values(const isa_set *isas, test_rng *rng)
+{
+    fixture_weight f;
+    fixture_quant(&f, rng, 8, 256, 4, 64, ALM_DTYPE_BF16);
+    float x[2 * 256], y[2 * 8];
+    memset(x, 0, sizeof x);
+    x[256 + 17] = NAN;
+    for (int ki = 0; ki < isas->n; ki++) {
+        const cpu_kernels *k = isas->k[ki];
+        void *scratch = scratch_for(k, &f.w, 2);
+        cpu_matmul_prepare(k, &f.w, x, 2, 256, scratch);
+        cpu_matmul_rows(k, &f.w, scratch, x, 2, 256, y, 8, 0, 8);
+        int zeros = 1, nans = 1;
+        for (int r = 0; r < 8; r++) {
+            zeros &= y[r] == 0.0f;
+            nans &= isnan(y[8 + r]);
+        }
+        tap_ok(zeros, "%s: zero activations give exactly zero", cpu_isa_name(cpu_kernels_isa(k)));
+        tap_ok(nans, "%s: a NaN activation gives NaN", cpu_isa_name(cpu_kernels_isa(k)));
+        free(scratch);
+    }
+    fixture_weight_free(&f);
+}
+
+static void test_check(const isa_set *isas, test_rng *rng)
+{
+    fixture_weight f;
+    fixture_quant(&f, rng, 4, 128, 4, 64, ALM_DTYPE_BF16);
+    char why[160];
+    tap_ok(cpu_matmul_check(&f.w, why, sizeof why) == 0, "a valid 4-bit weight passes the check");
+
+    struct { const char *what; alm_weight w; } bad[6];
+    for (int i = 0; i < 6; i++)
+        bad[i].w = f.w;
+    bad[0].what = "3 bits"; bad[0].w.bits = 3;
+    bad[1].what = "group 48"; bad[1].w.group_size = 48;
+    bad[2].what = "cols not a multiple of the group"; bad[2].w.cols = 96;
+    bad[3].what = "no scales"; bad[3].w.scales = NULL;
+    bad[4].what = "U32 dense"; bad[4].w.bits = 0;
+    bad[5].what = "zero rows"; bad[5].w.rows = 0;
+    for (int i = 0; i < 6; i++) {
+        why[0] = '\0';
+        int rc = cpu_matmul_check(&bad[i].w, why, sizeof why);
+        tap_ok(rc == -EINVAL && why[0], "check refuses %s (%s)", bad[i].what, why);
+    }
+    /* A refused weight yields zeros, without touching its data. */
+    float x[128] = { 1.0f }, y[4] = { 1, 2, 3, 4 };
+    alm_weight w = f.w;
+    w.bits = 3;
+    cpu_matmul_rows(isas->k[0], &w, NULL, x, 1, 128, y, 4, 0, 4);
+    tap_ok(y[0] == 0 && y[3] == 0, "rows of a refused weight are zero");
+    fixture_weight_free(&f);
+}
+
+int main(void)
+{
+    isa_set isas = { .n = 0 };
+    static const cpu_isa all[] = { CPU_ISA_SCALAR, CPU_ISA_AVX2, CPU_ISA_AVX512 };
+    for (int i = 0; i < 3; i++) {
+        const cpu_kernels *k = cpu_kernels_for(all[i]);
+        if (k)
+            isas.k[isas.n++] = k;
+        else
+            tap_diag("SKIP %s kernels: this CPU does not run them", cpu_isa_name(all[i]));
+    }
+    const cpu_kernels *sel = cpu_kernels_select();
+    tap_diag("selected: %s", cpu_isa_name(cpu_kernels_isa(sel)));
+    tap_ok(cpu_kernels_for(cpu_kernels_isa(sel)) == sel, "the selected kernels run on this CPU");
+
+    test_rng rng = { 42 };
+    test_check(&isas, &rng);
+    test_weight_row(&rng);
+    test_special_values(&isas, &rng);
+    test_quantized(&isas, &rng);
+    test_dense(&isas, &rng);
+    return tap_done();
+}
