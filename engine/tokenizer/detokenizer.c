@@ -267,7 +267,7 @@ static int close_window(alm_detokenizer *d, bool final, char **out, size_t *emit
         size_t used = 0;
         r = utf8_lossy_append(&joined, d->bytes.data ? d->bytes.data : "", d->bytes.len, final,
                               &used);
-        if (r == 0) {
+        if (r == 0 && used > 0) {
             memmove(d->bytes.data, d->bytes.data + used, d->bytes.len - used);
             d->bytes.len -= used;
         }
