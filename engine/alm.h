@@ -110,6 +110,8 @@ void alm_seq_free(alm_seq *seq);
 alm_model *alm_seq_model(const alm_seq *seq);
 /* Tokens in the cache. */
 int alm_seq_length(const alm_seq *seq);
+/* The ids of those tokens, [alm_seq_length]. */
+const int32_t *alm_seq_tokens(const alm_seq *seq);
 int alm_seq_capacity(const alm_seq *seq);
 /* Forgets every token from position len on (len <= length), e.g. the
  * rejected draft tokens of speculative decoding. */
@@ -133,15 +135,37 @@ typedef struct alm_sampling {
     uint64_t seed;      /* same seed, same output */
 } alm_sampling;
 
+/* Speculative decoding: a draft (a small model, or n-gram lookup in the
+ * text so far) proposes tokens, the target checks them all in one pass, and
+ * the output is distributed exactly as plain sampling from the target
+ * (token for token identical when greedy). */
+typedef enum alm_speculative_mode {
+    ALM_SPECULATIVE_OFF,
+    ALM_SPECULATIVE_DRAFT,   /* needs a draft sequence */
+    ALM_SPECULATIVE_NGRAM,   /* prompt lookup: no second model */
+} alm_speculative_mode;
+
+#define ALM_MAX_DRAFT_TOKENS 16
+
+typedef struct alm_speculative_params {
+    alm_speculative_mode mode;
+    int num_draft_tokens;   /* 1..ALM_MAX_DRAFT_TOKENS, or 0 = auto (adapts to acceptance) */
+    float draft_p_min;      /* stop drafting once the draft's top probability is below; 0 = off */
+    int ngram_max;          /* n-gram lookup: longest n tried first (default 3) */
+    int ngram_min;          /* ... down to this one (default 1) */
+} alm_speculative_params;
+
 typedef struct alm_generate_params {
     int max_tokens;
     alm_sampling sampling;
     bool ignore_eos;            /* keep going past end-of-sequence tokens */
     const char *const *stop;    /* stop strings (not included in the text) */
     size_t n_stop;
+    alm_speculative_params speculative;
 } alm_generate_params;
 
-/* Greedy, 128 tokens, stop at EOS, no stop strings. */
+/* Greedy, 128 tokens, stop at EOS, no stop strings, no speculation
+ * (num_draft_tokens 4, ngram 3..1 when speculation is switched on). */
 alm_generate_params alm_generate_default_params(void);
 
 typedef enum alm_finish_reason {
@@ -154,14 +178,26 @@ typedef enum alm_finish_reason {
 
 const char *alm_finish_reason_name(alm_finish_reason r);
 
+typedef struct alm_speculative_stats {
+    long drafted;            /* draft tokens proposed */
+    long accepted;           /* of which the target kept */
+    long target_passes;      /* verification passes */
+    long draft_passes;       /* draft model passes */
+    long drafted_by_position[ALM_MAX_DRAFT_TOKENS];   /* [i]: proposals at depth i + 1 */
+    long accepted_by_position[ALM_MAX_DRAFT_TOKENS];  /* [i]: of those, kept */
+    double draft_seconds;    /* drafting, with the draft's sampling */
+    double target_seconds;   /* verification passes */
+} alm_speculative_stats;
+
 typedef struct alm_generate_stats {
     int prompt_tokens;
     int generated_tokens;
     double prefill_seconds;  /* prompt pass, up to the first token's logits */
-    double decode_seconds;   /* every later pass, with sampling */
+    double decode_seconds;   /* everything after it */
     double prefill_tok_s;    /* prompt tokens / prefill_seconds */
-    double decode_tok_s;     /* decode passes / decode_seconds */
+    double decode_tok_s;     /* tokens after the first / decode_seconds */
     alm_finish_reason finish;
+    alm_speculative_stats speculative;  /* zero when speculation is off */
 } alm_generate_stats;
 
 /* Receives each piece of text as it becomes final (never a broken UTF-8
@@ -169,11 +205,20 @@ typedef struct alm_generate_stats {
 typedef int (*alm_text_fn)(void *user, const char *text, size_t len);
 
 /* Runs the prompt through seq (appending to what it holds) and samples up
- * to max_tokens tokens. *ids (malloc'ed, may be NULL when not wanted) gets
- * the generated ids; on_text (may be NULL) the text as it streams. */
-int alm_generate(alm_seq *seq, alm_pool *pool, const int32_t *prompt, size_t n_prompt,
-                 const alm_generate_params *params, alm_text_fn on_text, void *user,
-                 int32_t **ids, size_t *n_ids, alm_generate_stats *stats, alm_error *err);
+ * to max_tokens tokens. draft: the draft model's sequence for
+ * ALM_SPECULATIVE_DRAFT (NULL otherwise); it must hold the same tokens as
+ * seq, or none of them yet, and alm_check_draft must accept its model.
+ * *ids (malloc'ed; ids may be NULL when not wanted) gets the generated ids;
+ * on_text (may be NULL) the text as it streams. */
+int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *prompt,
+                 size_t n_prompt, const alm_generate_params *params, alm_text_fn on_text,
+                 void *user, int32_t **ids, size_t *n_ids, alm_generate_stats *stats,
+                 alm_error *err);
+
+/* Whether draft can speculate for target: same vocabulary size, the same
+ * token string for every id, the same special tokens. The error says what
+ * differs. */
+int alm_check_draft(const alm_model *target, const alm_model *draft, alm_error *err);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -54,6 +55,33 @@ static inline void cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ volatile("yield");
 #endif
+}
+
+/* Waits for *addr to differ from old (or, with until_zero, to reach 0).
+ * Spins first: the other threads are normally microseconds away. When the
+ * machine is oversubscribed the thread we wait for may not be running at
+ * all, and spinning would burn the time slice it needs, so after a while
+ * the CPU is handed over with sched_yield. */
+#define SPIN_BEFORE_YIELD 4000
+
+static void wait_while_equal(atomic_uint *addr, unsigned old)
+{
+    for (int spins = 0; atomic_load_explicit(addr, memory_order_acquire) == old; spins++) {
+        if (spins < SPIN_BEFORE_YIELD)
+            cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+static void wait_until_zero(atomic_int *addr)
+{
+    for (int spins = 0; atomic_load_explicit(addr, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_BEFORE_YIELD)
+            cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 static void futex_wait(atomic_uint *addr, unsigned expected)
@@ -159,9 +187,7 @@ void alm_pool_run(alm_pool *pool, alm_pool_fn fn, void *ctx)
         futex_wake_all(&pool->job_generation);
 
     fn(ctx, 0, pool->n_threads);
-
-    while (atomic_load_explicit(&pool->remaining, memory_order_acquire) > 0)
-        cpu_relax();
+    wait_until_zero(&pool->remaining);
 }
 
 void alm_pool_barrier(alm_pool *pool)
@@ -176,8 +202,7 @@ void alm_pool_barrier(alm_pool *pool)
         atomic_fetch_add_explicit(&b->generation, 1, memory_order_release);
         return;
     }
-    while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen)
-        cpu_relax();
+    wait_while_equal(&b->generation, gen);
 }
 
 void alm_pool_split(int n, int align, int part, int n_parts, int *begin, int *end)

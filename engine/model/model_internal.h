@@ -35,6 +35,7 @@ struct alm_seq {
     int length;
     int capacity;
     int batch;           /* tokens per pass */
+    int32_t *tokens;     /* the ids in the cache, [capacity] */
     kv_layer *cache;     /* per layer */
     /* Activations of one pass, [batch][width]. */
     float *x, *q, *k, *v, *attn, *h;

@@ -2,6 +2,7 @@
  * bookkeeping that lets speculative decoding cut the cache back. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "model/model_internal.h"
@@ -33,7 +34,8 @@ int alm_seq_new(alm_model *m, int max_len, alm_seq **out, alm_error *err)
     size_t kv_width = (size_t)c->n_kv_heads * c->head_dim;
     size_t kv_bytes = sizeof(float) * (size_t)max_len * kv_width;
     s->cache = calloc((size_t)c->n_layers, sizeof *s->cache);
-    bool ok = s->cache != NULL;
+    s->tokens = calloc((size_t)max_len, sizeof *s->tokens);
+    bool ok = s->cache != NULL && s->tokens != NULL;
     for (int l = 0; ok && l < c->n_layers; l++) {
         s->cache[l].k = seq_alloc(s, kv_bytes);
         s->cache[l].v = seq_alloc(s, kv_bytes);
@@ -67,6 +69,7 @@ void alm_seq_free(alm_seq *s)
             be->ops->free(be, s->cache[l].v);
         }
     free(s->cache);
+    free(s->tokens);
     be->ops->free(be, s->x);
     be->ops->free(be, s->q);
     be->ops->free(be, s->k);
@@ -80,6 +83,7 @@ void alm_seq_free(alm_seq *s)
 
 alm_model *alm_seq_model(const alm_seq *s) { return s->model; }
 int alm_seq_length(const alm_seq *s) { return s->length; }
+const int32_t *alm_seq_tokens(const alm_seq *s) { return s->tokens; }
 int alm_seq_capacity(const alm_seq *s) { return s->capacity; }
 size_t alm_seq_memory_bytes(const alm_seq *s) { return s->memory_bytes; }
 
@@ -147,6 +151,7 @@ int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,
         int from = first_logit > done ? first_logit : done;
         int chunk_logits = end > from ? end - from : 0;
         float *out = chunk_logits ? logits + (size_t)(from - first_logit) * vocab : NULL;
+        memcpy(s->tokens + s->length, tokens + done, sizeof(int32_t) * (size_t)chunk);
         decoder_forward(s, pool, tokens + done, chunk, chunk_logits, out);
         s->length += chunk;
         done = end;

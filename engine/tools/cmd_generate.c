@@ -20,7 +20,8 @@ static int collect(void *user, const char *piece, size_t len)
 static const char generate_usage[] =
     "usage: alm-engine generate --model DIR (--prompt STR | --prompt-ids 1,2,3) --max-tokens N\n"
     "         [--temperature T] [--top-k K] [--top-p P] [--min-p M] [--seed S]\n"
-    "         [--stop STR]... [--ignore-eos] [--threads N] [--context N]\n";
+    "         [--stop STR]... [--ignore-eos] [--threads N] [--context N]\n"
+    SPEC_USAGE;
 
 int cmd_generate(int argc, char **argv)
 {
@@ -39,8 +40,10 @@ int cmd_generate(int argc, char **argv)
         { "threads", required_argument, NULL, 't' },
         { "context", required_argument, NULL, 'c' },
         { "help", no_argument, NULL, 'h' },
+        SPEC_LONG_OPTIONS,
         { 0 },
     };
+    spec_options spec = { 0 };
     const char *model_dir = NULL, *prompt = NULL, *prompt_ids = NULL;
     alm_generate_params gp = alm_generate_default_params();
     long max_tokens = -1, threads = 0, context = 0, top_k = 0, seed = 0;
@@ -72,7 +75,7 @@ int cmd_generate(int argc, char **argv)
         case 't': r = tool_parse_int(optarg, "--threads", 0, 1024, &threads); break;
         case 'c': r = tool_parse_int(optarg, "--context", 1, 1 << 24, &context); break;
         case 'h': fputs(generate_usage, stdout); free(stops); return 0;
-        default: r = -1;
+        default: r = spec_options_take(&spec, c, optarg) ? 0 : -1;
         }
         if (r < 0) {
             free(stops);
@@ -90,8 +93,8 @@ int cmd_generate(int argc, char **argv)
     gp.n_stop = n_stops;
 
     alm_error err = { 0 };
-    alm_model *model = NULL;
-    alm_seq *seq = NULL;
+    alm_model *model = NULL, *draft_model = NULL;
+    alm_seq *seq = NULL, *draft = NULL;
     alm_pool *pool = NULL;
     int32_t *ids = NULL, *out_ids = NULL;
     size_t n_ids = 0, n_out = 0;
@@ -99,6 +102,12 @@ int cmd_generate(int argc, char **argv)
     int status = 1;
 
     if (alm_model_load(model_dir, NULL, &model, &err) < 0) {
+        tool_fail("%s", err.message);
+        goto out;
+    }
+    if (spec_options_resolve(&spec, &gp.speculative, &draft_model) < 0)
+        goto out;
+    if (draft_model && alm_check_draft(model, draft_model, &err) < 0) {
         tool_fail("%s", err.message);
         goto out;
     }
@@ -115,12 +124,17 @@ int cmd_generate(int argc, char **argv)
     int capacity = context ? (int)context : (int)n_ids + gp.max_tokens;
     if (capacity > alm_model_max_context(model))
         capacity = alm_model_max_context(model);
-    if (alm_seq_new(model, capacity, &seq, &err) < 0 || alm_pool_new((int)threads, &pool) < 0) {
-        tool_fail("%s", seq ? "cannot start threads" : err.message);
+    if (alm_seq_new(model, capacity, &seq, &err) < 0 ||
+        (draft_model && alm_seq_new(draft_model, capacity, &draft, &err) < 0)) {
+        tool_fail("%s", err.message);
+        goto out;
+    }
+    if (alm_pool_new((int)threads, &pool) < 0) {
+        tool_fail("cannot start threads");
         goto out;
     }
     alm_generate_stats st;
-    if (alm_generate(seq, pool, ids, n_ids, &gp, collect, &text, &out_ids, &n_out, &st, &err) < 0) {
+    if (alm_generate(seq, draft, pool, ids, n_ids, &gp, collect, &text, &out_ids, &n_out, &st, &err) < 0) {
         tool_fail("%s", err.message);
         goto out;
     }
@@ -144,6 +158,8 @@ int cmd_generate(int argc, char **argv)
     json_builder_add_double_value(b, st.decode_tok_s);
     json_builder_set_member_name(b, "threads");
     json_builder_add_int_value(b, alm_pool_size(pool));
+    if (gp.speculative.mode != ALM_SPECULATIVE_OFF)
+        spec_stats_add(b, &st.speculative, st.generated_tokens);
     json_builder_end_object(b);
     json_builder_end_object(b);
     tool_print_json(b);
@@ -155,7 +171,9 @@ out:
     free(out_ids);
     free(stops);
     alm_seq_free(seq);
+    alm_seq_free(draft);
     alm_pool_free(pool);
     alm_model_free(model);
+    alm_model_free(draft_model);
     return status;
 }

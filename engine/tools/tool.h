@@ -25,6 +25,36 @@ void tool_print_json(JsonBuilder *b);
 void tool_add_ids(JsonBuilder *b, const char *member, const int32_t *ids, size_t n);
 double tool_now(void);
 
+/* The speculative-decoding options that generate and bench share. */
+typedef struct spec_options {
+    const char *draft_dir;   /* --draft DIR */
+    const char *mode;        /* --speculative draft|ngram|off */
+    const char *k;           /* --num-draft-tokens K|auto */
+    const char *p_min;       /* --draft-p-min P */
+    const char *ngram;       /* --ngram MAX[:MIN] */
+} spec_options;
+
+#define SPEC_LONG_OPTIONS                                          \
+    { "draft", required_argument, NULL, 'D' },                     \
+    { "speculative", required_argument, NULL, 'X' },               \
+    { "num-draft-tokens", required_argument, NULL, 'K' },          \
+    { "draft-p-min", required_argument, NULL, 'Q' },               \
+    { "ngram", required_argument, NULL, 'G' }
+
+#define SPEC_USAGE                                                                      \
+    "         [--draft DIR] [--speculative draft|ngram|off] [--num-draft-tokens K|auto]\n" \
+    "         [--draft-p-min P] [--ngram MAX[:MIN]]\n"
+
+/* Records option c if it is one of SPEC_LONG_OPTIONS; returns 1 if taken. */
+int spec_options_take(spec_options *o, int c, const char *arg);
+/* Turns the options into parameters (mode defaults to draft when --draft
+ * is given, else off) and loads the draft model if one is needed. Prints
+ * the error and returns -1 on bad input. */
+int spec_options_resolve(const spec_options *o, alm_speculative_params *out,
+                         alm_model **draft_model);
+/* Adds the speculative statistics to the stats object being built. */
+void spec_stats_add(JsonBuilder *b, const alm_speculative_stats *s, int generated_tokens);
+
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_logits(int argc, char **argv);

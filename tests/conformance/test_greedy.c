@@ -30,7 +30,7 @@ static int32_t *generate(alm_model *model, alm_pool *pool, const greedy_case *c,
     gp.max_tokens = (int)c->n_expected;
     gp.ignore_eos = true;
     int32_t *ids = NULL;
-    if (alm_generate(seq, pool, c->prompt, c->n_prompt, &gp, NULL, NULL, &ids, n_out, NULL, &err) < 0) {
+    if (alm_generate(seq, NULL, pool, c->prompt, c->n_prompt, &gp, NULL, NULL, &ids, n_out, NULL, &err) < 0) {
         tap_diag("generate: %s", err.message);
         ids = NULL;
     }

@@ -1,0 +1,360 @@
+#include "speculative/speculative.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/cleanup.h"
+#include "core/error.h"
+#include "speculative/draft_length.h"
+#include "speculative/ngram.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int speculative_check_params(const alm_speculative_params *p, const alm_seq *draft,
+                             alm_error *err)
+{
+    if (p->mode == ALM_SPECULATIVE_OFF)
+        return 0;
+    if (p->num_draft_tokens < 0 || p->num_draft_tokens > ALM_MAX_DRAFT_TOKENS)
+        return alm_error_set(err, -EINVAL, "num_draft_tokens %d: expected 1 to %d, or auto",
+                             p->num_draft_tokens, ALM_MAX_DRAFT_TOKENS);
+    if (!(p->draft_p_min >= 0.0f && p->draft_p_min < 1.0f))
+        return alm_error_set(err, -EINVAL, "draft_p_min %g: expected a probability in [0, 1)",
+                             (double)p->draft_p_min);
+    if (p->mode == ALM_SPECULATIVE_DRAFT && !draft)
+        return alm_error_set(err, -EINVAL, "draft speculation needs a draft model");
+    if (p->mode == ALM_SPECULATIVE_NGRAM &&
+        (p->ngram_min < 1 || p->ngram_max < p->ngram_min || p->ngram_max > 64))
+        return alm_error_set(err, -EINVAL, "n-gram lengths %d..%d: expected 1 <= min <= max <= 64",
+                             p->ngram_min, p->ngram_max);
+    return 0;
+}
+
+int speculative_prefill_draft(alm_seq *draft, const alm_seq *target, alm_pool *pool,
+                              alm_error *err)
+{
+    int have = alm_seq_length(draft), want = alm_seq_length(target);
+    const int32_t *mine = alm_seq_tokens(draft), *theirs = alm_seq_tokens(target);
+    /* Keep what the two share, redo the rest. */
+    int same = 0;
+    while (same < have && same < want && mine[same] == theirs[same])
+        same++;
+    alm_seq_truncate(draft, same);
+    if (want - same > alm_seq_capacity(draft) - same)
+        return alm_error_set(err, -ENOSPC, "the draft's context (%d) is shorter than the prompt (%d)",
+                             alm_seq_capacity(draft), want);
+    return alm_seq_forward(draft, pool, theirs + same, want - same, 0, NULL, err);
+}
+
+int32_t speculative_accept(sampler *smp, float *p, const float *q, int32_t x, int vocab)
+{
+    double ratio = q[x] > 0 ? (double)p[x] / q[x] : 0.0;
+    if (sampler_uniform(smp) < ratio)
+        return SPECULATIVE_ACCEPTED;
+    /* Rejected: draw from normalize(max(0, p - q)). It is empty only when
+     * p == q up to rounding, and then x would have been accepted with
+     * probability 1 but for that rounding: draw from p instead. */
+    double mass = 0.0;
+    for (int v = 0; v < vocab; v++) {
+        float w = p[v] - q[v];
+        mass += w > 0 ? w : 0.0f;
+    }
+    if (mass > 0)
+        for (int v = 0; v < vocab; v++)
+            p[v] = p[v] > q[v] ? p[v] - q[v] : 0.0f;
+    int32_t t = sampler_sample_from_probs(smp, p, vocab);
+    return t < 0 ? SPECULATIVE_FAILED : t;
+}
+
+/* Everything one decode needs besides the session. */
+typedef struct spec_state {
+    gen_session *g;
+    alm_seq *target, *draft;
+    alm_pool *pool;
+    const alm_speculative_params *params;
+    alm_speculative_stats *stats;
+    bool greedy;
+    int vocab;
+    sampler *draft_sampler;
+    float *target_logits;   /* [k + 1][vocab] */
+    float *draft_logits;    /* [vocab] */
+    float *q;               /* [k][vocab]: the draft's processed distributions */
+    float *p;               /* [vocab] */
+    int32_t *feed;          /* [target capacity + 1]: the draft's catch-up */
+    int32_t *history;       /* prompt + output, for n-gram lookup */
+    size_t history_len, history_cap;
+    draft_length length;
+} spec_state;
+
+static int32_t argmax(const float *v, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+/* Top probability of softmax(logits): the draft's confidence. */
+static float top_probability(const float *logits, int n)
+{
+    float max = logits[argmax(logits, n)];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        sum += exp((double)(logits[i] - max));
+    return (float)(1.0 / sum);
+}
+
+/* Drafts up to k tokens with the draft model into d[]; q[i] gets the
+ * distribution d[i] was drawn from. Returns how many were drafted. */
+static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_error *err)
+{
+    alm_seq *draft = s->draft;
+    const int32_t *committed = alm_seq_tokens(s->target);
+    int target_len = alm_seq_length(s->target);
+    int have = alm_seq_length(draft);
+    if (have > target_len)
+        have = target_len;
+    alm_seq_truncate(draft, have);
+
+    /* Catch up on what the draft has not seen (tokens it did not propose,
+     * a bonus token), then cur, in one pass. */
+    int n_feed = target_len - have;
+    if (alm_seq_capacity(draft) - have < n_feed + 1 + k)
+        return 0; /* no room left in the draft's cache: verify cur alone */
+    memcpy(s->feed, committed + have, sizeof(int32_t) * (size_t)n_feed);
+    s->feed[n_feed++] = cur;
+    int r = alm_seq_forward(draft, s->pool, s->feed, n_feed, 1, s->draft_logits, err);
+    if (r < 0)
+        return r;
+    s->stats->draft_passes++;
+
+    int n = 0;
+    while (n < k) {
+        float p_min = s->params->draft_p_min;
+        if (p_min > 0.0f && top_probability(s->draft_logits, s->vocab) < p_min)
+            break;
+        float *q = s->q + (size_t)n * s->vocab;
+        int32_t x;
+        if (s->greedy) {
+            x = argmax(s->draft_logits, s->vocab);
+        } else {
+            r = sampler_probs(s->draft_sampler, s->draft_logits, s->vocab, q);
+            if (r < 0)
+                return alm_error_set(err, r, "draft sampling failed");
+            x = sampler_sample_from_probs(s->draft_sampler, q, s->vocab);
+            if (x < 0)
+                return alm_error_set(err, x, "draft sampling failed");
+        }
+        d[n++] = x;
+        if (n == k)
+            break;
+        r = alm_seq_forward(draft, s->pool, &x, 1, 1, s->draft_logits, err);
+        if (r < 0)
+            return r;
+        s->stats->draft_passes++;
+    }
+    return n;
+}
+
+/* Drafts by n-gram lookup; the "distribution" of each proposal is a point
+ * mass on it. */
+static int draft_with_ngram(spec_state *s, int k, int32_t *d)
+{
+    int n = ngram_propose(s->history, s->history_len, s->params->ngram_max,
+                          s->params->ngram_min, k, d);
+    if (!s->greedy)
+        for (int i = 0; i < n; i++) {
+            float *q = s->q + (size_t)i * s->vocab;
+            memset(q, 0, sizeof(float) * (size_t)s->vocab);
+            q[d[i]] = 1.0f;
+        }
+    return n;
+}
+
+static int history_push(spec_state *s, int32_t id)
+{
+    if (s->history_len == s->history_cap) {
+        size_t cap = s->history_cap * 2 + 64;
+        int32_t *grown = realloc(s->history, sizeof *grown * cap);
+        if (!grown)
+            return -ENOMEM;
+        s->history = grown;
+        s->history_cap = cap;
+    }
+    s->history[s->history_len++] = id;
+    return 0;
+}
+
+/* Emits a token into the session (and the n-gram history). */
+static int emit(spec_state *s, int32_t id, alm_error *err)
+{
+    if (s->params->mode == ALM_SPECULATIVE_NGRAM && history_push(s, id) < 0)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    return session_emit(s->g, id, err);
+}
+
+/* One draft-verify-accept step. */
+static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
+{
+    gen_session *g = s->g;
+    int target_len = alm_seq_length(s->target);
+    int k = draft_length_next(&s->length);
+    /* No more proposals than tokens still wanted or room in the cache. */
+    int room = alm_seq_capacity(s->target) - target_len - 1;
+    if (k > session_remaining(g) - 1)
+        k = session_remaining(g) - 1;
+    if (k > room)
+        k = room;
+    if (k < 0)
+        k = 0;
+
+    int32_t d[ALM_MAX_DRAFT_TOKENS];
+    double t0 = now_seconds();
+    int n = 0;
+    if (k > 0) {
+        n = s->params->mode == ALM_SPECULATIVE_DRAFT ? draft_with_model(s, *cur, k, d, err)
+                                                     : draft_with_ngram(s, k, d);
+        if (n < 0)
+            return n;
+    }
+    double t1 = now_seconds();
+
+    /* Verify: the target scores cur and every proposal in one pass. */
+    int32_t batch[ALM_MAX_DRAFT_TOKENS + 1];
+    batch[0] = *cur;
+    memcpy(batch + 1, d, sizeof(int32_t) * (size_t)n);
+    int r = alm_seq_forward(s->target, s->pool, batch, n + 1, n + 1, s->target_logits, err);
+    if (r < 0)
+        return r;
+    double t2 = now_seconds();
+
+    /* Accept proposals while the target agrees (greedy) or by the
+     * speculative sampling rule; then one more token from the target. */
+    int accepted = 0;
+    int32_t next = -1;
+    for (int i = 0; i < n && next < 0; i++) {
+        const float *logits = s->target_logits + (size_t)i * s->vocab;
+        if (s->greedy) {
+            int32_t want = argmax(logits, s->vocab);
+            if (want != d[i])
+                next = want;
+        } else {
+            r = sampler_probs(g->sampler, logits, s->vocab, s->p);
+            if (r < 0)
+                return alm_error_set(err, r, "sampling failed: the logits are not finite");
+            const float *q = s->q + (size_t)i * s->vocab;
+            next = speculative_accept(g->sampler, s->p, q, d[i], s->vocab);
+            if (next == SPECULATIVE_FAILED)
+                return alm_error_set(err, -EINVAL, "sampling failed: no residual to draw from");
+        }
+        if (next < 0) {
+            accepted++;
+            s->stats->accepted_by_position[i]++;
+        }
+    }
+    if (next < 0) {
+        const float *logits = s->target_logits + (size_t)n * s->vocab;
+        next = s->greedy ? argmax(logits, s->vocab) : sampler_sample(g->sampler, logits, s->vocab);
+        if (next < 0)
+            return alm_error_set(err, next, "sampling failed: the logits are not finite");
+    }
+
+    for (int i = 0; i < n; i++)
+        s->stats->drafted_by_position[i]++;
+    s->stats->drafted += n;
+    s->stats->accepted += accepted;
+    s->stats->target_passes++;
+    s->stats->draft_seconds += t1 - t0;
+    s->stats->target_seconds += t2 - t1;
+    draft_length_update(&s->length, n, accepted, t1 - t0, t2 - t1);
+
+    /* The caches forget the rejected proposals; the draft catches up on
+     * the rest at its next step. */
+    alm_seq_truncate(s->target, target_len + 1 + accepted);
+    if (s->draft && alm_seq_length(s->draft) > target_len + 1 + accepted)
+        alm_seq_truncate(s->draft, target_len + 1 + accepted);
+
+    for (int i = 0; i < accepted && !g->done; i++) {
+        r = emit(s, d[i], err);
+        if (r < 0)
+            return r;
+    }
+    if (!g->done) {
+        r = emit(s, next, err);
+        if (r < 0)
+            return r;
+    }
+    *cur = next;
+    return 0;
+}
+
+static void spec_state_clear(spec_state *s)
+{
+    sampler_free(s->draft_sampler);
+    free(s->target_logits);
+    free(s->draft_logits);
+    free(s->q);
+    free(s->p);
+    free(s->feed);
+    free(s->history);
+}
+
+int speculative_decode(gen_session *g, alm_seq *target, alm_seq *draft, alm_pool *pool,
+                       int32_t cur, alm_speculative_stats *stats, alm_error *err)
+{
+    const alm_generate_params *gp = g->params;
+    _cleanup_(spec_state_clear) spec_state s = {
+        .g = g, .target = target, .pool = pool, .params = &gp->speculative, .stats = stats,
+        .greedy = gp->sampling.temperature == 0.0f, .vocab = g->vocab,
+    };
+    if (gp->speculative.mode == ALM_SPECULATIVE_DRAFT)
+        s.draft = draft;
+    size_t v = (size_t)g->vocab;
+    s.target_logits = malloc(sizeof(float) * v * (ALM_MAX_DRAFT_TOKENS + 1));
+    s.draft_logits = malloc(sizeof(float) * v);
+    s.q = malloc(sizeof(float) * v * ALM_MAX_DRAFT_TOKENS);
+    s.p = malloc(sizeof(float) * v);
+    s.feed = malloc(sizeof(int32_t) * ((size_t)alm_seq_capacity(target) + 1));
+    if (!s.target_logits || !s.draft_logits || !s.q || !s.p || !s.feed)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    if (!s.greedy) {
+        /* The draft samples with the target's settings (so that q is
+         * processed like p) but its own random stream. */
+        sampling_params dp = *sampler_get_params(g->sampler);
+        dp.seed ^= 0x9e3779b97f4a7c15ull;
+        int r = sampler_new(&dp, g->vocab, &s.draft_sampler, err);
+        if (r < 0)
+            return r;
+    }
+    if (gp->speculative.mode == ALM_SPECULATIVE_NGRAM) {
+        /* The history: what the target holds, then cur. */
+        int len = alm_seq_length(target);
+        const int32_t *t = alm_seq_tokens(target);
+        for (int i = 0; i < len; i++)
+            if (history_push(&s, t[i]) < 0)
+                return alm_error_set(err, -ENOMEM, "out of memory");
+        if (history_push(&s, cur) < 0)
+            return alm_error_set(err, -ENOMEM, "out of memory");
+    }
+    draft_length_init(&s.length, gp->speculative.num_draft_tokens);
+
+    while (!g->done) {
+        if (alm_seq_length(target) >= alm_seq_capacity(target)) {
+            g->finish = ALM_FINISH_CONTEXT;
+            break;
+        }
+        int r = speculative_step(&s, &cur, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
