@@ -18,7 +18,9 @@
  *                   probable token(s).
  *   min_p > 0       keeps tokens with p >= min_p * max p (after temperature;
  *                   the most probable token always stays). 0 = off.
- * Filtered tokens get probability 0; the rest are renormalised.
+ * Filtered tokens get probability 0; the rest are renormalised. Weights
+ * are computed in float: a token less likely than e^-87 (1.6e-38) times the
+ * most likely one gets probability 0, as float32 softmax would round it.
  *
  * Logits may be -inf (masked tokens, probability 0); NaN and +inf are
  * rejected (-EINVAL), as are logits where every token is -inf.

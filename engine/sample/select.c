@@ -1,18 +1,19 @@
 #include "sample/select.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <math.h>
 #include <string.h>
 
 #include "sample/softmax_weights.h"
 
 /* Up to this k, top-k keeps a min-heap on the stack while reading the
- * logits once; above it, the histogram is cheaper. */
+ * logits once; above it, a sampled estimate is cheaper. */
 enum { HEAP_MAX = 256 };
 /* Histogram buckets: the top 12 bits of an order-preserving key (sign,
  * exponent and 3 mantissa bits: ranges 12.5% wide), and for weights in
- * [0, 1] the bits of the float itself, of which 1017 buckets are used. */
+ * [0, 1] the bits of the float itself, of which 1017 buckets are used.
+ * Each histogram takes 16 KiB of stack. */
 enum { KEY_SHIFT = 20, KEY_BUCKETS = 1 << (32 - KEY_SHIFT) };
 enum { WEIGHT_BUCKETS = (0x3f800000 >> KEY_SHIFT) + 1 };
 

@@ -9,10 +9,8 @@
  * and on x86-64 also cloned for AVX2 and AVX-512, picked at load time.
  * Floating-point contraction stays off (ISO C mode), so every clone gives
  * the same bits and a seed gives the same tokens on every machine. */
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define ACROSS_ISAS __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ACROSS_ISAS __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 #ifndef ACROSS_ISAS
 #define ACROSS_ISAS
