@@ -1,0 +1,8 @@
+/* The attention block kernel for AVX2 + FMA (attention_simd.h). */
+#include "cpu/attention_simd.h"
+
+void cpu_attention_block_avx2(const attention_args *a, const attention_block *b,
+                              float *scratch)
+{
+    attention_block_simd(a, b, scratch);
+}

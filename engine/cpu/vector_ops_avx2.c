@@ -1,0 +1,13 @@
+/* The element-wise kernels for AVX2 + FMA (vector_ops_simd.h), and the table. */
+#include "cpu/attention_internal.h"
+#include "cpu/vector_ops.h"
+#include "cpu/vector_ops_simd.h"
+
+const cpu_vector_ops cpu_vector_ops_avx2 = {
+    .isa = CPU_ISA_AVX2,
+    .exp = simd_exp_row,
+    .silu_mul = simd_silu_mul_row,
+    .rmsnorm = simd_rmsnorm_row,
+    .add = simd_add_row,
+    .attention_block = cpu_attention_block_avx2,
+};
