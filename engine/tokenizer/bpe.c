@@ -16,6 +16,7 @@
  * a heap (O(n log n), as HF does), so a huge word cannot go quadratic. */
 #define BPE_SMALL_WORD 48
 #define NO_RANK INT32_MAX
+#define CHAR_TABLE 0x800
 
 struct bpe_symbol {
     int32_t id;
@@ -254,6 +255,16 @@ int bpe_from_json(bpe_model *m, JsonObject *o, const char *where, alm_error *err
         snprintf(name, sizeof name, "<0x%02X>", b);
         m->byte_ids[b] = token_map_get(&m->vocab, name, 6);
     }
+    if (!m->prefix && !m->suffix) {
+        if (!(m->char_ids = malloc(CHAR_TABLE * sizeof *m->char_ids))) {
+            r = alm_error_set(err, -ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (uint32_t c = 0; c < CHAR_TABLE; c++) {
+            char buf[4];
+            m->char_ids[c] = token_map_get(&m->vocab, buf, utf8_encode(c, buf));
+        }
+    }
     if ((r = find_whole_tokens(m, err)) < 0 || (r = collect_bigrams(m, err)) < 0)
         goto fail;
     return 0;
@@ -274,6 +285,7 @@ void bpe_free(bpe_model *m)
     free(m->suffix);
     free(m->whole);
     free(m->bigrams);
+    free(m->char_ids);
     memset(m, 0, sizeof *m);
     m->unk_id = -1;
 }
@@ -289,6 +301,16 @@ void bpe_scratch_free(bpe_scratch *s)
 }
 
 /* ------------------------------------------------------------ encoding */
+
+/* The id of the one-character token c (UTF-8 in s[0..len)), or -1. */
+static int32_t char_id(const bpe_model *m, const char *s, size_t len)
+{
+    if (m->char_ids && len <= 2) {
+        size_t k = 0;
+        return m->char_ids[utf8_next(s, &k)];
+    }
+    return token_map_get(&m->vocab, s, len);
+}
 
 /* The word's initial symbols, as HF's merge_word builds them. */
 static int initial_symbols(const bpe_model *m, bpe_scratch *s, const char *w, size_t len,
@@ -312,7 +334,9 @@ static int initial_symbols(const bpe_model *m, bpe_scratch *s, const char *w, si
             piece = s->piece.data;
             piece_len = s->piece.len;
         }
-        int32_t id = token_map_get(&m->vocab, piece, piece_len);
+        /* With affixes, piece is the affixed string in s->piece. */
+        int32_t id = affixes ? token_map_get(&m->vocab, piece, piece_len)
+                             : char_id(m, piece, piece_len);
         if (id >= 0) {
             if (unk_pending >= 0 && idvec_push(ids, unk_pending) < 0)
                 return alm_error_set(err, -ENOMEM, "out of memory");
@@ -620,7 +644,7 @@ int bpe_encode_word(const bpe_model *m, bpe_scratch *s, const char *w, size_t le
     while (i < len) {
         size_t at = i;
         uint32_t c = utf8_next(w, &i);
-        bool known = token_map_get(&m->vocab, w + at, i - at) >= 0;
+        bool known = char_id(m, w + at, i - at) >= 0;
         if (at > start && prev_known && known && !bigram_known(m, prev, c)) {
             int r = encode_part(m, s, w + start, at - start, false, out, err);
             if (r < 0)

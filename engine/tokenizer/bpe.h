@@ -42,6 +42,9 @@ typedef struct bpe_model {
     char *suffix;        /* end_of_word_suffix, or NULL */
     size_t suffix_len;
     int32_t byte_ids[256]; /* <0xNN> tokens, -1 when absent */
+    /* The id of each one-character token below U+0800 (-1: none), so that
+     * words start without hashing every character. NULL with affixes. */
+    int32_t *char_ids;
     /* whole[id]: BPE turns the token's own string into just this token, so
      * a word equal to it needs no merging (computed once at load). */
     bool *whole;
