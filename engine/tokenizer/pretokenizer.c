@@ -388,18 +388,18 @@ static int run_byte_level(run_ctx *c, size_t step, size_t level, const pre_step 
             size_t prev = 0, a, e;
             while ((r = pattern_iter_next(&it, &a, &e, c->err)) == 1) {
                 if (a > prev && (r = run_byte_level(c, step, level + 1, st, src + prev, a - prev,
-                                                    false, true)) < 0)
+                                                    at_start && prev == 0, true)) < 0)
                     return r;
-                if (e > a && (r = run_byte_level(c, step, level + 1, st, src + a, e - a, false,
-                                                 true)) < 0)
+                if (e > a && (r = run_byte_level(c, step, level + 1, st, src + a, e - a,
+                                                 at_start && a == 0, true)) < 0)
                     return r;
                 prev = e;
             }
             if (r < 0)
                 return r;
             if (src_len > prev)
-                return run_byte_level(c, step, level + 1, st, src + prev, src_len - prev, false,
-                                      true);
+                return run_byte_level(c, step, level + 1, st, src + prev, src_len - prev,
+                                      at_start && prev == 0, true);
             return 0;
         }
         s = src;
@@ -421,8 +421,7 @@ static int run_byte_level(run_ctx *c, size_t step, size_t level, const pre_step 
     }
     buf->len = (size_t)(o - buf->data);
     buf->data[buf->len] = '\0';
-    (void)at_start;
-    return emit(c, step, level, buf->data, buf->len, false);
+    return emit(c, step, level, buf->data, buf->len, at_start);
 }
 
 static int run_metaspace(run_ctx *c, size_t step, size_t level, const pre_step *st,

@@ -48,8 +48,40 @@ static bool encodes_to(const alm_tokenizer *tok, const char *text, const int32_t
     return ok;
 }
 
+/* continuing_subword_prefix and end_of_word_suffix (WordPiece-style BPE);
+ * expected ids from HF tokenizers 0.23. */
+static void test_affixes(void)
+{
+    static const char json[] =
+        "{\"added_tokens\": [], \"normalizer\": null,"
+        " \"pre_tokenizer\": {\"type\": \"WhitespaceSplit\"}, \"post_processor\": null,"
+        " \"decoder\": {\"type\": \"Fuse\"},"
+        " \"model\": {\"type\": \"BPE\", \"continuing_subword_prefix\": \"##\","
+        " \"end_of_word_suffix\": \"</w>\", \"unk_token\": \"[UNK]\", \"fuse_unk\": false,"
+        " \"vocab\": {\"[UNK]\": 0, \"a\": 1, \"##b\": 2, \"##c\": 3, \"##b</w>\": 4,"
+        " \"##c</w>\": 5, \"ab\": 6, \"ab</w>\": 7, \"abc</w>\": 8, \"a</w>\": 9, \"##a\": 10,"
+        " \"##a</w>\": 11, \"b\": 12, \"b</w>\": 13},"
+        " \"merges\": [[\"a\", \"##b\"], [\"a\", \"##b</w>\"], [\"ab\", \"##c</w>\"]]}}";
+    char *dir = tok_tmpdir();
+    alm_tokenizer *tok = NULL;
+    alm_error err = { 0 };
+    if (dir && tok_write_file(dir, "tokenizer.json", json) &&
+        alm_tokenizer_load(dir, &tok, &err) < 0)
+        tap_diag("load failed: %s", err.message);
+    tok_rmtree(dir);
+    tap_ok(encodes_to(tok, "abc", (const int32_t[]){ 8 }, 1), "affixes: abc -> abc</w>");
+    tap_ok(encodes_to(tok, "abab", (const int32_t[]){ 6, 10, 4 }, 3),
+           "affixes: abab -> ab ##a ##b</w>");
+    tap_ok(encodes_to(tok, "abcab ab a", (const int32_t[]){ 6, 3, 10, 4, 7, 9 }, 6),
+           "affixes: abcab ab a -> ab ##c ##a ##b</w> ab</w> a</w>");
+    tap_ok(encodes_to(tok, "xab", (const int32_t[]){ 0, 10, 4 }, 3),
+           "affixes: an unknown first character");
+    alm_tokenizer_free(tok);
+}
+
 int main(void)
 {
+    test_affixes();
     alm_tokenizer *plain = make("", "\"<unk>\"", true, false, false);
     alm_tokenizer *ignore = make("", "\"<unk>\"", true, false, true);
     tap_ok(encodes_to(plain, "abc", (const int32_t[]){ 4, 3 }, 2),
