@@ -76,9 +76,9 @@ static inline float attention_scale(const attention_args *a)
     return a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)a->head_dim);
 }
 
-/* The block kernels. Each ISA's handles any block; the SIMD ones pass
- * head dimensions that are no multiple of their vector width to the scalar
- * one. */
+/* The block kernels. Each ISA's handles any block: AVX-512 passes head
+ * dimensions of 8 * odd to AVX2, and both pass those no multiple of 8 to
+ * the scalar one. */
 void cpu_attention_block_scalar(const attention_args *a, const attention_block *b,
                                 float *scratch);
 void cpu_attention_block_avx2(const attention_args *a, const attention_block *b,

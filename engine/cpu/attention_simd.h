@@ -168,23 +168,25 @@ static void softmax_by_rows(const block_ctx *c, int nk)
 
 /* ------------------------------------------------------------ scores by keys */
 
+/* Scores of the tile's keys, VLEN at a time for every row (the rows share
+ * the key pointers; the K rows, loaded by the first, are in L1 for the
+ * others). */
 static void qk_by_keys(const block_ctx *c, int kt0, int nk)
 {
     const float *k = c->k + (size_t)kt0 * c->kv_row;
-    for (int m = 0; m < c->rows; m++) {
-        const float *q = c->s.q + (size_t)m * c->d;
-        float *srow = c->s.s + (size_t)m * SCORE_STRIDE;
-        vec lo = v_set1(c->s.first[m]), hi = v_set1(c->s.last[m]);
-        for (int n0 = 0; n0 < nk; n0 += VLEN) {
-            /* acc[j] gathers the key whose score lands in lane
-             * V_REDUCE_LANE(j); lanes past the tile repeat the last key
-             * and are masked below (they lie past every row's last). */
-            const float *kr[VLEN];
+    for (int n0 = 0; n0 < nk; n0 += VLEN) {
+        /* acc[j] gathers the key whose score lands in lane
+         * V_REDUCE_LANE(j); lanes past the tile repeat the last key and
+         * are masked below (they lie past every row's last). */
+        const float *kr[VLEN];
 #pragma GCC unroll 16
-            for (int j = 0; j < VLEN; j++) {
-                int n = n0 + V_REDUCE_LANE(j);
-                kr[j] = k + (size_t)(n < nk ? n : nk - 1) * c->kv_row;
-            }
+        for (int j = 0; j < VLEN; j++) {
+            int n = n0 + V_REDUCE_LANE(j);
+            kr[j] = k + (size_t)(n < nk ? n : nk - 1) * c->kv_row;
+        }
+        vec pos = v_add(v_iota(), v_set1((float)(kt0 + n0)));
+        for (int m = 0; m < c->rows; m++) {
+            const float *q = c->s.q + (size_t)m * (size_t)c->d;
             vec acc[VLEN];
 #pragma GCC unroll 16
             for (int j = 0; j < VLEN; j++)
@@ -195,8 +197,9 @@ static void qk_by_keys(const block_ctx *c, int kt0, int nk)
                 for (int j = 0; j < VLEN; j++)
                     acc[j] = v_fma(qv, v_load(kr[j] + i), acc[j]);
             }
-            vec pos = v_add(v_iota(), v_set1((float)(kt0 + n0)));
-            v_store(srow + n0, v_keep_between(v_reduce_many(acc), pos, lo, hi));
+            vec lo = v_set1(c->s.first[m]), hi = v_set1(c->s.last[m]);
+            v_store(c->s.s + (size_t)m * SCORE_STRIDE + n0,
+                    v_keep_between(v_reduce_many(acc), pos, lo, hi));
         }
     }
 }

@@ -69,23 +69,27 @@ SIMD_INLINE vec v_finite_or_zero(vec m)
 
 /* Horizontal sums of VLEN vectors at once: lane V_REDUCE_LANE(i) of the
  * result is the sum of the lanes of a[i]. A transpose-and-add tree, 3
- * instructions per input vector instead of a full reduction each. */
-#define V_REDUCE_LANE(i) (4 * ((i) % 4) + (i) / 4)
+ * instructions per input vector instead of a full reduction each; the
+ * first two levels shuffle within 128-bit lanes, which is cheaper than
+ * across them. */
+#define V_REDUCE_LANE(i) (i)
 SIMD_INLINE vec v_reduce_many(const vec a[VLEN])
 {
     vec x[8], z[4], e[2];
-    for (int j = 0; j < 8; j++)   /* 256-bit half h of x[j] <- a[2j + h] */
-        x[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    for (int j = 0; j < 4; j++)   /* quarter c of z[j] <- a[4j + c] */
-        z[j] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * j], x[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(x[2 * j], x[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-    for (int j = 0; j < 2; j++)   /* quarter c of e[j]: a[8j + c] twice, a[8j + 4 + c] twice */
-        e[j] = _mm512_add_ps(_mm512_shuffle_ps(z[2 * j], z[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_ps(z[2 * j], z[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    /* element j of quarter c <- a[c + 4j] */
-    return _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int j = 0; j < 8; j++)   /* per 128-bit lane: a[2j], a[2j+1], a[2j], a[2j+1] */
+        x[j] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * j], a[2 * j + 1]),
+                             _mm512_unpackhi_ps(a[2 * j], a[2 * j + 1]));
+    for (int j = 0; j < 4; j++) { /* element c of each 128-bit lane <- a[4j + c] */
+        __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(x[2 * j]), _mm512_castps_pd(x[2 * j + 1]));
+        __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(x[2 * j]), _mm512_castps_pd(x[2 * j + 1]));
+        z[j] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+    }
+    for (int j = 0; j < 2; j++)   /* quarters 0-1: a[8j + c], quarters 2-3: a[8j + 4 + c] */
+        e[j] = _mm512_add_ps(_mm512_shuffle_f32x4(z[2 * j], z[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(z[2 * j], z[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* element c of quarter q <- a[4q + c] */
+    return _mm512_add_ps(_mm512_shuffle_f32x4(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -149,19 +153,21 @@ SIMD_INLINE vec v_finite_or_zero(vec m)
     return _mm256_andnot_ps(_mm256_cmp_ps(m, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ), m);
 }
 
-#define V_REDUCE_LANE(i) (4 * ((i) % 2) + (i) / 2)
+#define V_REDUCE_LANE(i) (i)
 SIMD_INLINE vec v_reduce_many(const vec a[VLEN])
 {
     vec x[4], z[2];
-    for (int j = 0; j < 4; j++)   /* 128-bit half h of x[j] <- a[2j + h] */
-        x[j] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * j], a[2 * j + 1], 0x20),
-                             _mm256_permute2f128_ps(a[2 * j], a[2 * j + 1], 0x31));
-    for (int j = 0; j < 2; j++)   /* half c of z[j]: a[4j + c] twice, a[4j + 2 + c] twice */
-        z[j] = _mm256_add_ps(_mm256_shuffle_ps(x[2 * j], x[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm256_shuffle_ps(x[2 * j], x[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    /* element j of half c <- a[c + 2j] */
-    return _mm256_add_ps(_mm256_shuffle_ps(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm256_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int j = 0; j < 4; j++)   /* per 128-bit half: a[2j], a[2j+1], a[2j], a[2j+1] */
+        x[j] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * j], a[2 * j + 1]),
+                             _mm256_unpackhi_ps(a[2 * j], a[2 * j + 1]));
+    for (int j = 0; j < 2; j++) { /* element c of each half <- a[4j + c] */
+        __m256d lo = _mm256_unpacklo_pd(_mm256_castps_pd(x[2 * j]), _mm256_castps_pd(x[2 * j + 1]));
+        __m256d hi = _mm256_unpackhi_pd(_mm256_castps_pd(x[2 * j]), _mm256_castps_pd(x[2 * j + 1]));
+        z[j] = _mm256_add_ps(_mm256_castpd_ps(lo), _mm256_castpd_ps(hi));
+    }
+    /* element c of half h <- a[4h + c] */
+    return _mm256_add_ps(_mm256_permute2f128_ps(z[0], z[1], 0x20),
+                         _mm256_permute2f128_ps(z[0], z[1], 0x31));
 }
 
 #else
