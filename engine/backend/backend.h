@@ -53,6 +53,8 @@ typedef struct workspace_shape {
     int max_context;    /* cache positions attention may cover */
     int max_width;      /* widest activation row (floats) */
     int n_heads;
+    int n_kv_heads;
+    int head_dim;
 } workspace_shape;
 
 /* One expert of a sparse MLP. */

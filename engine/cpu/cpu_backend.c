@@ -12,19 +12,22 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "cpu/attention.h"
 #include "cpu/matmul.h"
+#include "cpu/vector_ops.h"
 
 #define ROW_ALIGN 16   /* rows per share: keeps shares on cache-line boundaries */
 
 typedef struct cpu_backend {
     backend base;
     const cpu_kernels *kernels;
+    const cpu_vector_ops *vector;   /* same instruction set as kernels */
 } cpu_backend;
 
 typedef struct thread_space {
     float *normed;   /* [max_tokens][max_width] */
     float *tmp;      /* [max_tokens][max_width] */
-    float *scores;   /* [max_context] */
+    float *scores;   /* attention scratch */
     void *prep;      /* kernel activation scratch */
 } thread_space;
 
@@ -104,11 +107,17 @@ static void *cpu_workspace_new(backend *base, const workspace_shape *shape,
         return NULL;
     }
     size_t act = sizeof(float) * (size_t)shape->max_tokens * (size_t)shape->max_width;
+    attention_args worst = {
+        .n_tok = shape->max_tokens, .pos0 = 0, .n_heads = shape->n_heads,
+        .n_kv_heads = shape->n_kv_heads, .head_dim = shape->head_dim,
+        .min_items = ws->n_threads,
+    };
+    size_t attention_floats = cpu_attention_scratch_floats(&worst);
     for (int i = 0; i < ws->n_threads; i++) {
         thread_space *t = &ws->threads[i];
         t->normed = aligned_zalloc(act);
         t->tmp = aligned_zalloc(act);
-        t->scores = aligned_zalloc(sizeof(float) * (size_t)shape->max_context);
+        t->scores = aligned_zalloc(sizeof(float) * attention_floats);
         t->prep = aligned_zalloc(ws->prep_bytes);
         if (!t->normed || !t->tmp || !t->scores || !t->prep) {
             cpu_workspace_free(base, ws);
@@ -146,22 +155,12 @@ static void cpu_run(backend *be, alm_pool *pool, void *workspace,
 
 /* ------------------------------------------------------------ helpers */
 
-static void rmsnorm_rows(float *out, const float *x, int n_tok, int dim,
-                         const float *w, float eps)
+static void rmsnorm_rows(const cpu_vector_ops *v, float *out, const float *x, int n_tok,
+                         int dim, const float *w, float eps)
 {
-    for (int t = 0; t < n_tok; t++) {
-        const float *xr = x + (size_t)t * dim;
-        float *o = out + (size_t)t * dim;
-        double ss = 0.0;
-        for (int i = 0; i < dim; i++)
-            ss += (double)xr[i] * xr[i];
-        float inv = 1.0f / sqrtf((float)(ss / dim) + eps);
-        for (int i = 0; i < dim; i++)
-            o[i] = (xr[i] * inv) * w[i];
-    }
+    for (int t = 0; t < n_tok; t++)
+        v->rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, w, (size_t)dim, eps);
 }
-
-static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
 static bool same_activation_format(const alm_weight *a, const alm_weight *b)
 {
@@ -196,7 +195,7 @@ static void cpu_norm_matmul(backend_exec *ex, const float *x, int n_tok,
     int dim = w[0]->cols;
     const float *in = x;
     if (norm) {
-        rmsnorm_rows(ex->space->normed, x, n_tok, dim, norm, eps);
+        rmsnorm_rows(ex->be->vector, ex->space->normed, x, n_tok, dim, norm, eps);
         in = ex->space->normed;
     }
 
@@ -215,10 +214,13 @@ static void cpu_norm_matmul(backend_exec *ex, const float *x, int n_tok,
             cpu_matmul_rows(k, up, ex->space->prep, in, n_tok, (size_t)dim, ex->space->tmp, rows, r0, r1);
             const float *gb = bias ? bias[0] : NULL, *ub = bias ? bias[1] : NULL;
             for (int t = 0; t < n_tok; t++) {
-                float *g = y[0] + (size_t)t * rows;
-                const float *u = ex->space->tmp + (size_t)t * rows;
-                for (int r = r0; r < r1; r++)
-                    g[r] = silu(g[r] + (gb ? gb[r] : 0.0f)) * (u[r] + (ub ? ub[r] : 0.0f));
+                float *g = y[0] + (size_t)t * rows + r0;
+                float *u = ex->space->tmp + (size_t)t * rows + r0;
+                if (gb)
+                    ex->be->vector->add(g, gb + r0, (size_t)(r1 - r0));
+                if (ub)
+                    ex->be->vector->add(u, ub + r0, (size_t)(r1 - r0));
+                ex->be->vector->silu_mul(g, g, u, (size_t)(r1 - r0));
             }
         }
         exec_barrier(ex);
@@ -277,16 +279,6 @@ static void cpu_matmul_add(backend_exec *ex, const alm_weight *w, const float *b
     exec_barrier(ex);
 }
 
-static void head_rmsnorm(float *v, int d, const float *w, float eps)
-{
-    double ss = 0.0;
-    for (int i = 0; i < d; i++)
-        ss += (double)v[i] * v[i];
-    float inv = 1.0f / sqrtf((float)(ss / d) + eps);
-    for (int i = 0; i < d; i++)
-        v[i] = (v[i] * inv) * w[i];
-}
-
 static void rotate_half(float *v, int d, const float *cos_row, const float *sin_row)
 {
     int half = d / 2;
@@ -315,7 +307,7 @@ static void cpu_rope_store(backend_exec *ex, const attention_shape *s,
         if (h < s->n_heads) {
             float *qh = q + ((size_t)t * s->n_heads + h) * d;
             if (q_norm)
-                head_rmsnorm(qh, d, q_norm, eps);
+                ex->be->vector->rmsnorm(qh, qh, q_norm, (size_t)d, eps);
             rotate_half(qh, d, c, sn);
         } else {
             int kh = h - s->n_heads;
@@ -324,65 +316,27 @@ static void cpu_rope_store(backend_exec *ex, const attention_shape *s,
             memcpy(kd, k + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
             memcpy(vd, v + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
             if (k_norm)
-                head_rmsnorm(kd, d, k_norm, eps);
+                ex->be->vector->rmsnorm(kd, kd, k_norm, (size_t)d, eps);
             rotate_half(kd, d, c, sn);
         }
     }
     exec_barrier(ex);
 }
 
-static float dot(const float *a, const float *b, int n)
-{
-    float acc[8] = { 0 };
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
 static void cpu_attention(backend_exec *ex, const attention_shape *s, const float *q,
                           int n_tok, int pos0, kv_layer cache, float *out)
 {
-    int d = s->head_dim;
-    int group = s->n_heads / s->n_kv_heads;
-    size_t kv_row = (size_t)s->n_kv_heads * d;
-    float scale = 1.0f / sqrtf((float)d);
-    float *scores = ex->space->scores;
+    attention_args a = {
+        .q = q, .k = cache.k, .v = cache.v, .out = out,
+        .n_tok = n_tok, .pos0 = pos0,
+        .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads, .head_dim = s->head_dim,
+        .window = s->window, .min_items = ex->n_threads,
+    };
+    size_t items = cpu_attention_items(&a);
     int i0, i1;
-    alm_pool_split(n_tok * s->n_heads, 1, ex->index, ex->n_threads, &i0, &i1);
-    for (int item = i0; item < i1; item++) {
-        int t = item / s->n_heads, h = item % s->n_heads;
-        int pos = pos0 + t;
-        int first = s->window > 0 && pos - s->window + 1 > 0 ? pos - s->window + 1 : 0;
-        const float *qh = q + ((size_t)t * s->n_heads + h) * d;
-        size_t koff = (size_t)(h / group) * d;
-        float max = -INFINITY;
-        for (int j = first; j <= pos; j++) {
-            float sc = dot(qh, cache.k + (size_t)j * kv_row + koff, d) * scale;
-            scores[j - first] = sc;
-            if (sc > max)
-                max = sc;
-        }
-        float sum = 0.0f;
-        for (int j = first; j <= pos; j++) {
-            float e = expf(scores[j - first] - max);
-            scores[j - first] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
-        float *o = out + ((size_t)t * s->n_heads + h) * d;
-        memset(o, 0, sizeof(float) * (size_t)d);
-        for (int j = first; j <= pos; j++) {
-            float p = scores[j - first] * inv;
-            const float *vr = cache.v + (size_t)j * kv_row + koff;
-            for (int i = 0; i < d; i++)
-                o[i] += p * vr[i];
-        }
-    }
+    alm_pool_split((int)items, 1, ex->index, ex->n_threads, &i0, &i1);
+    if (i0 < i1)
+        cpu_attention_run(ex->be->vector, &a, (size_t)i0, (size_t)i1, ex->space->scores);
     exec_barrier(ex);
 }
 
@@ -394,7 +348,7 @@ static void cpu_moe_add(backend_exec *ex, const float *norm, float eps,
     int dim = router->cols;
     int inter = experts[0].gate->rows;
     float *normed = ex->space->normed;
-    rmsnorm_rows(normed, x, n_tok, dim, norm, eps);
+    rmsnorm_rows(ex->be->vector, normed, x, n_tok, dim, norm, eps);
     exec_barrier(ex); /* everyone has read x before anyone adds to it */
 
     float logits[MOE_MAX_EXPERTS], weights[MOE_MAX_EXPERTS];
@@ -442,8 +396,7 @@ static void cpu_moe_add(backend_exec *ex, const float *norm, float eps,
                 if (!same_activation_format(gate, up))
                     cpu_matmul_prepare(k, up, nt, 1, (size_t)dim, ex->space->prep);
                 cpu_matmul_rows(k, up, ex->space->prep, nt, 1, (size_t)dim, tmp, (size_t)inter, r0, r1);
-                for (int r = r0; r < r1; r++)
-                    h[r] = silu(h[r]) * tmp[r];
+                ex->be->vector->silu_mul(h + r0, h + r0, tmp + r0, (size_t)(r1 - r0));
             }
             exec_barrier(ex);
             share(ex, dim, &r0, &r1);
@@ -466,7 +419,7 @@ static void cpu_logits(backend_exec *ex, const float *x, int first, int n_out,
     const cpu_kernels *k = ex->be->kernels;
     int dim = w->cols;
     const float *rows = x + (size_t)first * dim;
-    rmsnorm_rows(ex->space->normed, rows, n_out, dim, norm, eps);
+    rmsnorm_rows(ex->be->vector, ex->space->normed, rows, n_out, dim, norm, eps);
     int r0, r1;
     share(ex, w->rows, &r0, &r1);
     if (r0 < r1) {
@@ -503,6 +456,13 @@ int cpu_backend_new(backend **out, alm_error *err)
         return alm_error_set(err, -ENOMEM, "out of memory");
     be->base.ops = &cpu_ops;
     be->kernels = cpu_kernels_select();
+    cpu_isa isa = cpu_kernels_isa(be->kernels);
+    be->vector = cpu_vector_ops_for(isa);
+    if (!be->vector) {
+        free(be);
+        return alm_error_set(err, -ENOTSUP, "no vector kernels for the %s instruction set",
+                             cpu_isa_name(isa));
+    }
     *out = &be->base;
     return 0;
 }

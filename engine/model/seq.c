@@ -115,6 +115,8 @@ static int ensure_workspace(alm_seq *s, int n_threads, alm_error *err)
         .max_context = s->capacity,
         .max_width = width,
         .n_heads = c->n_heads,
+        .n_kv_heads = c->n_kv_heads,
+        .head_dim = c->head_dim,
     };
     s->workspace = be->ops->workspace_new(be, &shape, s->model->all_weights,
                                           s->model->n_all_weights, n_threads);
