@@ -1,9 +1,11 @@
-/* Benchmark of the CPU attention and element-wise kernels, one thread, for
+/* Benchmark of the CPU attention and element-wise kernels, for
  * the coder-target shape (6 query heads, 2 KV heads, head_dim 64): decode
  * (one query) at contexts 64, 512 and 2048, verification of 8 draft tokens
  * at 512, a 512-token prefill, and the element-wise rows of one token
  * (silu_mul over the intermediate 1024, rmsnorm over hidden 384, exp over
- * 4096). Prints JSON: median microseconds per call, per instruction set.
+ * 4096). Attention runs on one thread and on two (the project's pool, items
+ * split by count). Prints JSON: median microseconds per call, per
+ * instruction set.
  *
  *   alm-attention-bench [seconds per case, default 0.3] [scalar|avx2|avx512 [case]] */
 #include <math.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/threadpool.h"
 #include "cpu/attention.h"
 
 #define N_HEADS 6
@@ -43,16 +46,31 @@ typedef struct bench_case {
     const cpu_vector_ops *ops;
     int kind;           /* 0 attention, 1 silu_mul, 2 rmsnorm, 3 exp */
     attention_args a;
-    float *scratch;
+    float *scratch;     /* per thread: scratch + i * scratch_floats */
+    size_t scratch_floats;
+    alm_pool *pool;     /* attention on 2 threads when set */
     float *x, *y, *w;
     size_t n;
 } bench_case;
+
+/* One thread's share of the items, split by count as the backend does. */
+static void attention_share(void *p, int index, int n_threads)
+{
+    bench_case *c = p;
+    int i0, i1;
+    alm_pool_split((int)cpu_attention_items(&c->a), 1, index, n_threads, &i0, &i1);
+    cpu_attention_run(c->ops, &c->a, (size_t)i0, (size_t)i1,
+                      c->scratch + (size_t)index * c->scratch_floats);
+}
 
 static void run_once(bench_case *c)
 {
     switch (c->kind) {
     case 0:
-        cpu_attention_run(c->ops, &c->a, 0, cpu_attention_items(&c->a), c->scratch);
+        if (c->pool)
+            alm_pool_run(c->pool, attention_share, c);
+        else
+            attention_share(c, 0, 1);
         break;
     case 1: c->ops->silu_mul(c->y, c->x, c->w, c->n); break;
     case 2: c->ops->rmsnorm(c->y, c->x, c->w, c->n, 1e-5f); break;
@@ -114,8 +132,11 @@ int main(int argc, char **argv)
 
     printf("{\n  \"shape\": {\"n_heads\": %d, \"n_kv_heads\": %d, \"head_dim\": %d},\n",
            N_HEADS, N_KV_HEADS, HEAD_DIM);
-    printf("  \"threads\": 1,\n  \"unit\": \"microseconds per call: median (us) and fastest (min_us)\",\n");
+    printf("  \"unit\": \"microseconds per call: median (us) and fastest (min_us)\",\n");
     printf("  \"results\": [");
+    alm_pool *pool = NULL;
+    if (alm_pool_new(2, &pool) < 0)
+        pool = NULL;
     const cpu_isa isas[] = { CPU_ISA_SCALAR, CPU_ISA_AVX2, CPU_ISA_AVX512 };
     int first = 1;
     for (int ii = 0; ii < 3; ii++) {
@@ -125,22 +146,31 @@ int main(int argc, char **argv)
         for (size_t ci = 0; ci < sizeof attn_cases / sizeof attn_cases[0]; ci++) {
             if (argc > 3 && strcmp(argv[3], attn_cases[ci].name) != 0)
                 continue;
-            bench_case c = { .ops = ops, .kind = 0 };
-            c.a = (attention_args){
-                .q = q, .k = k, .v = v, .out = out,
-                .n_tok = attn_cases[ci].n_tok,
-                .pos0 = attn_cases[ci].context - attn_cases[ci].n_tok,
-                .n_heads = N_HEADS, .n_kv_heads = N_KV_HEADS, .head_dim = HEAD_DIM,
-            };
-            c.scratch = aligned_alloc(64, (sizeof(float) * cpu_attention_scratch_floats(&c.a) +
-                                           63) / 64 * 64);
-            double min, us = median_us(&c, seconds, samples, &min);
-            printf("%s\n    {\"isa\": \"%s\", \"case\": \"%s\", \"n_tok\": %d, "
-                   "\"context\": %d, \"items\": %zu, \"us\": %.2f, \"min_us\": %.2f}",
-                   first ? "" : ",", isa_label(ops->isa), attn_cases[ci].name,
-                   attn_cases[ci].n_tok, attn_cases[ci].context, cpu_attention_items(&c.a), us, min);
-            first = 0;
-            free(c.scratch);
+            /* One thread, then two as the backend would run them (one
+             * scratch each, items split by count, min_items = threads). */
+            for (int threads = 1; threads <= 2; threads++) {
+                if (threads == 2 && !pool)
+                    continue;
+                bench_case c = { .ops = ops, .kind = 0, .pool = threads == 2 ? pool : NULL };
+                c.a = (attention_args){
+                    .q = q, .k = k, .v = v, .out = out,
+                    .n_tok = attn_cases[ci].n_tok,
+                    .pos0 = attn_cases[ci].context - attn_cases[ci].n_tok,
+                    .n_heads = N_HEADS, .n_kv_heads = N_KV_HEADS, .head_dim = HEAD_DIM,
+                    .min_items = threads,
+                };
+                c.scratch_floats = (cpu_attention_scratch_floats(&c.a) + 15) / 16 * 16;
+                c.scratch = aligned_alloc(64, sizeof(float) * c.scratch_floats * 2);
+                double min, us = median_us(&c, seconds, samples, &min);
+                printf("%s\n    {\"isa\": \"%s\", \"case\": \"%s\", \"threads\": %d, "
+                       "\"n_tok\": %d, \"context\": %d, \"items\": %zu, \"us\": %.2f, "
+                       "\"min_us\": %.2f}",
+                       first ? "" : ",", isa_label(ops->isa), attn_cases[ci].name, threads,
+                       attn_cases[ci].n_tok, attn_cases[ci].context,
+                       cpu_attention_items(&c.a), us, min);
+                first = 0;
+                free(c.scratch);
+            }
         }
         for (size_t ci = 0; ci < sizeof row_cases / sizeof row_cases[0]; ci++) {
             if (argc > 3 && strcmp(argv[3], row_cases[ci].name) != 0)
@@ -155,6 +185,8 @@ int main(int argc, char **argv)
         }
     }
     printf("\n  ]\n}\n");
+    if (pool)
+        alm_pool_free(pool);
     free(k);
     free(v);
     free(q);
