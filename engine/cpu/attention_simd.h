@@ -256,7 +256,7 @@ SIMD_INLINE void pv_tile(const block_ctx *c, const float *p, size_t p_row, size_
         vec vv[PV_DV_MAX];
 #pragma GCC unroll 4
         for (int dv = 0; dv < DV; dv++)
-            vv[dv] = v_load(vr + dv * VLEN);
+            vv[dv] = v_pin(v_load(vr + dv * VLEN));   /* one load for MB rows */
 #pragma GCC unroll 6
         for (int mb = 0; mb < MB; mb++) {
             vec pb = v_set1(pp[(size_t)mb * p_row]);

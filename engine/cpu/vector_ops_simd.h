@@ -23,6 +23,14 @@ typedef __m512 vec;
 #define VLEN 16
 
 SIMD_INLINE vec v_zero(void) { return _mm512_setzero_ps(); }
+/* x, held in a register: stops the compiler from folding the load that made
+ * x into each instruction using it (a load per use, which costs load
+ * bandwidth where x is used several times). */
+SIMD_INLINE vec v_pin(vec x)
+{
+    __asm__("" : "+v"(x));
+    return x;
+}
 SIMD_INLINE vec v_set1(float x) { return _mm512_set1_ps(x); }
 SIMD_INLINE vec v_load(const float *p) { return _mm512_loadu_ps(p); }
 SIMD_INLINE void v_store(float *p, vec x) { _mm512_storeu_ps(p, x); }
@@ -98,6 +106,11 @@ typedef __m256 vec;
 #define VLEN 8
 
 SIMD_INLINE vec v_zero(void) { return _mm256_setzero_ps(); }
+SIMD_INLINE vec v_pin(vec x)
+{
+    __asm__("" : "+x"(x));
+    return x;
+}
 SIMD_INLINE vec v_set1(float x) { return _mm256_set1_ps(x); }
 SIMD_INLINE vec v_load(const float *p) { return _mm256_loadu_ps(p); }
 SIMD_INLINE void v_store(float *p, vec x) { _mm256_storeu_ps(p, x); }

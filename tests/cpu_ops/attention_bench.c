@@ -1,6 +1,7 @@
 /* Benchmark of the CPU attention and element-wise kernels, for
  * the coder-target shape (6 query heads, 2 KV heads, head_dim 64): decode
- * (one query) at contexts 64, 512 and 2048, verification of 8 draft tokens
+ * (one query) at contexts 64, 512 and 2048 and a whole decode step's worth
+ * (6 layers' caches at context 600), verification of 8 draft tokens
  * at 512, a 512-token prefill, and the element-wise rows of one token
  * (silu_mul over the intermediate 1024, rmsnorm over hidden 384, exp over
  * 4096). Attention runs on one thread and on two (the project's pool, items
@@ -22,6 +23,7 @@
 #define N_KV_HEADS 2
 #define HEAD_DIM 64
 #define MAX_CONTEXT 2048
+#define LAYERS 6            /* coder-target's: a decode step's caches, in turn */
 #define MAX_SAMPLES 20000
 
 static const char *isa_label(cpu_isa isa)
@@ -49,6 +51,8 @@ typedef struct bench_case {
     float *scratch;     /* per thread: scratch + i * scratch_floats */
     size_t scratch_floats;
     alm_pool *pool;     /* attention on 2 threads when set */
+    int layers;         /* attention over this many caches in turn */
+    size_t layer_floats;
     float *x, *y, *w;
     size_t n;
 } bench_case;
@@ -59,8 +63,13 @@ static void attention_share(void *p, int index, int n_threads)
     bench_case *c = p;
     int i0, i1;
     alm_pool_split((int)cpu_attention_items(&c->a), 1, index, n_threads, &i0, &i1);
-    cpu_attention_run(c->ops, &c->a, (size_t)i0, (size_t)i1,
-                      c->scratch + (size_t)index * c->scratch_floats);
+    for (int l = 0; l < c->layers; l++) {
+        attention_args a = c->a;
+        a.k += (size_t)l * c->layer_floats;
+        a.v += (size_t)l * c->layer_floats;
+        cpu_attention_run(c->ops, &a, (size_t)i0, (size_t)i1,
+                          c->scratch + (size_t)index * c->scratch_floats);
+    }
 }
 
 static void run_once(bench_case *c)
@@ -101,7 +110,8 @@ int main(int argc, char **argv)
     if (!(seconds > 0.0))
         seconds = 0.3;
 
-    size_t kv_floats = (size_t)MAX_CONTEXT * N_KV_HEADS * HEAD_DIM;
+    size_t layer_floats = (size_t)MAX_CONTEXT * N_KV_HEADS * HEAD_DIM;
+    size_t kv_floats = layer_floats * LAYERS;
     size_t q_floats = (size_t)512 * N_HEADS * HEAD_DIM;
     float *k = malloc(sizeof(float) * kv_floats), *v = malloc(sizeof(float) * kv_floats);
     float *q = malloc(sizeof(float) * q_floats), *out = malloc(sizeof(float) * q_floats);
@@ -122,9 +132,12 @@ int main(int argc, char **argv)
         w[i] = 1.0f + k[i];
     }
 
-    static const struct { const char *name; int n_tok, context; } attn_cases[] = {
-        { "decode", 1, 64 }, { "decode", 1, 512 }, { "decode", 1, 2048 },
-        { "verify", 8, 512 }, { "prefill", 512, 512 },
+    /* decode_step: one query at context 600 in each of the 6 layers' caches
+     * (3.7 MB, so they come from L3 as in a real decode step, not from
+     * the L2 that one cache fits in). */
+    static const struct { const char *name; int n_tok, context, layers; } attn_cases[] = {
+        { "decode", 1, 64, 1 }, { "decode", 1, 512, 1 }, { "decode", 1, 2048, 1 },
+        { "decode_step", 1, 600, LAYERS }, { "verify", 8, 512, 1 }, { "prefill", 512, 512, 1 },
     };
     static const struct { const char *name; int kind; size_t n; } row_cases[] = {
         { "silu_mul", 1, 1024 }, { "rmsnorm", 2, 384 }, { "exp", 3, 4096 },
@@ -151,7 +164,8 @@ int main(int argc, char **argv)
             for (int threads = 1; threads <= 2; threads++) {
                 if (threads == 2 && !pool)
                     continue;
-                bench_case c = { .ops = ops, .kind = 0, .pool = threads == 2 ? pool : NULL };
+                bench_case c = { .ops = ops, .kind = 0, .pool = threads == 2 ? pool : NULL,
+                                 .layers = attn_cases[ci].layers, .layer_floats = layer_floats };
                 c.a = (attention_args){
                     .q = q, .k = k, .v = v, .out = out,
                     .n_tok = attn_cases[ci].n_tok,
@@ -163,10 +177,10 @@ int main(int argc, char **argv)
                 c.scratch = aligned_alloc(64, sizeof(float) * c.scratch_floats * 2);
                 double min, us = median_us(&c, seconds, samples, &min);
                 printf("%s\n    {\"isa\": \"%s\", \"case\": \"%s\", \"threads\": %d, "
-                       "\"n_tok\": %d, \"context\": %d, \"items\": %zu, \"us\": %.2f, "
-                       "\"min_us\": %.2f}",
+                       "\"n_tok\": %d, \"context\": %d, \"layers\": %d, \"items\": %zu, "
+                       "\"us\": %.2f, \"min_us\": %.2f}",
                        first ? "" : ",", isa_label(ops->isa), attn_cases[ci].name, threads,
-                       attn_cases[ci].n_tok, attn_cases[ci].context,
+                       attn_cases[ci].n_tok, attn_cases[ci].context, attn_cases[ci].layers,
                        cpu_attention_items(&c.a), us, min);
                 first = 0;
                 free(c.scratch);
