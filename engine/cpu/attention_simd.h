@@ -168,16 +168,52 @@ static void softmax_by_rows(const block_ctx *c, int nk)
 
 /* ------------------------------------------------------------ scores by keys */
 
-/* Scores of the tile's keys, VLEN at a time for every row (the rows share
- * the key pointers; the K rows, loaded by the first, are in L1 for the
- * others). */
+/* Scores of the tile's keys, VLEN at a time, for the rows in pairs: each K
+ * element loaded feeds both rows of a pair. The accumulators of one
+ * pass hold half the keys for each row, so that one reduction tree gives
+ * both rows' scores (row m in the low half, row m + 1 in the high half). */
+#define HALF (VLEN / 2)
+
+SIMD_INLINE vec qk_pair_half(const float *qa, const float *qb, const float *const *kr, int d)
+{
+    vec acc[VLEN];
+#pragma GCC unroll 16
+    for (int j = 0; j < VLEN; j++)
+        acc[j] = v_zero();
+    for (int i = 0; i < d; i += VLEN) {
+        vec a = v_load(qa + i), b = v_load(qb + i);
+#pragma GCC unroll 8
+        for (int j = 0; j < HALF; j++) {
+            vec kv = v_pin(v_load(kr[j] + i));
+            acc[j] = v_fma(a, kv, acc[j]);
+            acc[HALF + j] = v_fma(b, kv, acc[HALF + j]);
+        }
+    }
+    return v_reduce_many(acc);
+}
+
+SIMD_INLINE vec qk_row(const float *q, const float *const *kr, int d)
+{
+    vec acc[VLEN];
+#pragma GCC unroll 16
+    for (int j = 0; j < VLEN; j++)
+        acc[j] = v_zero();
+    for (int i = 0; i < d; i += VLEN) {
+        vec qv = v_load(q + i);
+#pragma GCC unroll 16
+        for (int j = 0; j < VLEN; j++)
+            acc[j] = v_fma(qv, v_load(kr[j] + i), acc[j]);
+    }
+    return v_reduce_many(acc);
+}
+
 static void qk_by_keys(const block_ctx *c, int kt0, int nk)
 {
     const float *k = c->k + (size_t)kt0 * c->kv_row;
+    const int d = c->d;
     for (int n0 = 0; n0 < nk; n0 += VLEN) {
-        /* acc[j] gathers the key whose score lands in lane
-         * V_REDUCE_LANE(j); lanes past the tile repeat the last key and
-         * are masked below (they lie past every row's last). */
+        /* Keys past the tile repeat its last one: their lanes lie past
+         * every row's last position and are masked. */
         const float *kr[VLEN];
 #pragma GCC unroll 16
         for (int j = 0; j < VLEN; j++) {
@@ -185,21 +221,21 @@ static void qk_by_keys(const block_ctx *c, int kt0, int nk)
             kr[j] = k + (size_t)(n < nk ? n : nk - 1) * c->kv_row;
         }
         vec pos = v_add(v_iota(), v_set1((float)(kt0 + n0)));
-        for (int m = 0; m < c->rows; m++) {
-            const float *q = c->s.q + (size_t)m * (size_t)c->d;
-            vec acc[VLEN];
-#pragma GCC unroll 16
-            for (int j = 0; j < VLEN; j++)
-                acc[j] = v_zero();
-            for (int i = 0; i < c->d; i += VLEN) {
-                vec qv = v_load(q + i);
-#pragma GCC unroll 16
-                for (int j = 0; j < VLEN; j++)
-                    acc[j] = v_fma(qv, v_load(kr[j] + i), acc[j]);
+        int m = 0;
+        for (; m + 2 <= c->rows; m += 2) {
+            const float *qa = c->s.q + (size_t)m * (size_t)d, *qb = qa + d;
+            vec first = qk_pair_half(qa, qb, kr, d), second = qk_pair_half(qa, qb, kr + HALF, d);
+            for (int r = 0; r < 2; r++) {
+                vec sc = r ? v_high_halves(first, second) : v_low_halves(first, second);
+                vec lo = v_set1(c->s.first[m + r]), hi = v_set1(c->s.last[m + r]);
+                v_store(c->s.s + (size_t)(m + r) * SCORE_STRIDE + n0,
+                        v_keep_between(sc, pos, lo, hi));
             }
+        }
+        if (m < c->rows) {
             vec lo = v_set1(c->s.first[m]), hi = v_set1(c->s.last[m]);
             v_store(c->s.s + (size_t)m * SCORE_STRIDE + n0,
-                    v_keep_between(v_reduce_many(acc), pos, lo, hi));
+                    v_keep_between(qk_row(c->s.q + (size_t)m * (size_t)d, kr, d), pos, lo, hi));
         }
     }
 }

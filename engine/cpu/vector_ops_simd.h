@@ -75,6 +75,16 @@ SIMD_INLINE vec v_finite_or_zero(vec m)
     return _mm512_mask_blend_ps(ninf, m, _mm512_setzero_ps());
 }
 
+/* The low halves of a and b, end to end; and the high halves. */
+SIMD_INLINE vec v_low_halves(vec a, vec b)
+{
+    return _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+}
+SIMD_INLINE vec v_high_halves(vec a, vec b)
+{
+    return _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+}
+
 /* Horizontal sums of VLEN vectors at once: lane V_REDUCE_LANE(i) of the
  * result is the sum of the lanes of a[i]. A transpose-and-add tree, 3
  * instructions per input vector instead of a full reduction each; the
@@ -165,6 +175,9 @@ SIMD_INLINE vec v_finite_or_zero(vec m)
 {
     return _mm256_andnot_ps(_mm256_cmp_ps(m, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ), m);
 }
+
+SIMD_INLINE vec v_low_halves(vec a, vec b) { return _mm256_permute2f128_ps(a, b, 0x20); }
+SIMD_INLINE vec v_high_halves(vec a, vec b) { return _mm256_permute2f128_ps(a, b, 0x31); }
 
 #define V_REDUCE_LANE(i) (i)
 SIMD_INLINE vec v_reduce_many(const vec a[VLEN])
