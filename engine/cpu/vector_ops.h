@@ -30,7 +30,7 @@ typedef struct cpu_vector_ops {
 
     /* out = x / sqrt(mean(x^2) + eps) * weight, computed in float32 as
      * Hugging Face's RMSNorm does ((x * inv) * weight); weight NULL: no
-     * weight. out may equal x. n >= 1. */
+     * weight. out may equal x. n = 0: nothing. */
     void (*rmsnorm)(float *out, const float *x, const float *weight, size_t n, float eps);
 
     /* y[i] += x[i]. */

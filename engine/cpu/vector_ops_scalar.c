@@ -23,6 +23,8 @@ static void silu_mul_row(float *out, const float *gate, const float *up, size_t 
 
 static void rmsnorm_row(float *out, const float *x, const float *w, size_t n, float eps)
 {
+    if (n == 0)
+        return;
     float ss = 0.0f;
     for (size_t i = 0; i < n; i++)
         ss += x[i] * x[i];

@@ -270,6 +270,8 @@ static inline void simd_silu_mul_row(float *out, const float *gate, const float 
 static inline void simd_rmsnorm_row(float *out, const float *x, const float *w, size_t n,
                                     float eps)
 {
+    if (n == 0)
+        return;
     /* Four partial sums: independent chains, and a shorter rounding path. */
     vec s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
     size_t i = 0;

@@ -183,7 +183,10 @@ static void test_rmsnorm(const cpu_vector_ops *ops)
     int ok = 1;
     for (int j = 0; j < 20; j++)
         ok &= o[j] == 0.0f;
-    tap_ok(ok, "%s: rmsnorm of zeros is zeros (eps keeps it finite)", name);
+    o[0] = 7.0f;
+    ops->rmsnorm(o, zeros, NULL, 0, 1e-6f);
+    tap_ok(ok && o[0] == 7.0f, "%s: rmsnorm of zeros is zeros (eps keeps it finite); "
+           "of nothing, nothing", name);
 }
 
 static void test_add(const cpu_vector_ops *ops)
