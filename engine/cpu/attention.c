@@ -55,10 +55,21 @@ int cpu_attention_check(const attention_args *a, alm_error *err)
 /* How a call is cut into blocks. */
 typedef struct attention_plan {
     int group;          /* query heads per KV head */
-    int block_tokens;   /* tokens per block (the last one may have fewer) */
-    int n_blocks;
+    int n_blocks;       /* token blocks, sizes within one of each other */
     int splits;         /* parts each group of heads is cut into */
+    int n_pairs;        /* n_blocks / 2: pairs (b, n_blocks - 1 - b) */
+    int pair_step;      /* visiting order of the pairs: j * pair_step mod n_pairs */
 } attention_plan;
+
+static int gcd(int a, int b)
+{
+    while (b) {
+        int t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
 
 static int block_tokens_max(const attention_args *a, int group)
 {
@@ -76,14 +87,30 @@ static attention_plan make_plan(const attention_args *a)
     p.group = a->n_heads / a->n_kv_heads;
     int bt = block_tokens_max(a, p.group);
     p.n_blocks = (a->n_tok + bt - 1) / bt;
-    /* Equal blocks: 17 tokens are 9 + 8, not 16 + 1. */
-    p.block_tokens = (a->n_tok + p.n_blocks - 1) / p.n_blocks;
-    p.n_blocks = (a->n_tok + p.block_tokens - 1) / p.block_tokens;
+    /* Too few (block, KV head) units for the threads (a decode step):
+     * cut the groups of heads, into a number of parts that makes the item
+     * count a multiple of the threads where the group allows it (6 heads
+     * over 2 KV heads on 3 threads: 6 items of one head, not 4 of 1 or 2). */
     long units = (long)p.n_blocks * a->n_kv_heads;
     p.splits = 1;
     if (a->min_items > units) {
         long s = (a->min_items + units - 1) / units;
+        long even = s;
+        while (even <= p.group && (units * even) % a->min_items)
+            even++;
+        s = even <= p.group ? even : s;
         p.splits = s < p.group ? (int)s : p.group;
+    }
+    /* A step near n / golden ratio, coprime to n: j * step mod n visits
+     * the pairs evenly spread, so that every run of them has about the
+     * mean cost even where costs are not linear in the block index
+     * (sliding windows: the first blocks see fewer keys). */
+    p.n_pairs = p.n_blocks / 2;
+    p.pair_step = 1;
+    if (p.n_pairs > 2) {
+        p.pair_step = (int)(0.618034 * p.n_pairs + 0.5);
+        while (gcd(p.pair_step, p.n_pairs) != 1)
+            p.pair_step++;
     }
     return p;
 }
@@ -105,11 +132,11 @@ size_t cpu_attention_scratch_floats(const attention_args *a)
     return attention_block_floats(block_tokens_max(a, group) * group, a->head_dim);
 }
 
-/* Item i's block. Blocks are visited in the order 0, n-1, 1, n-2, ...: a
- * causal block's cost grows with its index, so any contiguous run of items
- * pairs cheap blocks with dear ones and equal-count ranges cost about the
- * same. */
-static attention_block item_block(const attention_args *a, const attention_plan *p,
+/* Item i's block. A causal block's cost grows with its index, about
+ * linearly, so blocks go by pairs (b, n - 1 - b) of equal cost, the pairs
+ * in a well-spread order (the middle block of an odd count last): any
+ * contiguous run of items, as threads take them, costs about its share. */
+static attention_block plan_block(const attention_args *a, const attention_plan *p,
                                   size_t item)
 {
     attention_block b;
@@ -117,12 +144,23 @@ static attention_block item_block(const attention_args *a, const attention_plan 
     size_t rest = item / (size_t)p->splits;
     b.kv_head = (int)(rest % (size_t)a->n_kv_heads);
     int order = (int)(rest / (size_t)a->n_kv_heads);
-    int block = order % 2 == 0 ? order / 2 : p->n_blocks - 1 - order / 2;
-    b.t0 = block * p->block_tokens;
-    b.n_tok = a->n_tok - b.t0 < p->block_tokens ? a->n_tok - b.t0 : p->block_tokens;
+    int block = p->n_blocks / 2;   /* the middle one, when order == 2 * n_pairs */
+    if (order < 2 * p->n_pairs) {
+        int pair = (int)((long)(order / 2) * p->pair_step % p->n_pairs);
+        block = order % 2 == 0 ? pair : p->n_blocks - 1 - pair;
+    }
+    /* Equal blocks: 17 tokens in two are 8 + 9, not 16 + 1. */
+    b.t0 = (int)((long)block * a->n_tok / p->n_blocks);
+    b.n_tok = (int)((long)(block + 1) * a->n_tok / p->n_blocks) - b.t0;
     b.head0 = split * p->group / p->splits;
     b.n_heads = (split + 1) * p->group / p->splits - b.head0;
     return b;
+}
+
+attention_block cpu_attention_item_block(const attention_args *a, size_t item)
+{
+    attention_plan p = make_plan(a);
+    return plan_block(a, &p, item);
 }
 
 void cpu_attention_run(const cpu_vector_ops *ops, const attention_args *a,
@@ -135,7 +173,7 @@ void cpu_attention_run(const cpu_vector_ops *ops, const attention_args *a,
         return;
     attention_plan p = make_plan(a);
     for (size_t i = item0; i < item1; i++) {
-        attention_block b = item_block(a, &p, i);
+        attention_block b = plan_block(a, &p, i);
         ops->attention_block(a, &b, scratch);
     }
 }

@@ -65,6 +65,9 @@ static inline attention_scratch attention_scratch_carve(float *base, int rows, i
     return s;
 }
 
+/* The block of item i < cpu_attention_items(a) (a must pass the check). */
+attention_block cpu_attention_item_block(const attention_args *a, size_t item);
+
 /* First position query position pos may see. */
 static inline int attention_first(const attention_args *a, int pos)
 {

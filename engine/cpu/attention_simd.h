@@ -11,9 +11,9 @@
  *    vector of rows: s[n][m..m+VLEN) += k[n][i] * qt[i][m..m+VLEN). No
  *    horizontal sums, each K element loaded once per block of rows, and
  *    the softmax runs down the key axis with plain vector max and add.
- *  - by keys (decode: a few rows): one row at a time, VLEN keys at once,
- *    dot products over head_dim folded into one vector of VLEN scores by
- *    a transpose-and-add tree (v_reduce_many).
+ *  - by keys (decode: a few rows): rows in pairs, VLEN keys at once, dot
+ *    products over head_dim folded into vectors of scores by a
+ *    transpose-and-add tree (v_reduce_many).
  *
  * Then P V accumulates into o[m][i], vectors along head_dim, a few rows and
  * head_dim chunks held in registers per pass over the tile's keys. */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cpu/attention.h"
+#include "cpu/attention_internal.h"
 #include "tap.h"
 
 static const char *isa_label(cpu_isa isa)
@@ -271,7 +272,8 @@ static void test_head_splits(const cpu_vector_ops *const *ops, int n_ops)
         r = fmax(r, run_split(ops[o], &p, 4, &items2, true));
         r = fmax(r, run_split(ops[o], &p, 5, &items5, true));
         r = fmax(r, run_split(ops[o], &p, 99, &items99, true));
-        tap_ok(items1 == 2 && items2 == 4 && items5 == 6 && items99 == 12 && r <= 1.0,
+        /* (5 threads: 10 items of 1 or 2 heads, 2 per thread) */
+        tap_ok(items1 == 2 && items2 == 4 && items5 == 10 && items99 == 12 && r <= 1.0,
                "%s: decode with min_items 1/4/5/99: %zu/%zu/%zu/%zu items, all correct",
                isa_label(ops[o]->isa), items1, items2, items5, items99);
     }
@@ -328,6 +330,69 @@ static void test_scale(const cpu_vector_ops *const *ops, int n_ops)
     free(o1);
     free(o2);
     free_problem(&p);
+}
+
+/* Work of a block: rows times the keys its tiles cover. */
+static double block_work(const attention_args *a, const attention_block *b)
+{
+    int last = a->pos0 + b->t0 + b->n_tok - 1;
+    int first = a->window > 0 && a->pos0 + b->t0 - a->window + 1 > 0
+                    ? a->pos0 + b->t0 - a->window + 1 : 0;
+    return (double)b->n_tok * b->n_heads * (last - first + 1);
+}
+
+/* Items split by count between 2 or 3 threads give each about the same
+ * work, even in a causal prefill or with a sliding window; and the items
+ * cover every (token, head) exactly once. */
+static void test_balance(void)
+{
+    static const shape shapes[] = {
+        { 6, 2, 64, 512, 0, 0 }, { 3, 1, 64, 512, 0, 0 }, { 12, 4, 64, 300, 0, 0 },
+        { 4, 4, 32, 129, 40, 0 }, { 6, 2, 64, 512, 0, 64 }, { 6, 2, 64, 1, 600, 0 },
+        { 3, 1, 64, 1, 600, 0 }, { 6, 2, 64, 2000, 0, 0 }, { 6, 2, 64, 2000, 0, 500 },
+    };
+    float x = 0.0f;
+    for (int i = 0; i < COUNT(shapes); i++) {
+        const shape *sh = &shapes[i];
+        for (int threads = 2; threads <= 3; threads++) {
+            attention_args a = { .q = &x, .k = &x, .v = &x, .out = &x, .n_tok = sh->n_tok,
+                                 .pos0 = sh->pos0, .n_heads = sh->n_heads,
+                                 .n_kv_heads = sh->n_kv_heads, .head_dim = sh->head_dim,
+                                 .window = sh->window, .min_items = threads };
+            size_t items = cpu_attention_items(&a);
+            int *seen = calloc((size_t)sh->n_tok * sh->n_heads, sizeof(int));
+            double work[3] = { 0 }, total = 0.0;
+            int group = sh->n_heads / sh->n_kv_heads;
+            for (int t = 0; t < threads; t++) {
+                size_t i0 = items * (size_t)t / (size_t)threads;
+                size_t i1 = items * (size_t)(t + 1) / (size_t)threads;
+                for (size_t it = i0; it < i1; it++) {
+                    attention_block b = cpu_attention_item_block(&a, it);
+                    work[t] += block_work(&a, &b);
+                    for (int tok = b.t0; tok < b.t0 + b.n_tok; tok++)
+                        for (int g = 0; g < b.n_heads; g++)
+                            seen[tok * sh->n_heads + b.kv_head * group + b.head0 + g]++;
+                }
+                total += work[t];
+            }
+            int once = 1;
+            for (int j = 0; j < sh->n_tok * sh->n_heads; j++)
+                once &= seen[j] == 1;
+            double most = fmax(work[0], fmax(work[1], work[2]));
+            double excess = most / (total / threads) - 1.0;
+            /* Decode of one KV head can only split its group of heads:
+             * 3 heads on 2 threads are 2 + 1 at best. Blocks are whole:
+             * thirds of a prefill are rougher than halves. (A prefill of
+             * only a few blocks is not balanced: it is short anyway.) */
+            double allowed = sh->n_tok == 1 ? 0.34 : threads == 2 ? 0.06 : 0.12;
+            tap_ok(once && excess <= allowed,
+                   "heads %d/%d, %d tokens from %d, window %d on %d threads: %zu items, "
+                   "each row once, busiest thread %.1f%% over the mean",
+                   sh->n_heads, sh->n_kv_heads, sh->n_tok, sh->pos0, sh->window, threads,
+                   items, 100.0 * excess);
+            free(seen);
+        }
+    }
 }
 
 static void test_validation(void)
@@ -401,6 +466,7 @@ int main(void)
     test_head_splits(ops, n_ops);
     test_in_place(ops, n_ops);
     test_scale(ops, n_ops);
+    test_balance();
     test_validation();
     return tap_done();
 }
