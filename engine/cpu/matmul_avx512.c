@@ -36,7 +36,7 @@
 #define UNROLL _Pragma("GCC unroll 16")
 /* Tile arrays have these fixed sizes, never [R][T]: a variable-length
  * array would live in memory even once R and T are constants. */
-#define MAX_R 4
+#define MAX_R 8
 #define MAX_TOK 8
 
 /* |xq| stays below 8355711, the largest value three signed digits hold
@@ -132,6 +132,19 @@ static inline __m512 load_params(alm_dtype t, const void *base, size_t i, int n)
     default:
         return _mm512_maskz_loadu_ps(m, (const float *)base + i);
     }
+}
+
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD 12288
+#endif
+/* Rows are read in order, a few at a time, in pieces too short for the
+ * hardware prefetcher to run far enough ahead: without this, a model that
+ * does not fit the caches runs at half the memory bandwidth. Prefetches
+ * never fault, and the address is formed as an integer: past the end of
+ * the weights it is harmless. */
+static inline void prefetch_ahead(const void *p)
+{
+    _mm_prefetch((const char *)((uintptr_t)p + PREFETCH_AHEAD), _MM_HINT_T0);
 }
 
 static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -276,7 +289,8 @@ typedef struct qctx {
     const uint8_t *scratch;
     float *y;
     size_t y_stride;
-    int tail_bytes;        /* bytes in the last chunk of a row (1..64) */
+    __mmask64 tail_mask;   /* bytes of the last chunk of a row (1..64) */
+    int gs_log2;
     __m512i scale_index;   /* lane -> group within a chunk */
 } qctx;
 
@@ -314,48 +328,44 @@ __m512 chunk_dot(const __m512i *u, const uint8_t *xd, const int BITS)
         return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_set1_ps(65536.0f),
                                _mm512_cvtepi32_ps(lo));
     }
-#ifndef DOT_VARIANT
-#define DOT_VARIANT 1
-#endif
-#if DOT_VARIANT == 1
+    /* xq = 65536 d2 + 256 d1 + d0: one chain, shifted by 8 bits between
+     * digits (measured as fast as independent chains per digit, with fewer
+     * instructions). */
     __m512i s = _mm512_setzero_si512();
     UNROLL
-    for (int p = 0; p < P; p++)
-        s = _mm512_dpbusd_epi32(s, u[p], _mm512_loadu_si512(xd + p * 64));
-    s = _mm512_slli_epi32(s, 8);
-    UNROLL
-    for (int p = 0; p < P; p++)
-        s = _mm512_dpbusd_epi32(s, u[p], _mm512_loadu_si512(xd + (P + p) * 64));
-    s = _mm512_slli_epi32(s, 8);
-    UNROLL
-    for (int p = 0; p < P; p++)
-        s = _mm512_dpbusd_epi32(s, u[p], _mm512_loadu_si512(xd + (2 * P + p) * 64));
-#elif DOT_VARIANT == 2
-    __m512i a[3];
-    UNROLL
     for (int d = 0; d < 3; d++) {
-        a[d] = _mm512_setzero_si512();
+        if (d)
+            s = _mm512_slli_epi32(s, 8);
         UNROLL
         for (int p = 0; p < P; p++)
-            a[d] = _mm512_dpbusd_epi32(a[d], u[p], _mm512_loadu_si512(xd + (d * P + p) * 64));
+            s = _mm512_dpbusd_epi32(s, u[p], _mm512_loadu_si512(xd + (d * P + p) * 64));
     }
-    __m512i s = _mm512_add_epi32(_mm512_slli_epi32(a[0], 8), a[1]);
-    s = _mm512_add_epi32(_mm512_slli_epi32(s, 8), a[2]);
-#else
-    __m512i a[3][4];
-    UNROLL
-    for (int d = 0; d < 3; d++) {
-        UNROLL
-        for (int p = 0; p < P; p++)
-            a[d][p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[p], _mm512_loadu_si512(xd + (d * P + p) * 64));
-        UNROLL
-        for (int p = 1; p < P; p++)
-            a[d][0] = _mm512_add_epi32(a[d][0], a[d][p]);
-    }
-    __m512i s = _mm512_add_epi32(_mm512_slli_epi32(a[0][0], 8), a[1][0]);
-    s = _mm512_add_epi32(_mm512_slli_epi32(s, 8), a[2][0]);
-#endif
     return _mm512_cvtepi32_ps(s);
+}
+
+/* One chunk c of rows [r, r + R) for tokens tok[0 .. T). */
+static inline __attribute__((always_inline))
+void quant_chunk(const qctx *q, int c, __m512i sidx, int r, const uint8_t *const *tok,
+                 __m512 acc[][MAX_TOK], __m512 scx[][MAX_TOK], const int BITS, const int R,
+                 const int T, const bool last)
+{
+    const qlayout *L = &q->L;
+    __m512i u[MAX_R][4];
+    UNROLL
+    for (int i = 0; i < R; i++) {
+        const uint8_t *wp = q->data + (size_t)(r + i) * q->row_bytes + (size_t)c * 64;
+        prefetch_ahead(wp);
+        __m512i wv = last ? _mm512_maskz_loadu_epi8(q->tail_mask, wp) : _mm512_loadu_si512(wp);
+        unpack_chunk(wv, BITS, u[i]);
+    }
+    UNROLL
+    for (int j = 0; j < T; j++) {
+        const uint8_t *xd = tok[j] + L->digits_off + L->chunk_bytes * (size_t)c;
+        UNROLL
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_fmadd_ps(chunk_dot(u[i], xd, BITS),
+                                        _mm512_permutexvar_ps(sidx, scx[i][j]), acc[i][j]);
+    }
 }
 
 /* Rows [r, r + R) x tokens [t, t + T) over all columns.
@@ -406,84 +416,88 @@ void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const 
                 scx[i][j] = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(gm, dxs));
             }
         }
-        for (int c = c0; c < c1; c++) {
-            __m512i u[MAX_R][4];
-            /* the groups of the chunk's lanes, within the segment */
-            __m512i sidx = _mm512_add_epi32(q->scale_index,
-                                            _mm512_set1_epi32(((c * CE) >> gs_log2) - g0));
-            UNROLL
-            for (int i = 0; i < R; i++) {
-                const uint8_t *wp = q->data + (size_t)(r + i) * q->row_bytes + (size_t)c * 64;
-                __m512i wv = c == L->chunks - 1
-                                 ? _mm512_maskz_loadu_epi8(mask64(q->tail_bytes), wp)
-                                 : _mm512_loadu_si512(wp);
-                unpack_chunk(wv, BITS, u[i]);
+        /* The last chunk of a row may be partial: it alone takes a masked
+         * load, outside the loop. */
+        int c_end = c1 == L->chunks ? c1 - 1 : c1;
+        int c = c0;
+        /* The groups of the chunk's lanes, within the segment: they move on
+         * by CE / gs per chunk, or by one every gs / CE chunks. */
+        if (gs_log2 <= ilog2(CE)) {
+            const __m512i step = _mm512_set1_epi32(CE >> gs_log2);
+            __m512i sidx = q->scale_index;
+            for (; c < c_end; c++) {
+                quant_chunk(q, c, sidx, r, tok, acc, scx, BITS, R, T, false);
+                sidx = _mm512_add_epi32(sidx, step);
             }
-            UNROLL
-            for (int j = 0; j < T; j++) {
-                const uint8_t *xd = tok[j] + L->digits_off + L->chunk_bytes * (size_t)c;
-                UNROLL
-                for (int i = 0; i < R; i++)
-                    acc[i][j] = _mm512_fmadd_ps(chunk_dot(u[i], xd, BITS),
-                                                _mm512_permutexvar_ps(sidx, scx[i][j]), acc[i][j]);
+            if (c < c1)
+                quant_chunk(q, c, sidx, r, tok, acc, scx, BITS, R, T, true);
+        } else {
+            for (; c < c1; c++) {
+                __m512i sidx = _mm512_set1_epi32(((c * CE) >> gs_log2) - g0);
+                quant_chunk(q, c, sidx, r, tok, acc, scx, BITS, R, T, c == L->chunks - 1);
             }
         }
     }
     store_tile_sums(acc, R, T, q->y, q->y_stride, r, t);
 }
 
-typedef void (*quant_tile_fn)(const qctx *q, int r, int t);
+/* Tiles over rows [r0, r1) (a multiple of R of them), tokens [t, t + T). */
+typedef void (*quant_tile_fn)(const qctx *q, int r0, int r1, int t);
 
-#define QUANT_TILE(BITS, R, T)                                              \
-    static void quant_tile_##BITS##_##R##_##T(const qctx *q, int r, int t)  \
-    {                                                                       \
-        quant_tile(q, r, t, BITS, R, T);                                    \
+#define QUANT_TILE(BITS, R, T)                                                      \
+    static void quant_tile_##BITS##_##R##_##T(const qctx *q, int r0, int r1, int t) \
+    {                                                                               \
+        for (int r = r0; r < r1; r += R)                                            \
+            quant_tile(q, r, t, BITS, R, T);                                        \
     }
-#define QUANT_TILES_T(BITS, T)                                              \
-    QUANT_TILE(BITS, 1, T) QUANT_TILE(BITS, 2, T) QUANT_TILE(BITS, 4, T)
+/* Rows per tile: 4 for one or two tokens (8 for one), else 2; more would
+ * spill registers. Each T also has the smaller tiles for leftover rows. */
+#define QUANT_TILES_SMALL(BITS, T) QUANT_TILE(BITS, 1, T) QUANT_TILE(BITS, 2, T)
 #define QUANT_TILES(BITS)                                                   \
-    QUANT_TILES_T(BITS, 1) QUANT_TILES_T(BITS, 2) QUANT_TILES_T(BITS, 3)    \
-    QUANT_TILES_T(BITS, 4) QUANT_TILES_T(BITS, 5) QUANT_TILES_T(BITS, 6)    \
-    QUANT_TILES_T(BITS, 7) QUANT_TILES_T(BITS, 8)
+    QUANT_TILES_SMALL(BITS, 1) QUANT_TILE(BITS, 4, 1) QUANT_TILE(BITS, 8, 1) \
+    QUANT_TILES_SMALL(BITS, 2) QUANT_TILE(BITS, 4, 2)                       \
+    QUANT_TILES_SMALL(BITS, 3) QUANT_TILES_SMALL(BITS, 4)                   \
+    QUANT_TILES_SMALL(BITS, 5) QUANT_TILES_SMALL(BITS, 6)                   \
+    QUANT_TILES_SMALL(BITS, 7) QUANT_TILES_SMALL(BITS, 8)
 QUANT_TILES(2)
 QUANT_TILES(4)
 QUANT_TILES(8)
 
-#define QUANT_ROW_T(BITS, T)                                                \
-    { quant_tile_##BITS##_1_##T, quant_tile_##BITS##_2_##T, quant_tile_##BITS##_4_##T }
-#define QUANT_ROW(BITS)                                                     \
-    { QUANT_ROW_T(BITS, 1), QUANT_ROW_T(BITS, 2), QUANT_ROW_T(BITS, 3),     \
-      QUANT_ROW_T(BITS, 4), QUANT_ROW_T(BITS, 5), QUANT_ROW_T(BITS, 6),     \
-      QUANT_ROW_T(BITS, 7), QUANT_ROW_T(BITS, 8) }
-/* [bits 2, 4, 8][T - 1][R = 1, 2, 4] */
-static const quant_tile_fn quant_tiles[3][MAX_TOK][3] = {
+#define QUANT_ROW_T(BITS, T) { quant_tile_##BITS##_1_##T, quant_tile_##BITS##_2_##T }
+#define QUANT_ROW(BITS)                                                                  \
+    { { quant_tile_##BITS##_1_1, quant_tile_##BITS##_2_1, quant_tile_##BITS##_4_1,       \
+        quant_tile_##BITS##_8_1 },                                                       \
+      { quant_tile_##BITS##_1_2, quant_tile_##BITS##_2_2, quant_tile_##BITS##_4_2 },     \
+      QUANT_ROW_T(BITS, 3), QUANT_ROW_T(BITS, 4), QUANT_ROW_T(BITS, 5),                 \
+      QUANT_ROW_T(BITS, 6), QUANT_ROW_T(BITS, 7), QUANT_ROW_T(BITS, 8) }
+/* [bits 2, 4, 8][T - 1][log2 R] */
+static const quant_tile_fn quant_tiles[3][MAX_TOK][4] = {
     QUANT_ROW(2), QUANT_ROW(4), QUANT_ROW(8),
 };
 
-#ifndef QUANT_RMAX
-#define QUANT_RMAX { 2, 2, 1, 1, 1, 1, 1, 1 }
-#endif
-#ifndef QUANT_TBIG
-#define QUANT_TBIG 4
-#endif
-/* Rows per tile for T tokens, as an index into quant_tiles (R = 1 << it). */
-static const int quant_tile_rlog2[MAX_TOK] = QUANT_RMAX;
-/* Tokens per tile when there are more than MAX_TOK. */
-static const int quant_big_t = QUANT_TBIG;
+/* log2 of the rows per tile for T tokens (the largest in quant_tiles).
+ * One token: 8 rows when a row is short (measured 7% faster on 384
+ * columns, 3% slower on 1024), 4 otherwise. */
+static const int quant_tile_rlog2[MAX_TOK] = { 2, 2, 1, 1, 1, 1, 1, 1 };
+#define SHORT_ROW_CHUNKS 4
+/* Tokens per tile when there are more than MAX_TOK (measured: 4 to 8 are
+ * within a few percent of each other). */
+static const int quant_big_t = 4;
 
 static void quant_tile_range(const qctx *q, int b, int T, int r0, int r1, int ta, int tb)
 {
-    int rl = quant_tile_rlog2[T - 1], R = 1 << rl;
-    int r = r0;
-    for (; r + R <= r1; r += R)
-        for (int t = ta; t < tb; t += T)
-            quant_tiles[b][T - 1][rl](q, r, t);
-    /* Leftover rows: smaller tiles of the same tokens. */
-    for (; rl > 0; rl--) {
-        R = 1 << (rl - 1);
-        for (; r + R <= r1; r += R)
-            for (int t = ta; t < tb; t += T)
-                quant_tiles[b][T - 1][rl - 1](q, r, t);
+    for (int t = ta; t < tb; t += T) {
+        /* Tiles of R rows, then the leftover rows in smaller tiles. */
+        int r = r0;
+        int rl_max = quant_tile_rlog2[T - 1];
+        if (T == 1 && q->L.chunks <= SHORT_ROW_CHUNKS)
+            rl_max = 3;
+        for (int rl = rl_max; rl >= 0; rl--) {
+            int n = (r1 - r) >> rl << rl;
+            if (n > 0)
+                quant_tiles[b][T - 1][rl](q, r, r + n, t);
+            r += n;
+        }
     }
 }
 
@@ -498,7 +512,8 @@ static void quant_rows(const alm_weight *w, const void *scratch, int n_tok, floa
     q.scratch = scratch;
     q.y = y;
     q.y_stride = y_stride;
-    q.tail_bytes = (int)(q.row_bytes - (size_t)(q.L.chunks - 1) * 64);
+    q.tail_mask = mask64((int)(q.row_bytes - (size_t)(q.L.chunks - 1) * 64));
+    q.gs_log2 = ilog2(w->group_size);
     /* Lane j of a chunk covers columns [j * E, (j + 1) * E) of it. */
     int e_log2 = ilog2(q.L.chunk_elems) - 4, gs_log2 = ilog2(w->group_size);
     int idx[16];
@@ -531,68 +546,71 @@ typedef struct dctx {
     size_t y_stride;
 } dctx;
 
-/* Rows [r, r + R) x tokens [t, t + T), dtype DT. */
+/* Rows [r, r + R) x tokens [t, t + T), dtype DT, 32 columns per step.
+ * Each (row, token) has two accumulators (the two 16-column halves of a
+ * step; for BF16 the even and odd columns) so that enough independent FMA
+ * chains are in flight to hide the FMA latency. */
 static inline __attribute__((always_inline))
 void dense_tile(const dctx *d, int r, int t, const alm_dtype DT, const int R, const int T)
 {
     const alm_weight *w = d->w;
     const int cols = w->cols;
-    __m512 acc[MAX_R][MAX_TOK];
+    __m512 acc[MAX_R][MAX_TOK], acc2[MAX_R][MAX_TOK];
     UNROLL
     for (int i = 0; i < R; i++)
         UNROLL
         for (int j = 0; j < T; j++)
-            acc[i][j] = _mm512_setzero_ps();
+            acc[i][j] = acc2[i][j] = _mm512_setzero_ps();
     const float *xt = d->x + (size_t)t * d->x_stride;
+    const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
 
-    if (DT == ALM_DTYPE_BF16) {
-        const uint16_t *rows = (const uint16_t *)w->data + (size_t)r * (size_t)cols;
-        const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
-        for (int c = 0; c < cols; c += 32) {
-            __m512 lo[MAX_R], hi[MAX_R];
-            UNROLL
-            for (int i = 0; i < R; i++) {
-                const uint16_t *p = rows + (size_t)i * (size_t)cols + c;
-                __m512i v = c + 32 <= cols ? _mm512_loadu_si512(p)
-                                           : _mm512_maskz_loadu_epi16((__mmask32)mask64(cols - c), p);
-                lo[i] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-                hi[i] = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
-            }
-            UNROLL
-            for (int j = 0; j < T; j++) {
-                __m512 xe = _mm512_loadu_ps(xt + (size_t)j * d->x_stride + c);
-                __m512 xo = _mm512_loadu_ps(xt + (size_t)j * d->x_stride + c + 16);
-                UNROLL
-                for (int i = 0; i < R; i++) {
-                    acc[i][j] = _mm512_fmadd_ps(lo[i], xe, acc[i][j]);
-                    acc[i][j] = _mm512_fmadd_ps(hi[i], xo, acc[i][j]);
-                }
+    for (int c = 0; c < cols; c += 32) {
+        bool full = c + 32 <= cols;
+        __mmask16 m0 = mask16(cols - c), m1 = mask16(cols - c - 16);
+        __m512 w0[MAX_R], w1[MAX_R];
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            size_t off = (size_t)(r + i) * (size_t)cols + (size_t)c;
+            if (DT == ALM_DTYPE_BF16) {
+                /* a 32-bit lane holds columns 2k (low half) and 2k + 1 */
+                const uint16_t *p = (const uint16_t *)w->data + off;
+                prefetch_ahead(p);
+                __m512i v = full ? _mm512_loadu_si512(p)
+                                 : _mm512_maskz_loadu_epi16((__mmask32)mask64(cols - c), p);
+                w0[i] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                w1[i] = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
+            } else if (DT == ALM_DTYPE_F16) {
+                const uint16_t *p = (const uint16_t *)w->data + off;
+                prefetch_ahead(p);
+                w0[i] = _mm512_cvtph_ps(full ? _mm256_loadu_si256((const __m256i *)p)
+                                             : _mm256_maskz_loadu_epi16(m0, p));
+                w1[i] = _mm512_cvtph_ps(full ? _mm256_loadu_si256((const __m256i *)(p + 16))
+                                             : _mm256_maskz_loadu_epi16(m1, p + 16));
+            } else {
+                const float *p = (const float *)w->data + off;
+                prefetch_ahead(p);
+                prefetch_ahead(p + 16);
+                w0[i] = full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m0, p);
+                w1[i] = full ? _mm512_loadu_ps(p + 16) : _mm512_maskz_loadu_ps(m1, p + 16);
             }
         }
-    } else {
-        for (int c = 0; c < cols; c += 16) {
-            __mmask16 m = mask16(cols - c);
-            bool full = c + 16 <= cols;
-            __m512 wv[MAX_R];
-            UNROLL
-            for (int i = 0; i < R; i++) {
-                size_t off = (size_t)(r + i) * (size_t)cols + (size_t)c;
-                if (DT == ALM_DTYPE_F16) {
-                    const uint16_t *p = (const uint16_t *)w->data + off;
-                    wv[i] = _mm512_cvtph_ps(full ? _mm256_loadu_si256((const __m256i *)p)
-                                                 : _mm256_maskz_loadu_epi16(m, p));
-                } else {
-                    const float *p = (const float *)w->data + off;
-                    wv[i] = full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
-                }
+        UNROLL
+        for (int j = 0; j < T; j++) {
+            /* BF16: the prepared x, [16 even][16 odd] per 32 columns, zero
+             * padded; F16/F32: x itself, masked at the end. */
+            const float *xp = xt + (size_t)j * d->x_stride + c;
+            __m512 x0, x1;
+            if (DT == ALM_DTYPE_BF16 || full) {
+                x0 = _mm512_loadu_ps(xp);
+                x1 = _mm512_loadu_ps(xp + 16);
+            } else {
+                x0 = _mm512_maskz_loadu_ps(m0, xp);
+                x1 = _mm512_maskz_loadu_ps(m1, xp + 16);
             }
             UNROLL
-            for (int j = 0; j < T; j++) {
-                const float *xp = xt + (size_t)j * d->x_stride + c;
-                __m512 xv = full ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(m, xp);
-                UNROLL
-                for (int i = 0; i < R; i++)
-                    acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+            for (int i = 0; i < R; i++) {
+                acc[i][j] = _mm512_fmadd_ps(w0[i], x0, acc[i][j]);
+                acc2[i][j] = _mm512_fmadd_ps(w1[i], x1, acc2[i][j]);
             }
         }
     }
@@ -600,36 +618,56 @@ void dense_tile(const dctx *d, int r, int t, const alm_dtype DT, const int R, co
     for (int i = 0; i < R; i++)
         UNROLL
         for (int j = 0; j < T; j++)
-            d->y[(size_t)(t + j) * d->y_stride + (size_t)(r + i)] = hsum(acc[i][j]);
+            acc[i][j] = _mm512_add_ps(acc[i][j], acc2[i][j]);
+    store_tile_sums(acc, R, T, d->y, d->y_stride, r, t);
 }
 
-typedef void (*dense_tile_fn)(const dctx *d, int r, int t);
+/* Tiles over rows [r0, r1) (a multiple of R of them), tokens [t, t + T). */
+typedef void (*dense_tile_fn)(const dctx *d, int r0, int r1, int t);
 
-#define DENSE_TILE(DT, NAME, R, T)                                          \
-    static void dense_tile_##NAME##_##R##_##T(const dctx *d, int r, int t)  \
-    {                                                                       \
-        dense_tile(d, r, t, DT, R, T);                                      \
+#define DENSE_TILE(DT, NAME, R, T)                                                  \
+    static void dense_tile_##NAME##_##R##_##T(const dctx *d, int r0, int r1, int t) \
+    {                                                                               \
+        for (int r = r0; r < r1; r += R)                                            \
+            dense_tile(d, r, t, DT, R, T);                                          \
     }
-#define DENSE_TILES(DT, NAME)                                               \
-    DENSE_TILE(DT, NAME, 1, 1) DENSE_TILE(DT, NAME, 4, 1)                   \
-    DENSE_TILE(DT, NAME, 1, 2) DENSE_TILE(DT, NAME, 4, 2)                   \
-    DENSE_TILE(DT, NAME, 1, 3) DENSE_TILE(DT, NAME, 4, 3)                   \
-    DENSE_TILE(DT, NAME, 1, 4) DENSE_TILE(DT, NAME, 4, 4)
+/* Rows per tile: 16 accumulators for T <= 2; 8 rows would not fit two
+ * tokens' weights and accumulators in 32 registers. */
+#define DENSE_TILES(DT, NAME)                                                       \
+    DENSE_TILE(DT, NAME, 1, 1) DENSE_TILE(DT, NAME, 2, 1) DENSE_TILE(DT, NAME, 4, 1)  \
+    DENSE_TILE(DT, NAME, 8, 1)                                                       \
+    DENSE_TILE(DT, NAME, 1, 2) DENSE_TILE(DT, NAME, 2, 2) DENSE_TILE(DT, NAME, 4, 2)  \
+    DENSE_TILE(DT, NAME, 1, 3) DENSE_TILE(DT, NAME, 2, 3)                            \
+    DENSE_TILE(DT, NAME, 1, 4) DENSE_TILE(DT, NAME, 2, 4)
 DENSE_TILES(ALM_DTYPE_F32, f32)
 DENSE_TILES(ALM_DTYPE_F16, f16)
 DENSE_TILES(ALM_DTYPE_BF16, bf16)
 
-#define DENSE_ROW(NAME)                                                     \
-    { { dense_tile_##NAME##_1_1, dense_tile_##NAME##_4_1 },                 \
-      { dense_tile_##NAME##_1_2, dense_tile_##NAME##_4_2 },                 \
-      { dense_tile_##NAME##_1_3, dense_tile_##NAME##_4_3 },                 \
-      { dense_tile_##NAME##_1_4, dense_tile_##NAME##_4_4 } }
-/* [F32, F16, BF16][T - 1] = { R = 1, R = 4 } */
-static const dense_tile_fn dense_tiles[3][4][2] = {
+/* [F32, F16, BF16][T - 1][log2 R], NULL past the largest R for that T. */
+#define DENSE_ROW(NAME)                                                               \
+    { { dense_tile_##NAME##_1_1, dense_tile_##NAME##_2_1, dense_tile_##NAME##_4_1,    \
+        dense_tile_##NAME##_8_1 },                                                     \
+      { dense_tile_##NAME##_1_2, dense_tile_##NAME##_2_2, dense_tile_##NAME##_4_2, NULL }, \
+      { dense_tile_##NAME##_1_3, dense_tile_##NAME##_2_3, NULL, NULL },                \
+      { dense_tile_##NAME##_1_4, dense_tile_##NAME##_2_4, NULL, NULL } }
+static const dense_tile_fn dense_tiles[3][4][4] = {
     DENSE_ROW(f32), DENSE_ROW(f16), DENSE_ROW(bf16),
 };
+static const int dense_tile_rlog2[4] = { 2, 2, 1, 1 };
 #define DENSE_MAX_T 4
-#define DENSE_R 4
+
+static void dense_tile_range(const dctx *d, int k, int T, int r0, int r1, int ta, int tb)
+{
+    for (int t = ta; t < tb; t += T) {
+        int r = r0;
+        for (int rl = dense_tile_rlog2[T - 1]; rl >= 0; rl--) {
+            int n = (r1 - r) >> rl << rl;
+            if (n > 0)
+                dense_tiles[k][T - 1][rl](d, r, r + n, t);
+            r += n;
+        }
+    }
+}
 
 static void dense_prepare_bf16(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
                                void *scratch)
@@ -664,22 +702,11 @@ static void dense_rows(const alm_weight *w, const void *scratch, const float *x,
     }
     for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
         int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
-        int full_t = (t1 - t0) / DENSE_MAX_T * DENSE_MAX_T;
-        int rest_t = (t1 - t0) - full_t;
-        for (int part = 0; part < 2; part++) {
-            int T = part == 0 ? DENSE_MAX_T : rest_t;
-            int ta = part == 0 ? t0 : t0 + full_t;
-            int tb = part == 0 ? t0 + full_t : t1;
-            if (T == 0 || ta >= tb)
-                continue;
-            int r = r0;
-            for (; r + DENSE_R <= r1; r += DENSE_R)
-                for (int t = ta; t < tb; t += T)
-                    dense_tiles[k][T - 1][1](&d, r, t);
-            for (; r < r1; r++)
-                for (int t = ta; t < tb; t += T)
-                    dense_tiles[k][T - 1][0](&d, r, t);
-        }
+        int full = (t1 - t0) / DENSE_MAX_T * DENSE_MAX_T;
+        if (full > 0)
+            dense_tile_range(&d, k, DENSE_MAX_T, r0, r1, t0, t0 + full);
+        if (full < t1 - t0)
+            dense_tile_range(&d, k, t1 - t0 - full, r0, r1, t0 + full, t1);
     }
 }
 
