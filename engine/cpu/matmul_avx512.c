@@ -366,6 +366,51 @@ __m512 chunk_dot(const __m512i *u, const __m512i *xv, const int BITS)
     return _mm512_cvtepi32_ps(s);
 }
 
+/* Scales and biases of groups [g0, g0 + 16) (masked by gm) of rows
+ * [r, r + R) as f32. One switch on the dtype for the whole tile: inside
+ * the row loop it cost more than the conversions. */
+static inline __attribute__((always_inline))
+void load_tile_params(const alm_weight *w, int r, int g0, __mmask16 gm, __m512 *sc, __m512 *bs,
+                      const int R)
+{
+    size_t groups = (size_t)(w->cols >> ilog2(w->group_size));
+    size_t first = (size_t)r * groups + (size_t)g0;
+    switch (w->scale_dtype) {
+    case ALM_DTYPE_BF16: {
+        const uint16_t *sp = (const uint16_t *)w->scales + first;
+        const uint16_t *bp = (const uint16_t *)w->biases + first;
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            sc[i] = _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(gm, sp + (size_t)i * groups)), 16));
+            bs[i] = _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(gm, bp + (size_t)i * groups)), 16));
+        }
+        break;
+    }
+    case ALM_DTYPE_F16: {
+        const uint16_t *sp = (const uint16_t *)w->scales + first;
+        const uint16_t *bp = (const uint16_t *)w->biases + first;
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            sc[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sp + (size_t)i * groups));
+            bs[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, bp + (size_t)i * groups));
+        }
+        break;
+    }
+    default: {
+        const float *sp = (const float *)w->scales + first;
+        const float *bp = (const float *)w->biases + first;
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            sc[i] = _mm512_maskz_loadu_ps(gm, sp + (size_t)i * groups);
+            bs[i] = _mm512_maskz_loadu_ps(gm, bp + (size_t)i * groups);
+        }
+        break;
+    }
+    }
+}
+
 /* One chunk of rows [r, r + R) (wc: the chunk in row r) for T tokens (xc:
  * the chunk's digits of the first token; the others follow). */
 static inline __attribute__((always_inline))
@@ -409,7 +454,6 @@ void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const 
     const qlayout *L = &q->L;
     const int CE = 512 / BITS;
     const int gs_log2 = ilog2(w->group_size);
-    const size_t groups = (size_t)L->groups;
     /* Chunks per segment of 16 groups (16 * group >= CE for every format). */
     const int seg_chunks = (16 << gs_log2) / CE;
     __m512 acc[MAX_R][MAX_TOK];
@@ -431,18 +475,17 @@ void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const 
         int ng = L->groups - g0;
         int c1 = ng > 16 ? c0 + seg_chunks : L->chunks;
         __mmask16 gm = mask16(ng);
+        __m512 sc[MAX_R], bs[MAX_R];
+        load_tile_params(w, r, g0, gm, sc, bs, R);
         UNROLL
-        for (int i = 0; i < R; i++) {
-            size_t pi = (size_t)(r + i) * groups + (size_t)g0;
-            __m512 sc = load_params(w->scale_dtype, w->scales, pi, ng);
-            __m512 b = load_params(w->scale_dtype, w->biases, pi, ng);
+        for (int j = 0; j < T; j++) {
+            __m512 sums = _mm512_maskz_loadu_ps(gm, (const float *)tok[j] + g0);
+            __m512 dxs = _mm512_maskz_loadu_ps(gm, (const float *)(tok[j] + L->dx_off) + g0);
             UNROLL
-            for (int j = 0; j < T; j++) {
-                const float *sums = (const float *)tok[j] + g0;
-                const float *dxs = (const float *)(tok[j] + L->dx_off) + g0;
+            for (int i = 0; i < R; i++) {
                 /* the biases: sum_g bias[g] * sum_g(x) */
-                acc[i][j] = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(gm, sums), acc[i][j]);
-                scx[i][j] = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(gm, dxs));
+                acc[i][j] = _mm512_fmadd_ps(bs[i], sums, acc[i][j]);
+                scx[i][j] = _mm512_mul_ps(sc[i], dxs);
             }
         }
         /* The last chunk of a row may be partial: it alone takes a masked
