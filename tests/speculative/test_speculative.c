@@ -148,10 +148,26 @@ static double joint_tv(alm_model *target, alm_model *draft, alm_speculative_mode
     gp.speculative.mode = mode;
     gp.speculative.num_draft_tokens = 3;
     int used = 0;
+    /* The caches keep the prompt but its last token between runs, so that
+     * each run is one prefill token and one speculative step. */
+    alm_seq *ts = NULL, *ds = NULL;
+    int cap = (int)n_prompt + ALM_MAX_DRAFT_TOKENS + 4;
+    alm_seq_new(target, cap, &ts, &err);
+    if (draft)
+        alm_seq_new(draft, cap, &ds, &err);
+    alm_seq_forward(ts, pool, prompt, (int)n_prompt - 1, 0, NULL, &err);
+    if (ds)
+        alm_seq_forward(ds, pool, prompt, (int)n_prompt - 1, 0, NULL, &err);
     for (int r = 0; r < runs; r++) {
         gp.sampling.seed = (uint64_t)r + 1;
-        size_t n;
-        int32_t *ids = run(target, draft, prompt, n_prompt, &gp, &n, NULL);
+        size_t n = 0;
+        int32_t *ids = NULL;
+        alm_seq_truncate(ts, (int)n_prompt - 1);
+        if (ds && alm_seq_length(ds) > (int)n_prompt - 1)
+            alm_seq_truncate(ds, (int)n_prompt - 1);
+        if (alm_generate(ts, ds, pool, prompt + n_prompt - 1, 1, &gp, NULL, NULL, &ids, &n,
+                         NULL, &err) < 0)
+            tap_diag("generate: %s", err.message);
         if (ids && n == 2)
             for (int i = 0; i < n_first; i++)
                 if (ids[0] == first[i]) {
@@ -167,6 +183,8 @@ static double joint_tv(alm_model *target, alm_model *draft, alm_speculative_mode
             tv += fabs(counts[(size_t)i * vocab + v] / runs - exact);
         }
     tv /= 2;
+    alm_seq_free(ts);
+    alm_seq_free(ds);
     if (used != runs)
         tv = 1.0; /* a first token outside the exact support */
     free(counts);
