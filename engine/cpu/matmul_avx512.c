@@ -188,6 +188,14 @@ static inline __attribute__((always_inline))
 void store_tile_sums(__m512 v[][MAX_TOK], const int R, const int T, float *y, size_t y_stride,
                      int r, int t)
 {
+    if (T == 1 && R % 4 == 0) {
+        /* one token: its rows are contiguous in y */
+        UNROLL
+        for (int i = 0; i < R; i += 4)
+            _mm_storeu_ps(y + (size_t)t * y_stride + (size_t)(r + i),
+                          hsum4(v[i][0], v[i + 1][0], v[i + 2][0], v[i + 3][0]));
+        return;
+    }
     __m512 flat[MAX_R * MAX_TOK + 3];
     float sums[MAX_R * MAX_TOK + 3];
     int n = 0;
@@ -554,11 +562,9 @@ static const quant_tile_fn quant_tiles[3][MAX_TOK][4] = {
 };
 
 /* log2 of the rows per tile for T tokens (the largest in quant_tiles):
- * 4 rows for two tokens (20% faster than 2), 2 from three tokens on (4
- * would spill). One token: 8 rows when a row is short (measured 7% faster
- * on 384 columns, 3% slower on 1024), 4 otherwise. */
-static const int quant_tile_rlog2[MAX_TOK] = { 2, 2, 1, 1, 1, 1, 1, 1 };
-#define SHORT_ROW_CHUNKS 4
+ * 8 rows for one token (measured 8 to 15% faster than 4), 4 for two (20%
+ * faster than 2), 2 from three tokens on (4 would spill registers). */
+static const int quant_tile_rlog2[MAX_TOK] = { 3, 2, 1, 1, 1, 1, 1, 1 };
 /* Tokens per tile when there are more than MAX_TOK (measured: 4 to 8 are
  * within a few percent of each other). */
 static const int quant_big_t = 4;
@@ -568,10 +574,7 @@ static void quant_tile_range(const qctx *q, int b, int T, int r0, int r1, int ta
     for (int t = ta; t < tb; t += T) {
         /* Tiles of R rows, then the leftover rows in smaller tiles. */
         int r = r0;
-        int rl_max = quant_tile_rlog2[T - 1];
-        if (T == 1 && q->L.chunks <= SHORT_ROW_CHUNKS)
-            rl_max = 3;
-        for (int rl = rl_max; rl >= 0; rl--) {
+        for (int rl = quant_tile_rlog2[T - 1]; rl >= 0; rl--) {
             int n = (r1 - r) >> rl << rl;
             if (n > 0)
                 quant_tiles[b][T - 1][rl](q, r, r + n, t);
