@@ -301,6 +301,32 @@ static void test_check(const isa_set *isas, test_rng *rng)
     fixture_weight_free(&f);
 }
 
+/* ALM_CPU_ISA forces an instruction set, never one the CPU lacks. */
+static void test_select(const isa_set *isas)
+{
+    static const cpu_isa all[] = { CPU_ISA_SCALAR, CPU_ISA_AVX2, CPU_ISA_AVX512 };
+    const char *saved = getenv("ALM_CPU_ISA");
+    char *keep = saved ? strdup(saved) : NULL;
+    unsetenv("ALM_CPU_ISA");
+    const cpu_kernels *best = cpu_kernels_select();
+    tap_ok(best == isas->k[isas->n - 1], "without ALM_CPU_ISA the best supported set is chosen (%s)",
+           cpu_isa_name(cpu_kernels_isa(best)));
+    for (int i = 0; i < 3; i++) {
+        setenv("ALM_CPU_ISA", cpu_isa_name(all[i]), 1);
+        const cpu_kernels *k = cpu_kernels_select();
+        const cpu_kernels *want = cpu_kernels_for(all[i]) ? cpu_kernels_for(all[i]) : best;
+        tap_ok(k == want, "ALM_CPU_ISA=%s selects %s", cpu_isa_name(all[i]),
+               cpu_isa_name(cpu_kernels_isa(k)));
+    }
+    setenv("ALM_CPU_ISA", "no-such-isa", 1);
+    tap_ok(cpu_kernels_select() == best, "an unknown ALM_CPU_ISA falls back to the best set");
+    if (keep)
+        setenv("ALM_CPU_ISA", keep, 1);
+    else
+        unsetenv("ALM_CPU_ISA");
+    free(keep);
+}
+
 int main(void)
 {
     isa_set isas = { .n = 0 };
@@ -314,8 +340,8 @@ int main(void)
     }
     const cpu_kernels *sel = cpu_kernels_select();
     tap_diag("selected: %s", cpu_isa_name(cpu_kernels_isa(sel)));
-    tap_ok(cpu_kernels_for(cpu_kernels_isa(sel)) == sel, "the selected kernels run on this CPU");
 
+    test_select(&isas);
     test_rng rng = { 42 };
     test_check(&isas, &rng);
     test_weight_row(&rng);
