@@ -1,0 +1,507 @@
+/* AVX-512 VNNI kernels for MLX affine quantized weights (2, 4, 8 bits).
+ *
+ * cpu_matmul_prepare quantizes each token's activations once, group by
+ * group (the weight's groups), to 24-bit integers xq = round(x / dx_g) with
+ * dx_g = max|x| of the group / 2^23, and writes them as three signed bytes
+ * ("digits"): xq = 65536 d2 + 256 d1 + d0. A 64-byte chunk of packed
+ * weights is unpacked into bytes q (one shift and one AND per bit field; no
+ * shuffle: the digits are stored in the bit fields' order) and vpdpbusd
+ * multiplies them with the digits, 4 byte pairs per 32-bit lane. A lane
+ * sums at most 8 (4-bit) or 16 (2-bit) products, so sum q * xq fits in
+ * int32 exactly and the digits recombine with two shifts; 8-bit weights
+ * would overflow and recombine in float instead. A lane lies inside one
+ * group, so lanes are scaled by scale_g * dx_g in float and accumulated
+ * across chunks, with one horizontal sum per row and token at the end; the
+ * biases enter as sum_g bias_g * sum_g(x), the sums coming from prepare.
+ *
+ * Why 24 bits per group: the rounding error is 2^-24 of the group's largest
+ * |x|, as good as fp32 for a dot product; 16-bit activations lose the small
+ * values of a group that holds an outlier (the test's 50x outliers already
+ * push them past the 2e-5 tolerance).
+ * Why integers: 6 vpdpbusd (64 byte products each) cover 128 weights of one
+ * token, against 8 FMAs plus 15 shifts and permutes to turn nibbles into
+ * floats: measured 4.2 against 6.4 cycles per 128 weights for one token.
+ *
+ * The work is tiled as R rows x T tokens of accumulators in registers, so
+ * that a chunk of weights is unpacked once for T tokens and a chunk of
+ * digits is loaded once for R rows. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu/matmul_avx512.h"
+
+/* |xq| stays below 8355711, the largest value three signed digits hold
+ * (127 * 65536 + 127 * 256 + 127), with room for the rounding of x / dx. */
+#define XQ_MAX 8355000.0f
+/* Offset that makes the digits of xq + XQ_OFFSET unsigned bytes; XOR with
+ * it turns each byte back into the signed digit. */
+#define XQ_OFFSET 0x808080
+
+/* ------------------------------------------------------------ layout */
+
+typedef struct qlayout {
+    int bits;
+    int streams;       /* 8 / bits */
+    int chunk_elems;   /* elements in 64 bytes of packed weights */
+    int chunks;        /* per row, the last one possibly partial */
+    int groups;
+    int n_tok;
+    /* Scratch: per token a head of [sums of x per group | dx per group],
+     * then the digits chunk-major, [chunk][token][3 digits][streams][64]:
+     * the tokens of a tile sit side by side at constant offsets. */
+    size_t dx_off;        /* within a head */
+    size_t head_bytes;
+    size_t digits_off;
+    size_t chunk_bytes;   /* 3 digits x streams x 64 bytes */
+    size_t chunk_stride;  /* n_tok * chunk_bytes */
+    size_t total_bytes;
+} qlayout;
+
+/* bits, group sizes and chunk sizes are powers of two (cpu_matmul_check). */
+static inline int ilog2(int v) { return __builtin_ctz((unsigned)v); }
+
+static qlayout quant_layout(const alm_weight *w, int n_tok)
+{
+    qlayout L;
+    int ce_log2 = 9 - ilog2(w->bits);
+    L.bits = w->bits;
+    L.streams = 8 >> ilog2(w->bits);
+    L.chunk_elems = 1 << ce_log2;
+    L.chunks = (w->cols + L.chunk_elems - 1) >> ce_log2;
+    L.groups = w->cols >> ilog2(w->group_size);
+    L.n_tok = n_tok;
+    L.dx_off = align64(sizeof(float) * (size_t)L.groups);
+    L.head_bytes = 2 * L.dx_off;
+    L.digits_off = L.head_bytes * (size_t)n_tok;
+    L.chunk_bytes = (size_t)3 * (size_t)L.streams * 64;
+    L.chunk_stride = L.chunk_bytes * (size_t)n_tok;
+    L.total_bytes = L.digits_off + L.chunk_stride * (size_t)L.chunks;
+    return L;
+}
+
+static inline const uint8_t *token_head(const qlayout *L, const uint8_t *scratch, int t)
+{
+    return scratch + L->head_bytes * (size_t)t;
+}
+
+static inline const uint8_t *chunk_digits(const qlayout *L, const uint8_t *scratch, int c, int t)
+{
+    return scratch + L->digits_off + L->chunk_stride * (size_t)c + L->chunk_bytes * (size_t)t;
+}
+
+size_t avx512_quant_scratch_size(const alm_weight *w, int n_tok)
+{
+    return quant_layout(w, n_tok).total_bytes;
+}
+
+/* ------------------------------------------------------------ quantized: prepare */
+
+/* Stores the three digits of 16 activations (already multiplied by 1/dx)
+ * of stream p, lanes [k, k + 16) of a chunk. */
+static inline void store_digits(__m512 scaled, uint8_t *chunk, int streams, int p, int k)
+{
+    __m512i xq = _mm512_cvtps_epi32(scaled);   /* round to nearest even */
+    __m512i off = _mm512_set1_epi32(XQ_OFFSET);
+    __m512i v = _mm512_xor_si512(_mm512_add_epi32(xq, off), off);
+    _mm_storeu_si128((__m128i *)(chunk + (size_t)(0 * streams + p) * 64 + k),
+                     _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 16)));
+    _mm_storeu_si128((__m128i *)(chunk + (size_t)(1 * streams + p) * 64 + k),
+                     _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 8)));
+    _mm_storeu_si128((__m128i *)(chunk + (size_t)(2 * streams + p) * 64 + k),
+                     _mm512_cvtepi32_epi8(v));
+}
+
+static void quant_prepare_token(const alm_weight *w, const qlayout *L, const float *x,
+                                uint8_t *scratch, int t)
+{
+    uint8_t *head = scratch + L->head_bytes * (size_t)t;
+    int cols = w->cols, gs = w->group_size, gs_log2 = ilog2(gs);
+
+    /* Per group: the sum of x (exact x, for the biases), and the scale dx
+     * that maps max |x| of the group to XQ_MAX. */
+    float *sums = (float *)head;
+    float *dxs = (float *)(head + L->dx_off);
+    bool finite = true;
+    for (int g = 0; g < L->groups; g++) {
+        __m512 s = _mm512_setzero_ps(), m = _mm512_setzero_ps();
+        for (int i = 0; i < gs; i += 16) {
+            __m512 v = _mm512_loadu_ps(x + g * gs + i);
+            s = _mm512_add_ps(s, v);
+            m = _mm512_max_ps(m, _mm512_abs_ps(v));
+        }
+        float sum = hsum(s), mx = _mm512_reduce_max_ps(m);
+        sums[g] = sum;
+        /* max_ps drops NaN; the sum keeps it (and Inf). */
+        if (!isfinite(sum) || !isfinite(mx)) {
+            finite = false;
+            mx = 0.0f;
+        }
+        dxs[g] = mx / XQ_MAX;
+    }
+    size_t pad = L->dx_off - sizeof(float) * (size_t)L->groups;
+    memset(sums + L->groups, 0, pad);
+    memset(dxs + L->groups, 0, pad);
+
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    int P = L->streams;
+    for (int c = 0; c < L->chunks; c++) {
+        uint8_t *chunk = (uint8_t *)chunk_digits(L, scratch, c, t);
+        int base = c * L->chunk_elems;
+        for (int k = 0; k < 64; k += 16) {
+            /* The 16 * P consecutive columns feeding lanes [k, k + 16);
+             * each run of 16 lies inside one group. */
+            int first = base + k * P;
+            __m512 v[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                            _mm512_setzero_ps() };
+            for (int i = 0; i < P; i++) {
+                int col = first + 16 * i, left = cols - col;
+                if (left > 0) {
+                    float dx = dxs[col >> gs_log2];
+                    float inv = dx > 0.0f ? 1.0f / dx : 0.0f;
+                    v[i] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask16(left), x + col),
+                                         _mm512_set1_ps(inv));
+                }
+            }
+            if (P == 1) {
+                store_digits(v[0], chunk, 1, 0, k);
+            } else if (P == 2) {
+                store_digits(_mm512_permutex2var_ps(v[0], even, v[1]), chunk, 2, 0, k);
+                store_digits(_mm512_permutex2var_ps(v[0], odd, v[1]), chunk, 2, 1, k);
+            } else {
+                __m512 e0 = _mm512_permutex2var_ps(v[0], even, v[1]);
+                __m512 o0 = _mm512_permutex2var_ps(v[0], odd, v[1]);
+                __m512 e1 = _mm512_permutex2var_ps(v[2], even, v[3]);
+                __m512 o1 = _mm512_permutex2var_ps(v[2], odd, v[3]);
+                store_digits(_mm512_permutex2var_ps(e0, even, e1), chunk, 4, 0, k);
+                store_digits(_mm512_permutex2var_ps(o0, even, o1), chunk, 4, 1, k);
+                store_digits(_mm512_permutex2var_ps(e0, odd, e1), chunk, 4, 2, k);
+                store_digits(_mm512_permutex2var_ps(o0, odd, o1), chunk, 4, 3, k);
+            }
+        }
+    }
+    if (!finite) {
+        /* NaN or Inf in x: the result is NaN, as in fp32. */
+        for (int g = 0; g < L->groups; g++)
+            dxs[g] = NAN;
+    }
+}
+
+/* ------------------------------------------------------------ quantized: rows */
+
+typedef struct qctx {
+    const alm_weight *w;
+    qlayout L;
+    const uint8_t *data;
+    size_t row_bytes;
+    const uint8_t *scratch;
+    float *y;
+    size_t y_stride;
+    __mmask64 tail_mask;   /* bytes of the last chunk of a row (1..64) */
+    int gs_log2;
+    __m512i scale_index;   /* lane -> group within a chunk */
+} qctx;
+
+/* Unpacks 64 bytes of packed weights into streams of bytes q. */
+static inline __attribute__((always_inline))
+void unpack_chunk(__m512i wv, const int BITS, __m512i *u)
+{
+    if (BITS == 8) {
+        u[0] = wv;
+    } else if (BITS == 4) {
+        const __m512i m = _mm512_set1_epi8(0x0f);
+        u[0] = _mm512_and_si512(wv, m);
+        u[1] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m);
+    } else {
+        const __m512i m = _mm512_set1_epi8(0x03);
+        u[0] = _mm512_and_si512(wv, m);
+        u[1] = _mm512_and_si512(_mm512_srli_epi16(wv, 2), m);
+        u[2] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m);
+        u[3] = _mm512_and_si512(_mm512_srli_epi16(wv, 6), m);
+    }
+}
+
+/* sum over a chunk of q * xq, per lane, as float; xv: the chunk's digits,
+ * [digit][stream]. */
+static inline __attribute__((always_inline))
+__m512 chunk_dot(const __m512i *u, const __m512i *xv, const int BITS)
+{
+    const int P = 8 / BITS;
+    if (BITS == 8) {
+        /* 4 x 255 x 2^23 overflows int32: recombine in float. */
+        __m512i z = _mm512_setzero_si512();
+        __m512i i2 = _mm512_dpbusd_epi32(z, u[0], xv[0]);
+        __m512i i1 = _mm512_dpbusd_epi32(z, u[0], xv[1]);
+        __m512i i0 = _mm512_dpbusd_epi32(z, u[0], xv[2]);
+        __m512i lo = _mm512_add_epi32(_mm512_slli_epi32(i1, 8), i0);
+        return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_set1_ps(65536.0f),
+                               _mm512_cvtepi32_ps(lo));
+    }
+    /* xq = 65536 d2 + 256 d1 + d0: one chain, shifted by 8 bits between
+     * digits (measured as fast as independent chains per digit, with fewer
+     * instructions). */
+    __m512i s = _mm512_setzero_si512();
+    UNROLL
+    for (int d = 0; d < 3; d++) {
+        if (d)
+            s = _mm512_slli_epi32(s, 8);
+        UNROLL
+        for (int p = 0; p < P; p++)
+            s = _mm512_dpbusd_epi32(s, u[p], xv[d * P + p]);
+    }
+    return _mm512_cvtepi32_ps(s);
+}
+
+/* Scales and biases of groups [g0, g0 + 16) (masked by gm) of rows
+ * [r, r + R) as f32. One switch on the dtype for the whole tile: inside
+ * the row loop it cost more than the conversions. */
+static inline __attribute__((always_inline))
+void load_tile_params(const alm_weight *w, int r, int g0, __mmask16 gm, __m512 *sc, __m512 *bs,
+                      const int R)
+{
+    size_t groups = (size_t)(w->cols >> ilog2(w->group_size));
+    size_t first = (size_t)r * groups + (size_t)g0;
+    switch (w->scale_dtype) {
+    case ALM_DTYPE_BF16: {
+        const uint16_t *sp = (const uint16_t *)w->scales + first;
+        const uint16_t *bp = (const uint16_t *)w->biases + first;
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            sc[i] = _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(gm, sp + (size_t)i * groups)), 16));
+            bs[i] = _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(gm, bp + (size_t)i * groups)), 16));
+        }
+        break;
+    }
+    case ALM_DTYPE_F16: {
+        const uint16_t *sp = (const uint16_t *)w->scales + first;
+        const uint16_t *bp = (const uint16_t *)w->biases + first;
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            sc[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, sp + (size_t)i * groups));
+            bs[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, bp + (size_t)i * groups));
+        }
+        break;
+    }
+    default: {
+        const float *sp = (const float *)w->scales + first;
+        const float *bp = (const float *)w->biases + first;
+        UNROLL
+        for (int i = 0; i < R; i++) {
+            sc[i] = _mm512_maskz_loadu_ps(gm, sp + (size_t)i * groups);
+            bs[i] = _mm512_maskz_loadu_ps(gm, bp + (size_t)i * groups);
+        }
+        break;
+    }
+    }
+}
+
+/* One chunk of rows [r, r + R) (wc: the chunk in row r) for T tokens (xc:
+ * the chunk's digits of the first token; the others follow). */
+static inline __attribute__((always_inline))
+void quant_chunk(const qctx *q, const uint8_t *wc, const uint8_t *xc, __m512i sidx,
+                 __m512 acc[][MAX_TOK], __m512 scx[][MAX_TOK], const int BITS, const int R,
+                 const int T, const bool last)
+{
+    const size_t chunk_bytes = (size_t)3 * (size_t)(8 / BITS) * 64;
+    __m512i u[MAX_R][4];
+    UNROLL
+    for (int i = 0; i < R; i++) {
+        const uint8_t *wp = wc + (size_t)i * q->row_bytes;
+        prefetch_ahead(wp);
+        __m512i wv = last ? _mm512_maskz_loadu_epi8(q->tail_mask, wp) : _mm512_loadu_si512(wp);
+        unpack_chunk(wv, BITS, u[i]);
+    }
+    UNROLL
+    for (int j = 0; j < T; j++) {
+        const uint8_t *xd = xc + (size_t)j * chunk_bytes;
+        __m512i xv[12];
+        const int digits = 24 / BITS;   /* 3 digits x streams */
+        UNROLL
+        for (int k = 0; k < digits; k++)
+            xv[k] = _mm512_loadu_si512(xd + k * 64);
+        UNROLL
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_fmadd_ps(chunk_dot(u[i], xv, BITS),
+                                        _mm512_permutexvar_ps(sidx, scx[i][j]), acc[i][j]);
+    }
+}
+
+/* Rows [r, r + R) x tokens [t, t + T) over all columns.
+ *
+ * The columns go by segments of 16 groups: the scales and biases of a
+ * segment are converted to one f32 vector per row, kept in registers (a
+ * round trip through memory would stall on store forwarding), and each
+ * chunk picks its lanes' scales out of it with one permute. */
+static inline __attribute__((always_inline))
+void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const int T)
+{
+    const alm_weight *w = q->w;
+    const qlayout *L = &q->L;
+    const int CE = 512 / BITS;
+    const int gs_log2 = ilog2(w->group_size);
+    /* Chunks per segment of 16 groups (16 * group >= CE for every format). */
+    const int seg_chunks = (16 << gs_log2) / CE;
+    __m512 acc[MAX_R][MAX_TOK];
+    UNROLL
+    for (int i = 0; i < R; i++)
+        UNROLL
+        for (int j = 0; j < T; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    const uint8_t *tok[MAX_TOK];
+    UNROLL
+    for (int j = 0; j < T; j++)
+        tok[j] = token_head(L, q->scratch, t + j);
+    const uint8_t *wrow = q->data + (size_t)r * q->row_bytes;
+    /* scale[g] * dx[g] of the segment's groups, per row and token: read
+     * back whole (store forwarding works) by the permutes below. */
+    __m512 scx[MAX_R][MAX_TOK];
+
+    for (int g0 = 0, c0 = 0; g0 < L->groups; g0 += 16, c0 += seg_chunks) {
+        int ng = L->groups - g0;
+        int c1 = ng > 16 ? c0 + seg_chunks : L->chunks;
+        __mmask16 gm = mask16(ng);
+        __m512 sc[MAX_R], bs[MAX_R];
+        load_tile_params(w, r, g0, gm, sc, bs, R);
+        UNROLL
+        for (int j = 0; j < T; j++) {
+            __m512 sums = _mm512_maskz_loadu_ps(gm, (const float *)tok[j] + g0);
+            __m512 dxs = _mm512_maskz_loadu_ps(gm, (const float *)(tok[j] + L->dx_off) + g0);
+            UNROLL
+            for (int i = 0; i < R; i++) {
+                /* the biases: sum_g bias[g] * sum_g(x) */
+                acc[i][j] = _mm512_fmadd_ps(bs[i], sums, acc[i][j]);
+                scx[i][j] = _mm512_mul_ps(sc[i], dxs);
+            }
+        }
+        /* The last chunk of a row may be partial: it alone takes a masked
+         * load, outside the loop. */
+        int c_end = c1 == L->chunks ? c1 - 1 : c1;
+        int c = c0;
+        /* The groups of the chunk's lanes, within the segment: they move on
+         * by CE / gs per chunk, or by one every gs / CE chunks. */
+        const uint8_t *wc = wrow + (size_t)c * 64;
+        const uint8_t *xc = chunk_digits(L, q->scratch, c, t);
+        if (gs_log2 <= ilog2(CE)) {
+            const __m512i step = _mm512_set1_epi32(CE >> gs_log2);
+            __m512i sidx = q->scale_index;
+            for (; c < c_end; c++) {
+                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, R, T, false);
+                sidx = _mm512_add_epi32(sidx, step);
+                wc += 64;
+                xc += L->chunk_stride;
+            }
+            if (c < c1)
+                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, R, T, true);
+        } else {
+            for (; c < c1; c++) {
+                __m512i sidx = _mm512_set1_epi32(((c * CE) >> gs_log2) - g0);
+                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, R, T, c == L->chunks - 1);
+                wc += 64;
+                xc += L->chunk_stride;
+            }
+        }
+    }
+    store_tile_sums(acc, R, T, q->y, q->y_stride, r, t);
+}
+
+/* Tiles over rows [r0, r1) (a multiple of R of them), tokens [t, t + T). */
+typedef void (*quant_tile_fn)(const qctx *q, int r0, int r1, int t);
+
+#define QUANT_TILE(BITS, R, T)                                                      \
+    static void quant_tile_##BITS##_##R##_##T(const qctx *q, int r0, int r1, int t) \
+    {                                                                               \
+        for (int r = r0; r < r1; r += R)                                            \
+            quant_tile(q, r, t, BITS, R, T);                                        \
+    }
+/* Rows per tile: 4 for one or two tokens (8 for one), else 2; more would
+ * spill registers. Each T also has the smaller tiles for leftover rows. */
+#define QUANT_TILES_SMALL(BITS, T) QUANT_TILE(BITS, 1, T) QUANT_TILE(BITS, 2, T)
+#define QUANT_TILES(BITS)                                                   \
+    QUANT_TILES_SMALL(BITS, 1) QUANT_TILE(BITS, 4, 1) QUANT_TILE(BITS, 8, 1) \
+    QUANT_TILES_SMALL(BITS, 2) QUANT_TILE(BITS, 4, 2)                       \
+    QUANT_TILES_SMALL(BITS, 3) QUANT_TILES_SMALL(BITS, 4)                   \
+    QUANT_TILES_SMALL(BITS, 5) QUANT_TILES_SMALL(BITS, 6)                   \
+    QUANT_TILES_SMALL(BITS, 7) QUANT_TILES_SMALL(BITS, 8)
+QUANT_TILES(2)
+QUANT_TILES(4)
+QUANT_TILES(8)
+
+#define QUANT_ROW_T(BITS, T) { quant_tile_##BITS##_1_##T, quant_tile_##BITS##_2_##T }
+#define QUANT_ROW(BITS)                                                                  \
+    { { quant_tile_##BITS##_1_1, quant_tile_##BITS##_2_1, quant_tile_##BITS##_4_1,       \
+        quant_tile_##BITS##_8_1 },                                                       \
+      { quant_tile_##BITS##_1_2, quant_tile_##BITS##_2_2, quant_tile_##BITS##_4_2 },     \
+      QUANT_ROW_T(BITS, 3), QUANT_ROW_T(BITS, 4), QUANT_ROW_T(BITS, 5),                 \
+      QUANT_ROW_T(BITS, 6), QUANT_ROW_T(BITS, 7), QUANT_ROW_T(BITS, 8) }
+/* [bits 2, 4, 8][T - 1][log2 R] */
+static const quant_tile_fn quant_tiles[3][MAX_TOK][4] = {
+    QUANT_ROW(2), QUANT_ROW(4), QUANT_ROW(8),
+};
+
+/* log2 of the rows per tile for T tokens (the largest in quant_tiles):
+ * 8 rows for one token (measured 8 to 15% faster than 4), 4 for two (20%
+ * faster than 2), 2 from three tokens on (4 would spill registers). */
+static const int quant_tile_rlog2[MAX_TOK] = { 3, 2, 1, 1, 1, 1, 1, 1 };
+/* Tokens per tile when there are more than MAX_TOK (measured: 4 to 8 are
+ * within a few percent of each other). */
+static const int quant_big_t = 4;
+
+static void quant_tile_range(const qctx *q, int b, int T, int r0, int r1, int ta, int tb)
+{
+    for (int t = ta; t < tb; t += T) {
+        /* Tiles of R rows, then the leftover rows in smaller tiles. */
+        int r = r0;
+        for (int rl = quant_tile_rlog2[T - 1]; rl >= 0; rl--) {
+            int n = (r1 - r) >> rl << rl;
+            if (n > 0)
+                quant_tiles[b][T - 1][rl](q, r, r + n, t);
+            r += n;
+        }
+    }
+}
+
+void avx512_quant_rows(const alm_weight *w, const void *scratch, int n_tok, float *y,
+                       size_t y_stride, int r0, int r1)
+{
+    qctx q;
+    q.w = w;
+    q.L = quant_layout(w, n_tok);
+    q.data = w->data;
+    q.row_bytes = alm_weight_row_bytes(w);
+    q.scratch = scratch;
+    q.y = y;
+    q.y_stride = y_stride;
+    q.tail_mask = mask64((int)(q.row_bytes - (size_t)(q.L.chunks - 1) * 64));
+    q.gs_log2 = ilog2(w->group_size);
+    /* Lane j of a chunk covers columns [j * E, (j + 1) * E) of it. */
+    int e_log2 = ilog2(q.L.chunk_elems) - 4, gs_log2 = ilog2(w->group_size);
+    int idx[16];
+    for (int j = 0; j < 16; j++)
+        idx[j] = w->group_size <= q.L.chunk_elems ? (j << e_log2) >> gs_log2 : 0;
+    q.scale_index = _mm512_loadu_si512(idx);
+    int b = w->bits == 2 ? 0 : w->bits == 4 ? 1 : 2;
+
+    for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
+        int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
+        int n = t1 - t0;
+        if (n <= MAX_TOK) {
+            quant_tile_range(&q, b, n, r0, r1, t0, t1);
+            continue;
+        }
+        int full = n / quant_big_t * quant_big_t;
+        quant_tile_range(&q, b, quant_big_t, r0, r1, t0, t0 + full);
+        if (full < n)
+            quant_tile_range(&q, b, n - full, r0, r1, t0 + full, t1);
+    }
+}
+
+
+void avx512_quant_prepare(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
+                          void *scratch)
+{
+    qlayout L = quant_layout(w, n_tok);
+    for (int t = 0; t < n_tok; t++)
+        quant_prepare_token(w, &L, x + (size_t)t * x_stride, scratch, t);
+}
