@@ -122,30 +122,36 @@ typedef void (*dense_tile_fn)(const dctx *d, int r0, int r1, int t);
         for (int r = r0; r < r1; r += R)                                            \
             dense_tile(d, r, t, DT, R, T);                                          \
     }
-/* Rows per tile: 16 accumulators for T <= 2; 8 rows would not fit two
- * tokens' weights and accumulators in 32 registers. */
+/* Rows per tile: 4 for one or two tokens, 2 for three or four (16
+ * accumulators), 1 from five to eight: up to eight tokens are done in one
+ * pass over the weights, which matters when they come from memory (a
+ * verify pass of a model that does not fit the caches). */
 #define DENSE_TILES(DT, NAME)                                                       \
     DENSE_TILE(DT, NAME, 1, 1) DENSE_TILE(DT, NAME, 2, 1) DENSE_TILE(DT, NAME, 4, 1)  \
-    DENSE_TILE(DT, NAME, 8, 1)                                                       \
     DENSE_TILE(DT, NAME, 1, 2) DENSE_TILE(DT, NAME, 2, 2) DENSE_TILE(DT, NAME, 4, 2)  \
     DENSE_TILE(DT, NAME, 1, 3) DENSE_TILE(DT, NAME, 2, 3)                            \
-    DENSE_TILE(DT, NAME, 1, 4) DENSE_TILE(DT, NAME, 2, 4)
+    DENSE_TILE(DT, NAME, 1, 4) DENSE_TILE(DT, NAME, 2, 4)                            \
+    DENSE_TILE(DT, NAME, 1, 5) DENSE_TILE(DT, NAME, 1, 6)                            \
+    DENSE_TILE(DT, NAME, 1, 7) DENSE_TILE(DT, NAME, 1, 8)
 DENSE_TILES(ALM_DTYPE_F32, f32)
 DENSE_TILES(ALM_DTYPE_F16, f16)
 DENSE_TILES(ALM_DTYPE_BF16, bf16)
 
 /* [F32, F16, BF16][T - 1][log2 R], NULL past the largest R for that T. */
-#define DENSE_ROW(NAME)                                                               \
-    { { dense_tile_##NAME##_1_1, dense_tile_##NAME##_2_1, dense_tile_##NAME##_4_1,    \
-        dense_tile_##NAME##_8_1 },                                                     \
-      { dense_tile_##NAME##_1_2, dense_tile_##NAME##_2_2, dense_tile_##NAME##_4_2, NULL }, \
-      { dense_tile_##NAME##_1_3, dense_tile_##NAME##_2_3, NULL, NULL },                \
-      { dense_tile_##NAME##_1_4, dense_tile_##NAME##_2_4, NULL, NULL } }
-static const dense_tile_fn dense_tiles[3][4][4] = {
+#define DENSE_ROW(NAME)                                                                  \
+    { { dense_tile_##NAME##_1_1, dense_tile_##NAME##_2_1, dense_tile_##NAME##_4_1 },     \
+      { dense_tile_##NAME##_1_2, dense_tile_##NAME##_2_2, dense_tile_##NAME##_4_2 },     \
+      { dense_tile_##NAME##_1_3, dense_tile_##NAME##_2_3, NULL },                        \
+      { dense_tile_##NAME##_1_4, dense_tile_##NAME##_2_4, NULL },                        \
+      { dense_tile_##NAME##_1_5, NULL, NULL }, { dense_tile_##NAME##_1_6, NULL, NULL },  \
+      { dense_tile_##NAME##_1_7, NULL, NULL }, { dense_tile_##NAME##_1_8, NULL, NULL } }
+static const dense_tile_fn dense_tiles[3][MAX_TOK][3] = {
     DENSE_ROW(f32), DENSE_ROW(f16), DENSE_ROW(bf16),
 };
-static const int dense_tile_rlog2[4] = { 2, 2, 1, 1 };
-#define DENSE_MAX_T 4
+static const int dense_tile_rlog2[MAX_TOK] = { 2, 2, 1, 1, 0, 0, 0, 0 };
+/* Tokens per tile when there are more than MAX_TOK: 4 tokens x 2 rows is
+ * FMA-bound where 8 x 1 would wait on loads. */
+#define DENSE_BIG_T 4
 
 static void dense_tile_range(const dctx *d, int k, int T, int r0, int r1, int ta, int tb)
 {
@@ -193,11 +199,15 @@ static void dense_rows(const alm_weight *w, const void *scratch, const float *x,
     }
     for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
         int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
-        int full = (t1 - t0) / DENSE_MAX_T * DENSE_MAX_T;
-        if (full > 0)
-            dense_tile_range(&d, k, DENSE_MAX_T, r0, r1, t0, t0 + full);
-        if (full < t1 - t0)
-            dense_tile_range(&d, k, t1 - t0 - full, r0, r1, t0 + full, t1);
+        int n = t1 - t0;
+        if (n <= MAX_TOK) {
+            dense_tile_range(&d, k, n, r0, r1, t0, t1);
+            continue;
+        }
+        int full = n / DENSE_BIG_T * DENSE_BIG_T;
+        dense_tile_range(&d, k, DENSE_BIG_T, r0, r1, t0, t0 + full);
+        if (full < n)
+            dense_tile_range(&d, k, n - full, r0, r1, t0 + full, t1);
     }
 }
 
