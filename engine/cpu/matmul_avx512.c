@@ -65,22 +65,18 @@ void dense_tile(const dctx *d, int r, int t, const alm_dtype DT, const int R, co
             if (DT == ALM_DTYPE_BF16) {
                 /* a 32-bit lane holds columns 2k (low half) and 2k + 1 */
                 const uint16_t *p = (const uint16_t *)w->data + off;
-                prefetch_ahead(p);
                 __m512i v = full ? _mm512_loadu_si512(p)
                                  : _mm512_maskz_loadu_epi16((__mmask32)mask64(cols - c), p);
                 w0[i] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
                 w1[i] = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
             } else if (DT == ALM_DTYPE_F16) {
                 const uint16_t *p = (const uint16_t *)w->data + off;
-                prefetch_ahead(p);
                 w0[i] = _mm512_cvtph_ps(full ? _mm256_loadu_si256((const __m256i *)p)
                                              : _mm256_maskz_loadu_epi16(m0, p));
                 w1[i] = _mm512_cvtph_ps(full ? _mm256_loadu_si256((const __m256i *)(p + 16))
                                              : _mm256_maskz_loadu_epi16(m1, p + 16));
             } else {
                 const float *p = (const float *)w->data + off;
-                prefetch_ahead(p);
-                prefetch_ahead(p + 16);
                 w0[i] = full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m0, p);
                 w1[i] = full ? _mm512_loadu_ps(p + 16) : _mm512_maskz_loadu_ps(m1, p + 16);
             }

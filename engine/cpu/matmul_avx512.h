@@ -35,35 +35,6 @@ static inline __mmask64 mask64(int n)
     return n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
 }
 
-/* 16 scales or biases (n of them valid, the rest zero) as f32. */
-static inline __m512 load_params(alm_dtype t, const void *base, size_t i, int n)
-{
-    __mmask16 m = mask16(n);
-    switch (t) {
-    case ALM_DTYPE_F16:
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
-    case ALM_DTYPE_BF16: {
-        __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
-        return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
-    }
-    default:
-        return _mm512_maskz_loadu_ps(m, (const float *)base + i);
-    }
-}
-
-#ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD 12288
-#endif
-/* Rows are read in order, a few at a time, in pieces too short for the
- * hardware prefetcher to run far enough ahead: without this, a model that
- * does not fit the caches runs at half the memory bandwidth. Prefetches
- * never fault, and the address is formed as an integer: past the end of
- * the weights it is harmless. */
-static inline void prefetch_ahead(const void *p)
-{
-    _mm_prefetch((const char *)((uintptr_t)p + PREFETCH_AHEAD), _MM_HINT_T0);
-}
-
 static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
 /* The horizontal sums of a, b, c, d, in that order: 9 operations for four

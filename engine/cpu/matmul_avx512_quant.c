@@ -309,7 +309,6 @@ void quant_chunk(const qctx *q, const uint8_t *wc, const uint8_t *xc, __m512i si
     UNROLL
     for (int i = 0; i < R; i++) {
         const uint8_t *wp = wc + (size_t)i * q->row_bytes;
-        prefetch_ahead(wp);
         __m512i wv = last ? _mm512_maskz_loadu_epi8(q->tail_mask, wp) : _mm512_loadu_si512(wp);
         unpack_chunk(wv, BITS, u[i]);
     }
