@@ -440,7 +440,7 @@ static const quant_tile_fn quant_tiles[3][MAX_TOK][4] = {
 };
 
 /* log2 of the rows per tile for T tokens (the largest in quant_tiles):
- * 8 rows for one token (measured 8 to 15% faster than 4), 4 for two (20%
+ * 8 rows for one token (measured 8 to 15% faster than 4), 4 for two (12-17%
  * faster than 2), 2 from three tokens on (4 would spill registers). */
 static const int quant_tile_rlog2[MAX_TOK] = { 3, 2, 1, 1, 1, 1, 1, 1 };
 /* Tokens per tile when there are more than MAX_TOK (measured: 4 to 8 are
