@@ -63,7 +63,37 @@ const cpu_kernels *cpu_kernels_for(cpu_isa isa)
     return NULL;
 }
 
-const cpu_kernels *cpu_kernels_select(void)
+const cpu_kernels *cpu_kernels_for_activation(cpu_isa isa, int bits)
+{
+    const cpu_kernels *k = cpu_kernels_for(isa);
+    if (!k || k->activation_bits == bits)
+        return k;
+#if defined(__x86_64__)
+    if (isa == CPU_ISA_AVX512 && bits == 8)
+        return &cpu_kernels_avx512_act8;
+    if (isa == CPU_ISA_AVX512 && bits == 24)
+        return &cpu_kernels_avx512_act24;
+#endif
+    return NULL;
+}
+
+int cpu_kernels_activation_bits(const cpu_kernels *k) { return k->activation_bits; }
+
+/* The variant of k for ALM_ACTIVATION_BITS, when set and k has it. */
+static const cpu_kernels *with_activation_bits(const cpu_kernels *k)
+{
+    const char *want = getenv("ALM_ACTIVATION_BITS");
+    if (!want || !*want)
+        return k;
+    char *end;
+    long bits = strtol(want, &end, 10);
+    if (*end || bits <= 0 || bits > 32)
+        return k;
+    const cpu_kernels *v = cpu_kernels_for_activation(k->isa, (int)bits);
+    return v ? v : k;
+}
+
+static const cpu_kernels *select_isa(void)
 {
     const char *want = getenv("ALM_CPU_ISA");
     if (want && *want) {
@@ -86,6 +116,8 @@ const cpu_kernels *cpu_kernels_select(void)
     }
     return &cpu_kernels_scalar;
 }
+
+const cpu_kernels *cpu_kernels_select(void) { return with_activation_bits(select_isa()); }
 
 cpu_isa cpu_kernels_isa(const cpu_kernels *k) { return k->isa; }
 

@@ -6,8 +6,11 @@
  *      caller-provided scratch buffer of cpu_matmul_scratch_size bytes;
  *   2. cpu_matmul_rows (any number of threads, disjoint row ranges):
  *      y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok, r0 <= r < r1.
- * Accumulation is fp32 (or exact integer); results must match a float64
- * reference of the dequantized weights to ~1e-5 relative to sum |W||x|.
+ * Accumulation is fp32 (or exact integer). Dense weights and the fp32
+ * quantized kernels match a float64 reference of the dequantized weights to
+ * ~1e-5 relative to sum |W||x|; the integer quantized kernels (AVX-512)
+ * add the rounding of the activations, at most max|x_g| / (2 * 32600) per
+ * element with 16-bit activations (x_g: the element's group).
  *
  * The instruction set (scalar, AVX2, AVX-512 (+VNNI/BF16)) is chosen once at
  * run time by cpu_kernels_select and passed in; nothing is global. */
@@ -29,9 +32,17 @@ typedef struct cpu_kernels cpu_kernels;
 
 /* The best instruction set this CPU runs, or the one named by the
  * ALM_CPU_ISA environment variable ("scalar", "avx2", "avx512") when set
- * (never one the CPU lacks). */
+ * (never one the CPU lacks); with the activation precision named by
+ * ALM_ACTIVATION_BITS ("8", "16", "24") where that set has it (AVX-512),
+ * else its default. */
 const cpu_kernels *cpu_kernels_select(void);
 const cpu_kernels *cpu_kernels_for(cpu_isa isa); /* NULL if unsupported here */
+/* The kernels of isa whose quantized path takes activations quantized to
+ * bits per element (AVX-512: 8, 16 (its default) or 24); NULL if isa is
+ * unsupported here or has no such variant. */
+const cpu_kernels *cpu_kernels_for_activation(cpu_isa isa, int bits);
+/* 8, 16 or 24 for integer kernels, 32 for fp32 activations. */
+int cpu_kernels_activation_bits(const cpu_kernels *k);
 cpu_isa cpu_kernels_isa(const cpu_kernels *k);
 const char *cpu_isa_name(cpu_isa isa);
 

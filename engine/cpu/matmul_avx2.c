@@ -353,6 +353,7 @@ static void avx2_rows(const alm_weight *w, const void *scratch, const float *x, 
 
 const cpu_kernels cpu_kernels_avx2 = {
     .isa = CPU_ISA_AVX2,
+    .activation_bits = 32,
     .scratch_size = avx2_scratch_size,
     .prepare = avx2_prepare,
     .rows = avx2_rows,

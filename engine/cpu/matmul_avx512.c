@@ -18,10 +18,8 @@ static size_t bf16_token_bytes(const alm_weight *w)
     return align64(sizeof(float) * (size_t)((w->cols + 31) / 32 * 32));
 }
 
-static size_t avx512_scratch_size(const alm_weight *w, int n_tok)
+static size_t dense_scratch_size(const alm_weight *w, int n_tok)
 {
-    if (w->bits)
-        return avx512_quant_scratch_size(w, n_tok);
     if (w->dtype == ALM_DTYPE_BF16)
         return bf16_token_bytes(w) * (size_t)n_tok;
     return 64;
@@ -209,27 +207,38 @@ static void dense_rows(const alm_weight *w, const void *scratch, const float *x,
 
 /* ------------------------------------------------------------ entry points */
 
-static void avx512_prepare(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
-                           void *scratch)
-{
-    if (w->bits)
-        avx512_quant_prepare(w, x, n_tok, x_stride, scratch);
-    else if (w->dtype == ALM_DTYPE_BF16)
-        dense_prepare_bf16(w, x, n_tok, x_stride, scratch);
-}
-
-static void avx512_rows(const alm_weight *w, const void *scratch, const float *x, int n_tok,
-                        size_t x_stride, float *y, size_t y_stride, int r0, int r1)
-{
-    if (w->bits)
-        avx512_quant_rows(w, scratch, n_tok, y, y_stride, r0, r1);
-    else
-        dense_rows(w, scratch, x, n_tok, x_stride, y, y_stride, r0, r1);
-}
-
-const cpu_kernels cpu_kernels_avx512 = {
-    .isa = CPU_ISA_AVX512,
-    .scratch_size = avx512_scratch_size,
-    .prepare = avx512_prepare,
-    .rows = avx512_rows,
-};
+/* One table per activation precision of the quantized kernels (see
+ * matmul_avx512_quant.c); dense weights are the same in all three. */
+#define AVX512_TABLE(NAME, BITS)                                                              \
+    static size_t avx512_scratch_size_##BITS(const alm_weight *w, int n_tok)                  \
+    {                                                                                         \
+        return w->bits ? avx512_quant_scratch_size(w, n_tok, BITS)                            \
+                       : dense_scratch_size(w, n_tok);                                        \
+    }                                                                                         \
+    static void avx512_prepare_##BITS(const alm_weight *w, const float *x, int n_tok,         \
+                                      size_t x_stride, void *scratch)                         \
+    {                                                                                         \
+        if (w->bits)                                                                          \
+            avx512_quant_prepare(w, x, n_tok, x_stride, scratch, BITS);                       \
+        else if (w->dtype == ALM_DTYPE_BF16)                                                  \
+            dense_prepare_bf16(w, x, n_tok, x_stride, scratch);                               \
+    }                                                                                         \
+    static void avx512_rows_##BITS(const alm_weight *w, const void *scratch, const float *x,  \
+                                   int n_tok, size_t x_stride, float *y, size_t y_stride,     \
+                                   int r0, int r1)                                            \
+    {                                                                                         \
+        if (w->bits)                                                                          \
+            avx512_quant_rows(w, scratch, n_tok, y, y_stride, r0, r1, BITS);                  \
+        else                                                                                  \
+            dense_rows(w, scratch, x, n_tok, x_stride, y, y_stride, r0, r1);                  \
+    }                                                                                         \
+    const cpu_kernels NAME = {                                                                \
+        .isa = CPU_ISA_AVX512,                                                                \
+        .activation_bits = BITS,                                                              \
+        .scratch_size = avx512_scratch_size_##BITS,                                           \
+        .prepare = avx512_prepare_##BITS,                                                     \
+        .rows = avx512_rows_##BITS,                                                           \
+    };
+AVX512_TABLE(cpu_kernels_avx512, 16)
+AVX512_TABLE(cpu_kernels_avx512_act8, 8)
+AVX512_TABLE(cpu_kernels_avx512_act24, 24)

@@ -84,11 +84,12 @@ void store_tile_sums(__m512 v[][MAX_TOK], const int R, const int T, float *y, si
 }
 
 
-/* Quantized weights (matmul_avx512_quant.c). */
-size_t avx512_quant_scratch_size(const alm_weight *w, int n_tok);
+/* Quantized weights (matmul_avx512_quant.c), activations quantized to
+ * act_bits = 8, 16 or 24 bits per element. */
+size_t avx512_quant_scratch_size(const alm_weight *w, int n_tok, int act_bits);
 void avx512_quant_prepare(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
-                          void *scratch);
+                          void *scratch, int act_bits);
 void avx512_quant_rows(const alm_weight *w, const void *scratch, int n_tok, float *y,
-                       size_t y_stride, int r0, int r1);
+                       size_t y_stride, int r0, int r1, int act_bits);
 
 #endif

@@ -1,26 +1,34 @@
 /* AVX-512 VNNI kernels for MLX affine quantized weights (2, 4, 8 bits).
  *
  * cpu_matmul_prepare quantizes each token's activations once, group by
- * group (the weight's groups), to 24-bit integers xq = round(x / dx_g) with
- * dx_g = max|x| of the group / 2^23, and writes them as three signed bytes
- * ("digits"): xq = 65536 d2 + 256 d1 + d0. A 64-byte chunk of packed
- * weights is unpacked into bytes q (one shift and one AND per bit field; no
- * shuffle: the digits are stored in the bit fields' order) and vpdpbusd
- * multiplies them with the digits, 4 byte pairs per 32-bit lane. A lane
- * sums at most 8 (4-bit) or 16 (2-bit) products, so sum q * xq fits in
- * int32 exactly and the digits recombine with two shifts; 8-bit weights
- * would overflow and recombine in float instead. A lane lies inside one
- * group, so lanes are scaled by scale_g * dx_g in float and accumulated
- * across chunks, with one horizontal sum per row and token at the end; the
- * biases enter as sum_g bias_g * sum_g(x), the sums coming from prepare.
+ * group (the weight's groups), to integers xq = round(x / dx_g) with dx_g =
+ * max|x| of the group / XQ_MAX, and writes them as D signed bytes
+ * ("digits"), most significant first: xq = 256 d1 + d0 for D = 2. A 64-byte
+ * chunk of packed weights is unpacked into bytes q (one shift and one AND
+ * per bit field; no shuffle: the digits are stored in the bit fields'
+ * order) and vpdpbusd multiplies them with the digits, 4 byte pairs per
+ * 32-bit lane. A lane sums at most 8 (4-bit) or 16 (2-bit) products, so
+ * sum q * xq fits in int32 exactly and the digits recombine with a shift
+ * between them; 8-bit weights with 24-bit activations would overflow and
+ * recombine in float instead. A lane lies inside one group, so lanes are
+ * scaled by scale_g * dx_g in float and accumulated across chunks, with one
+ * horizontal sum per row and token at the end; the biases enter as
+ * sum_g bias_g * sum_g(x), the sums (of the exact x) coming from prepare.
  *
- * Why 24 bits per group: the rounding error is 2^-24 of the group's largest
- * |x|, as good as fp32 for a dot product; 16-bit activations lose the small
- * values of a group that holds an outlier (the test's 50x outliers already
- * push them past the 2e-5 tolerance).
- * Why integers: 6 vpdpbusd (64 byte products each) cover 128 weights of one
- * token, against 8 FMAs plus 15 shifts and permutes to turn nibbles into
- * floats: measured 4.2 against 6.4 cycles per 128 weights for one token.
+ * Activation precision (D digits, chosen with the kernel table:
+ * cpu_kernels_for_activation):
+ *   16 bits (D = 2, the default): |x - xq dx| <= dx / 2 = max|x_g| / 65200
+ *     per element, so |y - exact| <= sum_g max|x_g| / 65200 * sum_g |W|.
+ *     The product needs logits within 1e-3 of their range and the greedy
+ *     references (margins down to 0.0014): 16 bits keeps both (see
+ *     tests/conformance), at 2 dot products per 64 weights instead of 3.
+ *   24 bits (D = 3): the rounding is 2^-24 of the group's largest |x|, as
+ *     good as fp32; kept for comparison (ALM_ACTIVATION_BITS=24).
+ *   8 bits (D = 1): an experiment (ALM_ACTIVATION_BITS=8), one dot product
+ *     per 64 weights; error max|x_g| / 254 per element.
+ * Why integers: vpdpbusd (64 byte products each) against 8 FMAs plus 15
+ * shifts and permutes to turn 128 nibbles into floats: measured 4.2 against
+ * 6.4 cycles per 128 weights for one token with 24-bit activations.
  *
  * The work is tiled as R rows x T tokens of accumulators in registers, so
  * that a chunk of weights is unpacked once for T tokens and a chunk of
@@ -30,12 +38,16 @@
 
 #include "cpu/matmul_avx512.h"
 
-/* |xq| stays below 8355711, the largest value three signed digits hold
- * (127 * 65536 + 127 * 256 + 127), with room for the rounding of x / dx. */
-#define XQ_MAX 8355000.0f
-/* Offset that makes the digits of xq + XQ_OFFSET unsigned bytes; XOR with
- * it turns each byte back into the signed digit. */
-#define XQ_OFFSET 0x808080
+/* The largest |xq| for D digits: below what D signed digits hold
+ * (127 * 65536 + 127 * 256 + 127 for three, 127 * 256 + 127 = 32639 for
+ * two), with room for the rounding of x / dx; one digit is a plain int8. */
+static inline float xq_max(int digits)
+{
+    return digits == 3 ? 8355000.0f : digits == 2 ? 32600.0f : 127.0f;
+}
+/* Offset that makes the digits of xq + offset unsigned bytes; XOR with it
+ * turns each byte back into the signed digit. */
+static inline int xq_offset(int digits) { return digits == 3 ? 0x808080 : 0x8080; }
 
 /* ------------------------------------------------------------ layout */
 
@@ -46,13 +58,14 @@ typedef struct qlayout {
     int chunks;        /* per row, the last one possibly partial */
     int groups;
     int n_tok;
+    int digits;        /* activation bytes per element: 1, 2 or 3 */
     /* Scratch: per token a head of [sums of x per group | dx per group],
-     * then the digits chunk-major, [chunk][token][3 digits][streams][64]:
+     * then the digits chunk-major, [chunk][token][digits][streams][64]:
      * the tokens of a tile sit side by side at constant offsets. */
     size_t dx_off;        /* within a head */
     size_t head_bytes;
     size_t digits_off;
-    size_t chunk_bytes;   /* 3 digits x streams x 64 bytes */
+    size_t chunk_bytes;   /* digits x streams x 64 bytes */
     size_t chunk_stride;  /* n_tok * chunk_bytes */
     size_t total_bytes;
 } qlayout;
@@ -60,9 +73,10 @@ typedef struct qlayout {
 /* bits, group sizes and chunk sizes are powers of two (cpu_matmul_check). */
 static inline int ilog2(int v) { return __builtin_ctz((unsigned)v); }
 
-static qlayout quant_layout(const alm_weight *w, int n_tok)
+static qlayout quant_layout(const alm_weight *w, int n_tok, int digits)
 {
     qlayout L;
+    L.digits = digits;
     int ce_log2 = 9 - ilog2(w->bits);
     L.bits = w->bits;
     L.streams = 8 >> ilog2(w->bits);
@@ -73,7 +87,7 @@ static qlayout quant_layout(const alm_weight *w, int n_tok)
     L.dx_off = align64(sizeof(float) * (size_t)L.groups);
     L.head_bytes = 2 * L.dx_off;
     L.digits_off = L.head_bytes * (size_t)n_tok;
-    L.chunk_bytes = (size_t)3 * (size_t)L.streams * 64;
+    L.chunk_bytes = (size_t)digits * (size_t)L.streams * 64;
     L.chunk_stride = L.chunk_bytes * (size_t)n_tok;
     L.total_bytes = L.digits_off + L.chunk_stride * (size_t)L.chunks;
     return L;
@@ -89,30 +103,35 @@ static inline const uint8_t *chunk_digits(const qlayout *L, const uint8_t *scrat
     return scratch + L->digits_off + L->chunk_stride * (size_t)c + L->chunk_bytes * (size_t)t;
 }
 
-size_t avx512_quant_scratch_size(const alm_weight *w, int n_tok)
+size_t avx512_quant_scratch_size(const alm_weight *w, int n_tok, int act_bits)
 {
-    return quant_layout(w, n_tok).total_bytes;
+    return quant_layout(w, n_tok, act_bits / 8).total_bytes;
 }
 
 /* ------------------------------------------------------------ quantized: prepare */
 
-/* Stores the three digits of 16 activations (already multiplied by 1/dx)
- * of stream p, lanes [k, k + 16) of a chunk. */
-static inline void store_digits(__m512 scaled, uint8_t *chunk, int streams, int p, int k)
+/* Stores the D digits of 16 activations (already multiplied by 1/dx) of
+ * stream p, lanes [k, k + 16) of a chunk. */
+static inline __attribute__((always_inline))
+void store_digits(__m512 scaled, uint8_t *chunk, int streams, int p, int k, const int D)
 {
     __m512i xq = _mm512_cvtps_epi32(scaled);   /* round to nearest even */
-    __m512i off = _mm512_set1_epi32(XQ_OFFSET);
+    if (D == 1) {
+        /* |xq| <= 127 already; saturation only guards the rounding. */
+        _mm_storeu_si128((__m128i *)(chunk + (size_t)p * 64 + k), _mm512_cvtsepi32_epi8(xq));
+        return;
+    }
+    __m512i off = _mm512_set1_epi32(xq_offset(D));
     __m512i v = _mm512_xor_si512(_mm512_add_epi32(xq, off), off);
-    _mm_storeu_si128((__m128i *)(chunk + (size_t)(0 * streams + p) * 64 + k),
-                     _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 16)));
-    _mm_storeu_si128((__m128i *)(chunk + (size_t)(1 * streams + p) * 64 + k),
-                     _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 8)));
-    _mm_storeu_si128((__m128i *)(chunk + (size_t)(2 * streams + p) * 64 + k),
-                     _mm512_cvtepi32_epi8(v));
+    UNROLL
+    for (int d = 0; d < D; d++)
+        _mm_storeu_si128((__m128i *)(chunk + (size_t)(d * streams + p) * 64 + k),
+                         _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 8 * (D - 1 - d))));
 }
 
-static void quant_prepare_token(const alm_weight *w, const qlayout *L, const float *x,
-                                uint8_t *scratch, int t)
+static inline __attribute__((always_inline))
+void quant_prepare_token(const alm_weight *w, const qlayout *L, const float *x,
+                         uint8_t *scratch, int t, const int D)
 {
     uint8_t *head = scratch + L->head_bytes * (size_t)t;
     int cols = w->cols, gs = w->group_size, gs_log2 = ilog2(gs);
@@ -136,7 +155,7 @@ static void quant_prepare_token(const alm_weight *w, const qlayout *L, const flo
             finite = false;
             mx = 0.0f;
         }
-        dxs[g] = mx / XQ_MAX;
+        dxs[g] = mx / xq_max(D);
     }
     size_t pad = L->dx_off - sizeof(float) * (size_t)L->groups;
     memset(sums + L->groups, 0, pad);
@@ -164,19 +183,19 @@ static void quant_prepare_token(const alm_weight *w, const qlayout *L, const flo
                 }
             }
             if (P == 1) {
-                store_digits(v[0], chunk, 1, 0, k);
+                store_digits(v[0], chunk, 1, 0, k, D);
             } else if (P == 2) {
-                store_digits(_mm512_permutex2var_ps(v[0], even, v[1]), chunk, 2, 0, k);
-                store_digits(_mm512_permutex2var_ps(v[0], odd, v[1]), chunk, 2, 1, k);
+                store_digits(_mm512_permutex2var_ps(v[0], even, v[1]), chunk, 2, 0, k, D);
+                store_digits(_mm512_permutex2var_ps(v[0], odd, v[1]), chunk, 2, 1, k, D);
             } else {
                 __m512 e0 = _mm512_permutex2var_ps(v[0], even, v[1]);
                 __m512 o0 = _mm512_permutex2var_ps(v[0], odd, v[1]);
                 __m512 e1 = _mm512_permutex2var_ps(v[2], even, v[3]);
                 __m512 o1 = _mm512_permutex2var_ps(v[2], odd, v[3]);
-                store_digits(_mm512_permutex2var_ps(e0, even, e1), chunk, 4, 0, k);
-                store_digits(_mm512_permutex2var_ps(o0, even, o1), chunk, 4, 1, k);
-                store_digits(_mm512_permutex2var_ps(e0, odd, e1), chunk, 4, 2, k);
-                store_digits(_mm512_permutex2var_ps(o0, odd, o1), chunk, 4, 3, k);
+                store_digits(_mm512_permutex2var_ps(e0, even, e1), chunk, 4, 0, k, D);
+                store_digits(_mm512_permutex2var_ps(o0, even, o1), chunk, 4, 1, k, D);
+                store_digits(_mm512_permutex2var_ps(e0, odd, e1), chunk, 4, 2, k, D);
+                store_digits(_mm512_permutex2var_ps(o0, odd, o1), chunk, 4, 3, k, D);
             }
         }
     }
@@ -224,10 +243,10 @@ void unpack_chunk(__m512i wv, const int BITS, __m512i *u)
 /* sum over a chunk of q * xq, per lane, as float; xv: the chunk's digits,
  * [digit][stream]. */
 static inline __attribute__((always_inline))
-__m512 chunk_dot(const __m512i *u, const __m512i *xv, const int BITS)
+__m512 chunk_dot(const __m512i *u, const __m512i *xv, const int BITS, const int D)
 {
     const int P = 8 / BITS;
-    if (BITS == 8) {
+    if (BITS == 8 && D == 3) {
         /* 4 x 255 x 2^23 overflows int32: recombine in float. */
         __m512i z = _mm512_setzero_si512();
         __m512i i2 = _mm512_dpbusd_epi32(z, u[0], xv[0]);
@@ -237,12 +256,13 @@ __m512 chunk_dot(const __m512i *u, const __m512i *xv, const int BITS)
         return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_set1_ps(65536.0f),
                                _mm512_cvtepi32_ps(lo));
     }
-    /* xq = 65536 d2 + 256 d1 + d0: one chain, shifted by 8 bits between
-     * digits (measured as fast as independent chains per digit, with fewer
-     * instructions). */
+    /* xq = 256 d1 + d0 (or 65536 d2 + 256 d1 + d0): one chain, shifted by
+     * 8 bits between digits (measured as fast as independent chains per
+     * digit, with fewer instructions). 8-bit weights, two digits: a lane
+     * holds at most 4 x 255 x 32639, well inside int32. */
     __m512i s = _mm512_setzero_si512();
     UNROLL
-    for (int d = 0; d < 3; d++) {
+    for (int d = 0; d < D; d++) {
         if (d)
             s = _mm512_slli_epi32(s, 8);
         UNROLL
@@ -301,10 +321,10 @@ void load_tile_params(const alm_weight *w, int r, int g0, __mmask16 gm, __m512 *
  * the chunk's digits of the first token; the others follow). */
 static inline __attribute__((always_inline))
 void quant_chunk(const qctx *q, const uint8_t *wc, const uint8_t *xc, __m512i sidx,
-                 __m512 acc[][MAX_TOK], __m512 scx[][MAX_TOK], const int BITS, const int R,
-                 const int T, const bool last)
+                 __m512 acc[][MAX_TOK], __m512 scx[][MAX_TOK], const int BITS, const int D,
+                 const int R, const int T, const bool last)
 {
-    const size_t chunk_bytes = (size_t)3 * (size_t)(8 / BITS) * 64;
+    const size_t chunk_bytes = (size_t)D * (size_t)(8 / BITS) * 64;
     __m512i u[MAX_R][4];
     UNROLL
     for (int i = 0; i < R; i++) {
@@ -316,13 +336,13 @@ void quant_chunk(const qctx *q, const uint8_t *wc, const uint8_t *xc, __m512i si
     for (int j = 0; j < T; j++) {
         const uint8_t *xd = xc + (size_t)j * chunk_bytes;
         __m512i xv[12];
-        const int digits = 24 / BITS;   /* 3 digits x streams */
+        const int vectors = D * 8 / BITS;   /* digits x streams */
         UNROLL
-        for (int k = 0; k < digits; k++)
+        for (int k = 0; k < vectors; k++)
             xv[k] = _mm512_loadu_si512(xd + k * 64);
         UNROLL
         for (int i = 0; i < R; i++)
-            acc[i][j] = _mm512_fmadd_ps(chunk_dot(u[i], xv, BITS),
+            acc[i][j] = _mm512_fmadd_ps(chunk_dot(u[i], xv, BITS, D),
                                         _mm512_permutexvar_ps(sidx, scx[i][j]), acc[i][j]);
     }
 }
@@ -334,7 +354,8 @@ void quant_chunk(const qctx *q, const uint8_t *wc, const uint8_t *xc, __m512i si
  * round trip through memory would stall on store forwarding), and each
  * chunk picks its lanes' scales out of it with one permute. */
 static inline __attribute__((always_inline))
-void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const int T)
+void quant_tile(const qctx *q, int r, int t, const int BITS, const int D, const int R,
+                const int T)
 {
     const alm_weight *w = q->w;
     const qlayout *L = &q->L;
@@ -386,17 +407,17 @@ void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const 
             const __m512i step = _mm512_set1_epi32(CE >> gs_log2);
             __m512i sidx = q->scale_index;
             for (; c < c_end; c++) {
-                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, R, T, false);
+                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, D, R, T, false);
                 sidx = _mm512_add_epi32(sidx, step);
                 wc += 64;
                 xc += L->chunk_stride;
             }
             if (c < c1)
-                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, R, T, true);
+                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, D, R, T, true);
         } else {
             for (; c < c1; c++) {
                 __m512i sidx = _mm512_set1_epi32(((c * CE) >> gs_log2) - g0);
-                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, R, T, c == L->chunks - 1);
+                quant_chunk(q, wc, xc, sidx, acc, scx, BITS, D, R, T, c == L->chunks - 1);
                 wc += 64;
                 xc += L->chunk_stride;
             }
@@ -408,35 +429,38 @@ void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const 
 /* Tiles over rows [r0, r1) (a multiple of R of them), tokens [t, t + T). */
 typedef void (*quant_tile_fn)(const qctx *q, int r0, int r1, int t);
 
-#define QUANT_TILE(BITS, R, T)                                                      \
-    static void quant_tile_##BITS##_##R##_##T(const qctx *q, int r0, int r1, int t) \
-    {                                                                               \
-        for (int r = r0; r < r1; r += R)                                            \
-            quant_tile(q, r, t, BITS, R, T);                                        \
+#define QUANT_TILE(BITS, D, R, T)                                                         \
+    static void quant_tile_##BITS##_##D##_##R##_##T(const qctx *q, int r0, int r1, int t) \
+    {                                                                                     \
+        for (int r = r0; r < r1; r += R)                                                  \
+            quant_tile(q, r, t, BITS, D, R, T);                                           \
     }
-/* Rows per tile: 4 for one or two tokens (8 for one), else 2; more would
- * spill registers. Each T also has the smaller tiles for leftover rows. */
-#define QUANT_TILES_SMALL(BITS, T) QUANT_TILE(BITS, 1, T) QUANT_TILE(BITS, 2, T)
-#define QUANT_TILES(BITS)                                                   \
-    QUANT_TILES_SMALL(BITS, 1) QUANT_TILE(BITS, 4, 1) QUANT_TILE(BITS, 8, 1) \
-    QUANT_TILES_SMALL(BITS, 2) QUANT_TILE(BITS, 4, 2)                       \
-    QUANT_TILES_SMALL(BITS, 3) QUANT_TILES_SMALL(BITS, 4)                   \
-    QUANT_TILES_SMALL(BITS, 5) QUANT_TILES_SMALL(BITS, 6)                   \
-    QUANT_TILES_SMALL(BITS, 7) QUANT_TILES_SMALL(BITS, 8)
-QUANT_TILES(2)
-QUANT_TILES(4)
-QUANT_TILES(8)
+/* Rows per tile: 8 for one token, 4 for two, else 2; more would spill
+ * registers. Each T also has the smaller tiles for leftover rows. */
+#define QUANT_TILES_SMALL(BITS, D, T) QUANT_TILE(BITS, D, 1, T) QUANT_TILE(BITS, D, 2, T)
+#define QUANT_TILES(BITS, D)                                                         \
+    QUANT_TILES_SMALL(BITS, D, 1) QUANT_TILE(BITS, D, 4, 1) QUANT_TILE(BITS, D, 8, 1) \
+    QUANT_TILES_SMALL(BITS, D, 2) QUANT_TILE(BITS, D, 4, 2)                          \
+    QUANT_TILES_SMALL(BITS, D, 3) QUANT_TILES_SMALL(BITS, D, 4)                      \
+    QUANT_TILES_SMALL(BITS, D, 5) QUANT_TILES_SMALL(BITS, D, 6)                      \
+    QUANT_TILES_SMALL(BITS, D, 7) QUANT_TILES_SMALL(BITS, D, 8)
+#define QUANT_TILES_D(D) QUANT_TILES(2, D) QUANT_TILES(4, D) QUANT_TILES(8, D)
+QUANT_TILES_D(1)
+QUANT_TILES_D(2)
+QUANT_TILES_D(3)
 
-#define QUANT_ROW_T(BITS, T) { quant_tile_##BITS##_1_##T, quant_tile_##BITS##_2_##T }
-#define QUANT_ROW(BITS)                                                                  \
-    { { quant_tile_##BITS##_1_1, quant_tile_##BITS##_2_1, quant_tile_##BITS##_4_1,       \
-        quant_tile_##BITS##_8_1 },                                                       \
-      { quant_tile_##BITS##_1_2, quant_tile_##BITS##_2_2, quant_tile_##BITS##_4_2 },     \
-      QUANT_ROW_T(BITS, 3), QUANT_ROW_T(BITS, 4), QUANT_ROW_T(BITS, 5),                 \
-      QUANT_ROW_T(BITS, 6), QUANT_ROW_T(BITS, 7), QUANT_ROW_T(BITS, 8) }
-/* [bits 2, 4, 8][T - 1][log2 R] */
-static const quant_tile_fn quant_tiles[3][MAX_TOK][4] = {
-    QUANT_ROW(2), QUANT_ROW(4), QUANT_ROW(8),
+#define QUANT_ROW_T(BITS, D, T) { quant_tile_##BITS##_##D##_1_##T, quant_tile_##BITS##_##D##_2_##T }
+#define QUANT_ROW(BITS, D)                                                                   \
+    { { quant_tile_##BITS##_##D##_1_1, quant_tile_##BITS##_##D##_2_1,                        \
+        quant_tile_##BITS##_##D##_4_1, quant_tile_##BITS##_##D##_8_1 },                      \
+      { quant_tile_##BITS##_##D##_1_2, quant_tile_##BITS##_##D##_2_2,                        \
+        quant_tile_##BITS##_##D##_4_2 },                                                     \
+      QUANT_ROW_T(BITS, D, 3), QUANT_ROW_T(BITS, D, 4), QUANT_ROW_T(BITS, D, 5),             \
+      QUANT_ROW_T(BITS, D, 6), QUANT_ROW_T(BITS, D, 7), QUANT_ROW_T(BITS, D, 8) }
+#define QUANT_ROWS_D(D) { QUANT_ROW(2, D), QUANT_ROW(4, D), QUANT_ROW(8, D) }
+/* [digits - 1][bits 2, 4, 8][T - 1][log2 R] */
+static const quant_tile_fn quant_tiles[3][3][MAX_TOK][4] = {
+    QUANT_ROWS_D(1), QUANT_ROWS_D(2), QUANT_ROWS_D(3),
 };
 
 /* log2 of the rows per tile for T tokens (the largest in quant_tiles):
@@ -447,7 +471,8 @@ static const int quant_tile_rlog2[MAX_TOK] = { 3, 2, 1, 1, 1, 1, 1, 1 };
  * within a few percent of each other). */
 static const int quant_big_t = 4;
 
-static void quant_tile_range(const qctx *q, int b, int T, int r0, int r1, int ta, int tb)
+static void quant_tile_range(const qctx *q, const quant_tile_fn (*tiles)[4], int T, int r0,
+                             int r1, int ta, int tb)
 {
     for (int t = ta; t < tb; t += T) {
         /* Tiles of R rows, then the leftover rows in smaller tiles. */
@@ -455,18 +480,19 @@ static void quant_tile_range(const qctx *q, int b, int T, int r0, int r1, int ta
         for (int rl = quant_tile_rlog2[T - 1]; rl >= 0; rl--) {
             int n = (r1 - r) >> rl << rl;
             if (n > 0)
-                quant_tiles[b][T - 1][rl](q, r, r + n, t);
+                tiles[T - 1][rl](q, r, r + n, t);
             r += n;
         }
     }
 }
 
 void avx512_quant_rows(const alm_weight *w, const void *scratch, int n_tok, float *y,
-                       size_t y_stride, int r0, int r1)
+                       size_t y_stride, int r0, int r1, int act_bits)
 {
     qctx q;
+    int digits = act_bits / 8;
     q.w = w;
-    q.L = quant_layout(w, n_tok);
+    q.L = quant_layout(w, n_tok, digits);
     q.data = w->data;
     q.row_bytes = alm_weight_row_bytes(w);
     q.scratch = scratch;
@@ -481,26 +507,42 @@ void avx512_quant_rows(const alm_weight *w, const void *scratch, int n_tok, floa
         idx[j] = w->group_size <= q.L.chunk_elems ? (j << e_log2) >> gs_log2 : 0;
     q.scale_index = _mm512_loadu_si512(idx);
     int b = w->bits == 2 ? 0 : w->bits == 4 ? 1 : 2;
+    const quant_tile_fn (*tiles)[4] = quant_tiles[digits - 1][b];
 
     for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
         int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
         int n = t1 - t0;
         if (n <= MAX_TOK) {
-            quant_tile_range(&q, b, n, r0, r1, t0, t1);
+            quant_tile_range(&q, tiles, n, r0, r1, t0, t1);
             continue;
         }
         int full = n / quant_big_t * quant_big_t;
-        quant_tile_range(&q, b, quant_big_t, r0, r1, t0, t0 + full);
+        quant_tile_range(&q, tiles, quant_big_t, r0, r1, t0, t0 + full);
         if (full < n)
-            quant_tile_range(&q, b, n - full, r0, r1, t0 + full, t1);
+            quant_tile_range(&q, tiles, n - full, r0, r1, t0 + full, t1);
     }
 }
 
+/* One function per digit count, so that each store_digits is unrolled. */
+#define QUANT_PREPARE(D)                                                                   \
+    static void quant_prepare_##D(const alm_weight *w, const float *x, int n_tok,          \
+                                  size_t x_stride, void *scratch)                          \
+    {                                                                                      \
+        qlayout L = quant_layout(w, n_tok, D);                                             \
+        for (int t = 0; t < n_tok; t++)                                                    \
+            quant_prepare_token(w, &L, x + (size_t)t * x_stride, scratch, t, D);           \
+    }
+QUANT_PREPARE(1)
+QUANT_PREPARE(2)
+QUANT_PREPARE(3)
 
 void avx512_quant_prepare(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
-                          void *scratch)
+                          void *scratch, int act_bits)
 {
-    qlayout L = quant_layout(w, n_tok);
-    for (int t = 0; t < n_tok; t++)
-        quant_prepare_token(w, &L, x + (size_t)t * x_stride, scratch, t);
+    if (act_bits == 8)
+        quant_prepare_1(w, x, n_tok, x_stride, scratch);
+    else if (act_bits == 24)
+        quant_prepare_3(w, x, n_tok, x_stride, scratch);
+    else
+        quant_prepare_2(w, x, n_tok, x_stride, scratch);
 }

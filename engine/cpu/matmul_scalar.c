@@ -114,6 +114,7 @@ static void scalar_rows(const alm_weight *w, const void *scratch, const float *x
 
 const cpu_kernels cpu_kernels_scalar = {
     .isa = CPU_ISA_SCALAR,
+    .activation_bits = 32,
     .scratch_size = scalar_scratch_size,
     .prepare = scalar_prepare,
     .rows = scalar_rows,

@@ -143,6 +143,53 @@ static inline float fixture_element(const alm_weight *w, int r, int c)
     return sq + b;
 }
 
+/* |scale * q| of W[r][c] (0 for dense weights): the part of a quantized
+ * weight that multiplies the quantized activations in the integer kernels
+ * (the biases meet sums of the exact x). */
+static inline double fixture_scaled_q(const alm_weight *w, int r, int c)
+{
+    if (!w->bits)
+        return 0.0;
+    size_t words_per_row = (size_t)w->cols * (size_t)w->bits / 32;
+    int per_word = 32 / w->bits;
+    uint32_t word;
+    memcpy(&word, (const uint8_t *)w->data + 4 * ((size_t)r * words_per_row + (size_t)(c / per_word)),
+           4);
+    uint32_t q = (word >> ((c % per_word) * w->bits)) & ((1u << w->bits) - 1u);
+    size_t gi = (size_t)r * (size_t)(w->cols / w->group_size) + (size_t)(c / w->group_size);
+    return fabs((double)alm_load_as_f32(w->scale_dtype, w->scales, gi) * (double)q);
+}
+
+/* The bound on the error that quantizing the activations to integers with
+ * the largest value xq_max per group adds: each x is off by at most
+ * dx_g / 2 with dx_g = max|x_g| / xq_max (plus 1% for the fp32 rounding of
+ * x / dx_g, which is at most 2^-24 xq_max dx_g), so
+ *   |y - exact| <= sum_g max|x_g| / (2 xq_max) * 1.01 * sum_(c in g) |s_g q_c|.
+ * act[t][r - r0] gets that bound divided by xq_max's numerator: act = sum_g
+ * max|x_g| * sum |s q| / 2, to be divided by the kernel's xq_max. */
+static inline void fixture_activation_bound(const alm_weight *w, const float *x, int n_tok,
+                                            size_t x_stride, int r0, int r1, double *act)
+{
+    int n = r1 - r0;
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < n_tok; t++) {
+            const float *xt = x + (size_t)t * x_stride;
+            double b = 0.0;
+            if (w->bits) {
+                for (int g = 0; g < w->cols / w->group_size; g++) {
+                    double mx = 0.0, sq = 0.0;
+                    for (int i = 0; i < w->group_size; i++) {
+                        int c = g * w->group_size + i;
+                        mx = fmax(mx, fabs((double)xt[c]));
+                        sq += fixture_scaled_q(w, r, c);
+                    }
+                    b += mx * sq / 2.0;
+                }
+            }
+            act[(size_t)t * (size_t)n + (size_t)(r - r0)] = b;
+        }
+}
+
 /* ref[t][r - r0] = sum_c W[r][c] x[t][c] in float64, and mag = sum |W x|. */
 static inline void fixture_reference(const alm_weight *w, const float *x, int n_tok,
                                      size_t x_stride, int r0, int r1, double *ref, double *mag)

@@ -2,7 +2,16 @@
  * set this CPU runs: quantized (2/4/8 bits, groups 32/64/128, scales
  * BF16/F16/F32) and dense (F32/F16/BF16) weights, 1 to 64 tokens, odd row
  * ranges, row splits, strides, partial chunks, cpu_weight_row and the
- * validation of weights. */
+ * validation of weights.
+ *
+ * Tolerance: 2e-5 * sum|W x| + 1e-6 for the fp32 accumulation, plus, for
+ * the integer kernels (AVX-512, activations quantized per group to 8, 16 or
+ * 24 bits), the bound of the activation rounding: each x is off by at most
+ * dx_g / 2 = max|x_g| / (2 xq_max), so the result by at most
+ * sum_g max|x_g| / (2 xq_max) * sum_(c in g) |s_g q_c| (1% added for the
+ * fp32 rounding of x / dx_g; see fixture_activation_bound). The biases meet
+ * the sums of the exact x, so only |s q| enters, not |W|. The activations
+ * hold 50x outliers, so a group's small values lose the most. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,9 +27,32 @@ static const int token_counts[] = { 1, 2, 3, 5, 8, 17, 64 };
 #define MAX_TOK 64
 
 typedef struct isa_set {
-    const cpu_kernels *k[3];
+    const cpu_kernels *k[5];
     int n;
 } isa_set;
+
+/* The largest |xq| of the integer kernels (matmul_avx512_quant.c, xq_max),
+ * by activation bits; 0: fp32 activations, no rounding. */
+static double xq_max_for(int bits)
+{
+    return bits == 8 ? 127.0 : bits == 16 ? 32600.0 : bits == 24 ? 8355000.0 : 0.0;
+}
+
+/* Weight of the activation bound in the tolerance of k. */
+static double act_weight(const cpu_kernels *k)
+{
+    double q = xq_max_for(cpu_kernels_activation_bits(k));
+    return q > 0.0 ? 1.01 / q : 0.0;
+}
+
+static const char *kname(const cpu_kernels *k)
+{
+    static const char *const act[] = { "avx512 act8", "avx512", "avx512 act24" };
+    int bits = cpu_kernels_activation_bits(k);
+    if (cpu_kernels_isa(k) == CPU_ISA_AVX512 && bits >= 8 && bits <= 24)
+        return act[bits / 8 - 1];
+    return cpu_isa_name(cpu_kernels_isa(k));
+}
 
 static void *scratch_for(const cpu_kernels *k, const alm_weight *w, int n_tok)
 {
@@ -67,9 +99,10 @@ static int run_kernel(const cpu_kernels *k, const alm_weight *w, const float *x,
     return bad ? -1 : 0;
 }
 
-/* Largest error relative to the tolerance 2e-5 * sum|W x| + 1e-6 (<= 1 passes). */
+/* Largest error relative to the tolerance 2e-5 * sum|W x| + 1e-6 + aw * act
+ * (<= 1 passes). */
 static double worst_ratio(const float *y, size_t y_stride, const double *ref, const double *mag,
-                          int n_tok, int r0, int r1)
+                          const double *act, double aw, int n_tok, int r0, int r1)
 {
     double worst = 0.0;
     int n = r1 - r0;
@@ -77,7 +110,7 @@ static double worst_ratio(const float *y, size_t y_stride, const double *ref, co
         for (int r = r0; r < r1; r++) {
             double v = y[(size_t)t * y_stride + (size_t)r];
             size_t i = (size_t)t * (size_t)n + (size_t)(r - r0);
-            double ratio = fabs(v - ref[i]) / (2e-5 * mag[i] + 1e-6);
+            double ratio = fabs(v - ref[i]) / (2e-5 * mag[i] + 1e-6 + aw * act[i]);
             if (!(ratio <= worst))   /* NaN counts as the worst */
                 worst = isnan(ratio) ? INFINITY : ratio;
         }
@@ -101,7 +134,9 @@ static void check_weight(const isa_set *isas, const alm_weight *w, const char *w
     fixture_activations(rng, x, max_tok, x_stride, w->cols);
     size_t nref = (size_t)max_tok * (size_t)(r1 - r0);
     double *ref = malloc(sizeof(double) * nref), *mag = malloc(sizeof(double) * nref);
+    double *act = malloc(sizeof(double) * nref);
     fixture_reference(w, x, max_tok, x_stride, r0, r1, ref, mag);
+    fixture_activation_bound(w, x, max_tok, x_stride, r0, r1, act);
     float *y = malloc(sizeof(float) * y_stride * (size_t)max_tok);
     float *first = malloc(sizeof(float) * y_stride * (size_t)max_tok);
 
@@ -111,14 +146,15 @@ static void check_weight(const isa_set *isas, const alm_weight *w, const char *w
         for (int ki = 0; ki < isas->n; ki++) {
             const cpu_kernels *k = isas->k[ki];
             int rc = run_kernel(k, w, x, n_tok, x_stride, r0, r1, y, y_stride);
-            double worst = worst_ratio(y, y_stride, ref, mag, n_tok, r0, r1);
+            double worst = worst_ratio(y, y_stride, ref, mag, act, act_weight(k), n_tok, r0, r1);
             int ok = tap_ok(rc == 0 && worst <= 1.0,
                             "%s: %s, rows [%d, %d), %d tokens: worst error %.3g of tolerance%s",
-                            cpu_isa_name(cpu_kernels_isa(k)), what, r0, r1, n_tok, worst,
+                            kname(k), what, r0, r1, n_tok, worst,
                             rc ? ", row split or untouched rows wrong" : "");
             if (!ok)
                 continue;
-            /* Across ISAs: the same tolerance against the first ISA. */
+            /* Across ISAs: against the first ISA, within the sum of both
+             * tolerances. */
             if (ki == 0) {
                 memcpy(first, y, sizeof(float) * y_stride * (size_t)n_tok);
             } else {
@@ -127,14 +163,15 @@ static void check_weight(const isa_set *isas, const alm_weight *w, const char *w
                     for (int r = r0; r < r1; r++) {
                         size_t i = (size_t)t * y_stride + (size_t)r;
                         size_t j = (size_t)t * (size_t)(r1 - r0) + (size_t)(r - r0);
-                        double d = fabs((double)y[i] - first[i]) / (2e-5 * mag[j] + 1e-6);
+                        double tol = 2.0 * (2e-5 * mag[j] + 1e-6) +
+                                     (act_weight(k) + act_weight(isas->k[0])) * act[j];
+                        double d = fabs((double)y[i] - first[i]) / tol;
                         if (!(d <= across))
                             across = isnan(d) ? INFINITY : d;
                     }
                 if (across > 1.0)
-                    tap_ok(0, "%s vs %s: %s, %d tokens differ by %.3g of tolerance",
-                           cpu_isa_name(cpu_kernels_isa(k)),
-                           cpu_isa_name(cpu_kernels_isa(isas->k[0])), what, n_tok, across);
+                    tap_ok(0, "%s vs %s: %s, %d tokens differ by %.3g of tolerance", kname(k),
+                           kname(isas->k[0]), what, n_tok, across);
             }
         }
     }
@@ -142,6 +179,7 @@ static void check_weight(const isa_set *isas, const alm_weight *w, const char *w
     free(y);
     free(ref);
     free(mag);
+    free(act);
     free(x);
 }
 
@@ -264,8 +302,8 @@ static void test_special_values(const isa_set *isas, test_rng *rng)
             zeros &= y[r] == 0.0f;
             nans &= isnan(y[8 + r]);
         }
-        tap_ok(zeros, "%s: zero activations give exactly zero", cpu_isa_name(cpu_kernels_isa(k)));
-        tap_ok(nans, "%s: a NaN activation gives NaN", cpu_isa_name(cpu_kernels_isa(k)));
+        tap_ok(zeros, "%s: zero activations give exactly zero", kname(k));
+        tap_ok(nans, "%s: a NaN activation gives NaN", kname(k));
         free(scratch);
     }
     fixture_weight_free(&f);
@@ -301,30 +339,76 @@ static void test_check(const isa_set *isas, test_rng *rng)
     fixture_weight_free(&f);
 }
 
-/* ALM_CPU_ISA forces an instruction set, never one the CPU lacks. */
-static void test_select(const isa_set *isas)
+/* Saves an environment variable and unsets it; restore_env puts it back. */
+static char *save_env(const char *name)
+{
+    const char *v = getenv(name);
+    char *keep = v ? strdup(v) : NULL;
+    unsetenv(name);
+    return keep;
+}
+
+static void restore_env(const char *name, char *keep)
+{
+    if (keep)
+        setenv(name, keep, 1);
+    else
+        unsetenv(name);
+    free(keep);
+}
+
+/* ALM_CPU_ISA forces an instruction set, never one the CPU lacks;
+ * ALM_ACTIVATION_BITS picks the activation precision where the set has it. */
+static void test_select(void)
 {
     static const cpu_isa all[] = { CPU_ISA_SCALAR, CPU_ISA_AVX2, CPU_ISA_AVX512 };
-    const char *saved = getenv("ALM_CPU_ISA");
-    char *keep = saved ? strdup(saved) : NULL;
-    unsetenv("ALM_CPU_ISA");
+    char *keep_isa = save_env("ALM_CPU_ISA");
+    char *keep_bits = save_env("ALM_ACTIVATION_BITS");
     const cpu_kernels *best = cpu_kernels_select();
-    tap_ok(best == isas->k[isas->n - 1], "without ALM_CPU_ISA the best supported set is chosen (%s)",
-           cpu_isa_name(cpu_kernels_isa(best)));
+    const cpu_kernels *want_best = NULL;
+    for (int i = 0; i < 3; i++)
+        if (cpu_kernels_for(all[i]))
+            want_best = cpu_kernels_for(all[i]);
+    tap_ok(best == want_best, "without ALM_CPU_ISA the best supported set is chosen (%s)",
+           kname(best));
     for (int i = 0; i < 3; i++) {
         setenv("ALM_CPU_ISA", cpu_isa_name(all[i]), 1);
         const cpu_kernels *k = cpu_kernels_select();
         const cpu_kernels *want = cpu_kernels_for(all[i]) ? cpu_kernels_for(all[i]) : best;
-        tap_ok(k == want, "ALM_CPU_ISA=%s selects %s", cpu_isa_name(all[i]),
-               cpu_isa_name(cpu_kernels_isa(k)));
+        tap_ok(k == want, "ALM_CPU_ISA=%s selects %s", cpu_isa_name(all[i]), kname(k));
     }
     setenv("ALM_CPU_ISA", "no-such-isa", 1);
     tap_ok(cpu_kernels_select() == best, "an unknown ALM_CPU_ISA falls back to the best set");
-    if (keep)
-        setenv("ALM_CPU_ISA", keep, 1);
-    else
-        unsetenv("ALM_CPU_ISA");
-    free(keep);
+    unsetenv("ALM_CPU_ISA");
+
+    /* Activation precision: the AVX-512 default is 16 bits; 8 and 24 are
+     * variants; fp32 sets and unknown values keep the default. */
+    tap_ok(cpu_kernels_activation_bits(cpu_kernels_for(CPU_ISA_SCALAR)) == 32,
+           "scalar kernels take fp32 activations");
+    if (cpu_kernels_for(CPU_ISA_AVX512)) {
+        tap_ok(cpu_kernels_activation_bits(cpu_kernels_for(CPU_ISA_AVX512)) == 16,
+               "AVX-512 kernels default to 16-bit activations");
+        static const int bits[] = { 8, 16, 24 };
+        for (int i = 0; i < 3; i++) {
+            char v[8];
+            snprintf(v, sizeof v, "%d", bits[i]);
+            setenv("ALM_ACTIVATION_BITS", v, 1);
+            const cpu_kernels *k = cpu_kernels_select();
+            tap_ok(k == cpu_kernels_for_activation(CPU_ISA_AVX512, bits[i]) &&
+                       cpu_kernels_activation_bits(k) == bits[i],
+                   "ALM_ACTIVATION_BITS=%d selects %s", bits[i], kname(k));
+        }
+    }
+    setenv("ALM_ACTIVATION_BITS", "12", 1);
+    tap_ok(cpu_kernels_select() == best, "ALM_ACTIVATION_BITS=12 keeps the default");
+    setenv("ALM_ACTIVATION_BITS", "8", 1);
+    setenv("ALM_CPU_ISA", "scalar", 1);
+    tap_ok(cpu_kernels_select() == cpu_kernels_for(CPU_ISA_SCALAR),
+           "ALM_ACTIVATION_BITS=8 leaves the fp32 scalar kernels as they are");
+    tap_ok(cpu_kernels_for_activation(CPU_ISA_SCALAR, 8) == NULL,
+           "no 8-bit variant of the scalar kernels");
+    restore_env("ALM_CPU_ISA", keep_isa);
+    restore_env("ALM_ACTIVATION_BITS", keep_bits);
 }
 
 int main(void)
@@ -338,10 +422,17 @@ int main(void)
         else
             tap_diag("SKIP %s kernels: this CPU does not run them", cpu_isa_name(all[i]));
     }
+    /* The other activation precisions of the integer kernels. */
+    static const int variant_bits[] = { 24, 8 };
+    for (int i = 0; i < 2; i++) {
+        const cpu_kernels *k = cpu_kernels_for_activation(CPU_ISA_AVX512, variant_bits[i]);
+        if (k)
+            isas.k[isas.n++] = k;
+    }
     const cpu_kernels *sel = cpu_kernels_select();
-    tap_diag("selected: %s", cpu_isa_name(cpu_kernels_isa(sel)));
+    tap_diag("selected: %s", kname(sel));
 
-    test_select(&isas);
+    test_select();
     test_rng rng = { 42 };
     test_check(&isas, &rng);
     test_weight_row(&rng);
