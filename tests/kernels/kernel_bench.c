@@ -4,11 +4,13 @@
  * this CPU runs. Prints JSON.
  *
  *   alm-kernel-bench [--threads-rows-split N] [--repeat N] [--isa NAME]
+ *                    [--activation-bits N]
  *
  * --threads-rows-split N times the share of one of N threads (rows split
  * as the CPU backend splits them); prepare is included, as each thread
  * prepares its own activations. --repeat N: timed batches per point
- * (median reported). Times are medians of batches of calls, monotonic
+ * (median reported). --activation-bits N: the integer kernels' variant
+ * with N-bit activations (AVX-512: 8, 16, 24), where the ISA has it. Times are medians of batches of calls, monotonic
  * clock. "model" lines run the matmuls of one forward pass in order (so
  * that the caches see the whole 7 MB, as in real use) and sum them. */
 #include <stdio.h>
@@ -98,15 +100,19 @@ int main(int argc, char **argv)
 {
     bench b = { .split = 1, .repeat = 31 };
     const char *only = NULL;
+    int act_bits = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads-rows-split") == 0 && i + 1 < argc) {
             b.split = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
             b.repeat = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--activation-bits") == 0 && i + 1 < argc) {
+            act_bits = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--isa") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--threads-rows-split N] [--repeat N] [--isa NAME]\n",
+            fprintf(stderr, "usage: %s [--threads-rows-split N] [--repeat N] [--isa NAME] "
+                            "[--activation-bits N]\n",
                     argv[0]);
             return 2;
         }
@@ -162,6 +168,8 @@ int main(int argc, char **argv)
         const cpu_kernels *k = cpu_kernels_for(isas[ii]);
         if (!k || (only && strcmp(only, cpu_isa_name(isas[ii])) != 0))
             continue;
+        if (act_bits && cpu_kernels_for_activation(isas[ii], act_bits))
+            k = cpu_kernels_for_activation(isas[ii], act_bits);
         size_t need = 0;
         for (int f = 0; f < N_FORMATS; f++)
             for (int i = 0; i < n_seq; i++) {
@@ -190,9 +198,10 @@ int main(int argc, char **argv)
                 }
                 double ns = time_median(&b, k, seq[f], n_seq, n_tok);
                 printf(",\n    {\"isa\": \"%s\", \"format\": \"%s\", \"shape\": \"model\", "
-                       "\"matmuls\": %d, \"n_tok\": %d, \"us_per_pass\": %.2f, "
-                       "\"us_per_token\": %.2f}",
-                       cpu_isa_name(isas[ii]), format_names[f], n_seq, n_tok, ns / 1e3,
+                       "\"activation_bits\": %d, \"matmuls\": %d, \"n_tok\": %d, "
+                       "\"us_per_pass\": %.2f, \"us_per_token\": %.2f}",
+                       cpu_isa_name(isas[ii]), format_names[f],
+                       cpu_kernels_activation_bits(k), n_seq, n_tok, ns / 1e3,
                        ns / 1e3 / n_tok);
             }
         }
