@@ -3,19 +3,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/cleanup.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "generate/session.h"
 #include "speculative/speculative.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 alm_generate_params alm_generate_default_params(void)
 {
@@ -89,7 +82,7 @@ int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *pr
         return alm_error_set(err, -ENOMEM, "out of memory");
 
     alm_generate_stats st = { .prompt_tokens = (int)n_prompt };
-    double t0 = now_seconds();
+    double t0 = alm_now_seconds();
     r = alm_seq_forward(seq, pool, prompt, (int)n_prompt, 1, logits, err);
     if (r == 0 && spec->mode == ALM_SPECULATIVE_DRAFT)
         r = speculative_prefill_draft(draft, seq, pool, err);
@@ -104,7 +97,7 @@ int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *pr
         if (r < 0)
             return r;
     }
-    double t1 = now_seconds();
+    double t1 = alm_now_seconds();
 
     if (!g.done) {
         if (spec->mode == ALM_SPECULATIVE_OFF)
@@ -114,7 +107,7 @@ int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *pr
         if (r < 0)
             return r;
     }
-    double t2 = now_seconds();
+    double t2 = alm_now_seconds();
     r = session_finish(&g, err);
     if (r < 0)
         return r;

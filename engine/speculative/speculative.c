@@ -4,19 +4,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/argmax.h"
 #include "core/cleanup.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "speculative/draft_length.h"
 #include "speculative/ngram.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 int speculative_check_params(const alm_speculative_params *p, const alm_seq *draft,
                              alm_error *err)
@@ -94,19 +88,10 @@ typedef struct spec_state {
     draft_length length;
 } spec_state;
 
-static int32_t argmax(const float *v, int n)
-{
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
-}
-
 /* Top probability of softmax(logits): the draft's confidence. */
 static float top_probability(const float *logits, int n)
 {
-    float max = logits[argmax(logits, n)];
+    float max = logits[alm_argmax(logits, n)];
     double sum = 0.0;
     for (int i = 0; i < n; i++)
         sum += exp((double)(logits[i] - max));
@@ -145,7 +130,7 @@ static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_e
         float *q = s->q + (size_t)n * s->vocab;
         int32_t x;
         if (s->greedy) {
-            x = argmax(s->draft_logits, s->vocab);
+            x = alm_argmax(s->draft_logits, s->vocab);
         } else {
             r = sampler_probs(s->draft_sampler, s->draft_logits, s->vocab, q);
             if (r < 0)
@@ -218,7 +203,7 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
         k = 0;
 
     int32_t d[ALM_MAX_DRAFT_TOKENS];
-    double t0 = now_seconds();
+    double t0 = alm_now_seconds();
     int n = 0;
     if (k > 0) {
         n = s->params->mode == ALM_SPECULATIVE_DRAFT ? draft_with_model(s, *cur, k, d, err)
@@ -226,7 +211,7 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
         if (n < 0)
             return n;
     }
-    double t1 = now_seconds();
+    double t1 = alm_now_seconds();
 
     /* Verify: the target scores cur and every proposal in one pass. */
     int32_t batch[ALM_MAX_DRAFT_TOKENS + 1];
@@ -235,7 +220,7 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     int r = alm_seq_forward(s->target, s->pool, batch, n + 1, n + 1, s->target_logits, err);
     if (r < 0)
         return r;
-    double t2 = now_seconds();
+    double t2 = alm_now_seconds();
 
     /* Accept proposals while the target agrees (greedy) or by the
      * speculative sampling rule; then one more token from the target. */
@@ -244,7 +229,7 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     for (int i = 0; i < n && next < 0; i++) {
         const float *logits = s->target_logits + (size_t)i * s->vocab;
         if (s->greedy) {
-            int32_t want = argmax(logits, s->vocab);
+            int32_t want = alm_argmax(logits, s->vocab);
             if (want != d[i])
                 next = want;
         } else {
@@ -263,7 +248,7 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     }
     if (next < 0) {
         const float *logits = s->target_logits + (size_t)n * s->vocab;
-        next = s->greedy ? argmax(logits, s->vocab) : sampler_sample(g->sampler, logits, s->vocab);
+        next = s->greedy ? alm_argmax(logits, s->vocab) : sampler_sample(g->sampler, logits, s->vocab);
         if (next < 0)
             return alm_error_set(err, next, "sampling failed: the logits are not finite");
     }

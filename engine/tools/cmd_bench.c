@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/argmax.h"
+#include "core/clock.h"
 #include "tools/tool.h"
 
 static int compare_doubles(const void *a, const void *b)
@@ -32,15 +34,6 @@ static void add_summary(JsonBuilder *b, const char *name, double *v, int n)
     json_builder_set_member_name(b, "max");
     json_builder_add_double_value(b, v[n - 1]);
     json_builder_end_object(b);
-}
-
-static int32_t argmax(const float *v, int n)
-{
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
 }
 
 /* Prompts for the speculative comparison: acceptance depends on the text,
@@ -213,21 +206,21 @@ int cmd_bench(int argc, char **argv)
     /* One untimed run warms caches and the page mappings. */
     for (int rep = -1; rep < n_rep; rep++) {
         alm_seq_truncate(seq, 0);
-        double t0 = tool_now();
+        double t0 = alm_now_seconds();
         if (alm_seq_forward(seq, pool, prompt, (int)prompt_tokens, 1, logits, &err) < 0) {
             tool_fail("%s", err.message);
             goto out;
         }
-        double t1 = tool_now();
-        int32_t id = argmax(logits, vocab);
+        double t1 = alm_now_seconds();
+        int32_t id = alm_argmax(logits, vocab);
         for (long i = 0; i < gen_tokens; i++) {
             if (alm_seq_forward(seq, pool, &id, 1, 1, logits, &err) < 0) {
                 tool_fail("%s", err.message);
                 goto out;
             }
-            id = argmax(logits, vocab);
+            id = alm_argmax(logits, vocab);
         }
-        double t2 = tool_now();
+        double t2 = alm_now_seconds();
         if (rep < 0)
             continue;
         prefill[rep] = (double)prompt_tokens / (t1 - t0);
@@ -238,12 +231,12 @@ int cmd_bench(int argc, char **argv)
         int base = alm_seq_length(seq);
         for (int j = 0; j < N_BATCH_SIZES; j++) {
             const int inner = 20;
-            double s0 = tool_now();
+            double s0 = alm_now_seconds();
             for (int k = 0; k < inner; k++) {
                 alm_seq_truncate(seq, base - batch_sizes[j]);
                 alm_seq_forward(seq, pool, prompt, batch_sizes[j], batch_sizes[j], logits, &err);
             }
-            steps[j * n_rep + rep] = (tool_now() - s0) / inner;
+            steps[j * n_rep + rep] = (alm_now_seconds() - s0) / inner;
         }
     }
     if (gp.speculative.mode != ALM_SPECULATIVE_OFF) {

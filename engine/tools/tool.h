@@ -23,7 +23,6 @@ int tool_read_file(const char *path, char **data, size_t *len);
 /* Writes the builder's root as one line of JSON on stdout. */
 void tool_print_json(JsonBuilder *b);
 void tool_add_ids(JsonBuilder *b, const char *member, const int32_t *ids, size_t n);
-double tool_now(void);
 
 /* The speculative-decoding options that generate and bench share. */
 typedef struct spec_options {

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "tools/tool.h"
 
@@ -115,9 +114,3 @@ void tool_add_ids(JsonBuilder *b, const char *member, const int32_t *ids, size_t
     json_builder_end_array(b);
 }
 
-double tool_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
