@@ -71,8 +71,6 @@ const cpu_kernels *cpu_kernels_for_activation(cpu_isa isa, int bits)
 #if defined(__x86_64__)
     if (isa == CPU_ISA_AVX512 && bits == 8)
         return &cpu_kernels_avx512_act8;
-    if (isa == CPU_ISA_AVX512 && bits == 24)
-        return &cpu_kernels_avx512_act24;
 #endif
     return NULL;
 }

@@ -33,15 +33,16 @@ typedef struct cpu_kernels cpu_kernels;
 /* The best instruction set this CPU runs, or the one named by the
  * ALM_CPU_ISA environment variable ("scalar", "avx2", "avx512") when set
  * (never one the CPU lacks); with the activation precision named by
- * ALM_ACTIVATION_BITS ("8", "16", "24") where that set has it (AVX-512),
- * else its default. */
+ * ALM_ACTIVATION_BITS ("8", "16") where that set has it (AVX-512), else
+ * its default. */
 const cpu_kernels *cpu_kernels_select(void);
 const cpu_kernels *cpu_kernels_for(cpu_isa isa); /* NULL if unsupported here */
 /* The kernels of isa whose quantized path takes activations quantized to
- * bits per element (AVX-512: 8, 16 (its default) or 24); NULL if isa is
- * unsupported here or has no such variant. */
+ * bits per element (AVX-512: 16, its default, or 8, an experiment applied
+ * to 4-bit weights only); NULL if isa is unsupported here or has no such
+ * variant. */
 const cpu_kernels *cpu_kernels_for_activation(cpu_isa isa, int bits);
-/* 8, 16 or 24 for integer kernels, 32 for fp32 activations. */
+/* 8 or 16 for integer kernels, 32 for fp32 activations. */
 int cpu_kernels_activation_bits(const cpu_kernels *k);
 cpu_isa cpu_kernels_isa(const cpu_kernels *k);
 const char *cpu_isa_name(cpu_isa isa);

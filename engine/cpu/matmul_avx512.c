@@ -241,4 +241,3 @@ static void dense_rows(const alm_weight *w, const void *scratch, const float *x,
     };
 AVX512_TABLE(cpu_kernels_avx512, 16)
 AVX512_TABLE(cpu_kernels_avx512_act8, 8)
-AVX512_TABLE(cpu_kernels_avx512_act24, 24)

@@ -18,14 +18,16 @@
  * Activation precision (D digits, chosen with the kernel table:
  * cpu_kernels_for_activation):
  *   16 bits (D = 2, the default): |x - xq dx| <= dx / 2 = max|x_g| / 65200
- *     per element, so |y - exact| <= sum_g max|x_g| / 65200 * sum_g |W|.
- *     The product needs logits within 1e-3 of their range and the greedy
- *     references (margins down to 0.0014): 16 bits keeps both (see
- *     tests/conformance), at 2 dot products per 64 weights instead of 3.
- *   24 bits (D = 3): the rounding is 2^-24 of the group's largest |x|, as
- *     good as fp32; kept for comparison (ALM_ACTIVATION_BITS=24).
- *   8 bits (D = 1): an experiment (ALM_ACTIVATION_BITS=8), one dot product
- *     per 64 weights; error max|x_g| / 254 per element.
+ *     per element, so |y - exact| <= sum_g max|x_g| / 65200 * sum_g |s q|
+ *     (the biases meet the exact sums of x). The product needs logits within
+ *     1e-3 of their range and the greedy references (margins down to
+ *     0.0014): 16 bits keeps both (tests/conformance), at 2 dot products per
+ *     64 weights. 24 bits (D = 3, 3 dot products, as good as fp32) was the
+ *     previous default; measured 20 to 30% slower for 2 to 512 tokens, and
+ *     the code handles D = 3 still, though no tiles are built for it.
+ *   8 bits (D = 1): an experiment (ALM_ACTIVATION_BITS=8), 4-bit weights
+ *     only, one dot product per 64 weights; error max|x_g| / 254 per
+ *     element: breaks greedy references of all three 4-bit models.
  * Why integers: vpdpbusd (64 byte products each) against 8 FMAs plus 15
  * shifts and permutes to turn 128 nibbles into floats: measured 4.2 against
  * 6.4 cycles per 128 weights for one token with 24-bit activations.
@@ -103,9 +105,16 @@ static inline const uint8_t *chunk_digits(const qlayout *L, const uint8_t *scrat
     return scratch + L->digits_off + L->chunk_stride * (size_t)c + L->chunk_bytes * (size_t)t;
 }
 
+/* Digits per activation: 2 (16 bits); 1 for the 8-bit experiment, which
+ * exists for 4-bit weights only (others keep 16 bits). */
+static int quant_digits(const alm_weight *w, int act_bits)
+{
+    return act_bits == 8 && w->bits == 4 ? 1 : 2;
+}
+
 size_t avx512_quant_scratch_size(const alm_weight *w, int n_tok, int act_bits)
 {
-    return quant_layout(w, n_tok, act_bits / 8).total_bytes;
+    return quant_layout(w, n_tok, quant_digits(w, act_bits)).total_bytes;
 }
 
 /* ------------------------------------------------------------ quantized: prepare */
@@ -445,9 +454,10 @@ typedef void (*quant_tile_fn)(const qctx *q, int r0, int r1, int t);
     QUANT_TILES_SMALL(BITS, D, 5) QUANT_TILES_SMALL(BITS, D, 6)                      \
     QUANT_TILES_SMALL(BITS, D, 7) QUANT_TILES_SMALL(BITS, D, 8)
 #define QUANT_TILES_D(D) QUANT_TILES(2, D) QUANT_TILES(4, D) QUANT_TILES(8, D)
-QUANT_TILES_D(1)
+/* The 8-bit experiment only for 4-bit weights (the models' format): each
+ * variant adds a third of this file's compile time. */
+QUANT_TILES(4, 1)
 QUANT_TILES_D(2)
-QUANT_TILES_D(3)
 
 #define QUANT_ROW_T(BITS, D, T) { quant_tile_##BITS##_##D##_1_##T, quant_tile_##BITS##_##D##_2_##T }
 #define QUANT_ROW(BITS, D)                                                                   \
@@ -458,9 +468,10 @@ QUANT_TILES_D(3)
       QUANT_ROW_T(BITS, D, 3), QUANT_ROW_T(BITS, D, 4), QUANT_ROW_T(BITS, D, 5),             \
       QUANT_ROW_T(BITS, D, 6), QUANT_ROW_T(BITS, D, 7), QUANT_ROW_T(BITS, D, 8) }
 #define QUANT_ROWS_D(D) { QUANT_ROW(2, D), QUANT_ROW(4, D), QUANT_ROW(8, D) }
-/* [digits - 1][bits 2, 4, 8][T - 1][log2 R] */
-static const quant_tile_fn quant_tiles[3][3][MAX_TOK][4] = {
-    QUANT_ROWS_D(1), QUANT_ROWS_D(2), QUANT_ROWS_D(3),
+/* [digits - 1][bits 2, 4, 8][T - 1][log2 R]; see quant_digits. */
+static const quant_tile_fn quant_tiles[2][3][MAX_TOK][4] = {
+    { { { NULL } }, QUANT_ROW(4, 1), { { NULL } } },
+    QUANT_ROWS_D(2),
 };
 
 /* log2 of the rows per tile for T tokens (the largest in quant_tiles):
@@ -490,7 +501,7 @@ void avx512_quant_rows(const alm_weight *w, const void *scratch, int n_tok, floa
                        size_t y_stride, int r0, int r1, int act_bits)
 {
     qctx q;
-    int digits = act_bits / 8;
+    int digits = quant_digits(w, act_bits);
     q.w = w;
     q.L = quant_layout(w, n_tok, digits);
     q.data = w->data;
@@ -534,15 +545,12 @@ void avx512_quant_rows(const alm_weight *w, const void *scratch, int n_tok, floa
     }
 QUANT_PREPARE(1)
 QUANT_PREPARE(2)
-QUANT_PREPARE(3)
 
 void avx512_quant_prepare(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
                           void *scratch, int act_bits)
 {
-    if (act_bits == 8)
+    if (quant_digits(w, act_bits) == 1)
         quant_prepare_1(w, x, n_tok, x_stride, scratch);
-    else if (act_bits == 24)
-        quant_prepare_3(w, x, n_tok, x_stride, scratch);
     else
         quant_prepare_2(w, x, n_tok, x_stride, scratch);
 }

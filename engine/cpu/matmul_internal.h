@@ -15,8 +15,9 @@
 
 struct cpu_kernels {
     cpu_isa isa;
-    /* Precision of the activations the quantized kernels consume: 8, 16 or
-     * 24 bits per element (integer kernels), 32 for fp32 (scalar, AVX2). */
+    /* Precision of the activations the quantized kernels consume: 16 or 8
+     * bits per element (integer kernels; 8 for 4-bit weights only, others
+     * take 16), 32 for fp32 (scalar, AVX2). */
     int activation_bits;
     size_t (*scratch_size)(const alm_weight *w, int n_tok);
     void (*prepare)(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
@@ -29,8 +30,7 @@ struct cpu_kernels {
 extern const cpu_kernels cpu_kernels_scalar;
 extern const cpu_kernels cpu_kernels_avx2;
 extern const cpu_kernels cpu_kernels_avx512;        /* 16-bit activations */
-extern const cpu_kernels cpu_kernels_avx512_act8;   /* experiment */
-extern const cpu_kernels cpu_kernels_avx512_act24;
+extern const cpu_kernels cpu_kernels_avx512_act8;   /* experiment, 4-bit weights */
 
 static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 

@@ -10,7 +10,7 @@
  * as the CPU backend splits them); prepare is included, as each thread
  * prepares its own activations. --repeat N: timed batches per point
  * (median reported). --activation-bits N: the integer kernels' variant
- * with N-bit activations (AVX-512: 8, 16, 24), where the ISA has it. Times are medians of batches of calls, monotonic
+ * with N-bit activations (AVX-512: 16, or 8 for 4-bit weights), where the ISA has it. Times are medians of batches of calls, monotonic
  * clock. "model" lines run the matmuls of one forward pass in order (so
  * that the caches see the whole 7 MB, as in real use) and sum them. */
 #include <stdio.h>
