@@ -430,6 +430,9 @@ int settings_store_open(const char *path, settings_store **out, alm_error *err)
                              path, store->db ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
     sqlite3_extended_result_codes(store->db, 1);
     sqlite3_busy_timeout(store->db, SETTINGS_STORE_BUSY_TIMEOUT_MS);
+    /* Closing checkpoints the WAL into the database: a write. Off until the
+     * file is recognised as ours, so that refusing one writes nothing. */
+    sqlite3_db_config(store->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 
     int64_t version;
     if ((r = check_readable(store, &version, err)) < 0)
@@ -439,6 +442,7 @@ int settings_store_open(const char *path, settings_store **out, alm_error *err)
         return r;
     if (version < SETTINGS_STORE_SCHEMA_VERSION && (r = migrate(store, err)) < 0)
         return r;
+    sqlite3_db_config(store->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
     *out = TAKE_PTR(store);
     return 0;
 }
