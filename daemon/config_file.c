@@ -573,7 +573,9 @@ static int apply_yaml(const char *text, size_t len, const char *name, daemon_con
     yaml_ctx ctx = { .name = name, .doc = &doc, .err = err };
     const yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root) {
-        r = apply_mapping(&ctx, root, c);
+        /* "---" alone is a document holding one empty scalar: no keys. */
+        bool empty = root->type == YAML_SCALAR_NODE && scalar_is_null(root);
+        r = empty ? 0 : apply_mapping(&ctx, root, c);
         if (r == 0) {
             /* A second document would be silently ignored: refuse it. */
             yaml_document_t next;

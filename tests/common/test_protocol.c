@@ -480,7 +480,7 @@ static void test_fuzz(void)
             bad += (unsigned)error.code >= PROTOCOL_ERROR_COUNT_ || error.message[0] == '\0' ||
                    req.params != NULL;
             char *out = protocol_error_line_for(&error);
-            protocol_reply reply;
+            protocol_reply reply = { 0 };
             protocol_error again;
             bad += out == NULL ||
                    protocol_reply_parse(out, strlen(out) - 1, &reply, &again) != 0 ||

@@ -65,6 +65,15 @@ static void test_defaults(void)
     daemon_config_clear(&c);
     tap_ok(load("", &c, &err) == 0 && c.max_clients == 64, "an empty file keeps the defaults");
     daemon_config_clear(&c);
+    tap_ok(load("---\n...\n", &c, &err) == 0 && c.max_clients == 64,
+           "an empty document keeps the defaults (%s)", err.message);
+    daemon_config_clear(&c);
+    tap_ok(load("---\nmax_clients: 2\n", &c, &err) == 0 && c.max_clients == 2,
+           "a document start marker is fine");
+    daemon_config_clear(&c);
+    tap_ok(load("dirs: &d [/srv/a]\n", &c, &err) < 0, "anchors do not make unknown keys valid");
+    tap_ok(load("model_dirs: &d [/srv/a, *d]\n", &c, &err) < 0,
+           "a recursive alias is refused: %s", err.message);
 
     daemon_config_defaults user;
     tap_ok(daemon_config_defaults_user(&user, "/m", "/run/user/1000", NULL, "/home/u", &err) ==
