@@ -73,27 +73,15 @@ static int add_step(decoder *d, const dec_step *s)
     return 0;
 }
 
-static int parse_one(decoder *d, JsonNode *node, const char *where, int depth, alm_error *err)
+static int parse_one(void *ctx, JsonNode *node, const char *where, int depth, alm_error *err)
 {
-    if (depth > 16)
-        return alm_error_set(err, -EINVAL, "%s: decoders nested too deeply", where);
-    if (!JSON_NODE_HOLDS_OBJECT(node))
-        return alm_error_set(err, -EINVAL, "%s: a decoder must be an object, not %s", where,
-                             json_node_kind(node));
-    JsonObject *o = json_node_get_object(node);
+    decoder *d = ctx;
+    JsonObject *o;
     const char *type;
-    int r = json_get_string(o, "type", true, &type, where, err);
-    if (r < 0)
-        return r;
-    if (strcmp(type, "Sequence") == 0) {
-        JsonArray *list;
-        if ((r = json_get_array(o, "decoders", true, &list, where, err)) < 0)
-            return r;
-        for (guint i = 0; i < json_array_get_length(list); i++)
-            if ((r = parse_one(d, json_array_get_element(list, i), where, depth + 1, err)) < 0)
-                return r;
-        return 0;
-    }
+    int r = json_component_head(node, "a decoder", "decoders", depth, where, parse_one, ctx, &o,
+                                &type, err);
+    if (r != 0)
+        return r < 0 ? r : 0;
     dec_step s = { 0 };
     if (strcmp(type, "ByteLevel") == 0) {
         s.kind = DEC_BYTE_LEVEL;

@@ -152,3 +152,29 @@ int json_get_array(JsonObject *o, const char *name, bool required, JsonArray **o
     *out = json_node_get_array(n);
     return 0;
 }
+
+int json_component_head(JsonNode *node, const char *what, const char *list_key, int depth,
+                        const char *where, json_component_fn parse, void *ctx,
+                        JsonObject **obj, const char **type, alm_error *err)
+{
+    if (depth > 16)
+        return alm_error_set(err, -EINVAL, "%s: %s nested too deeply", where, list_key);
+    if (!JSON_NODE_HOLDS_OBJECT(node))
+        return alm_error_set(err, -EINVAL, "%s: %s must be an object, not %s", where, what,
+                             json_node_kind(node));
+    JsonObject *o = json_node_get_object(node);
+    int r = json_get_string(o, "type", true, type, where, err);
+    if (r < 0)
+        return r;
+    if (strcmp(*type, "Sequence") != 0) {
+        *obj = o;
+        return 0;
+    }
+    JsonArray *list;
+    if ((r = json_get_array(o, list_key, true, &list, where, err)) < 0)
+        return r;
+    for (guint i = 0; i < json_array_get_length(list); i++)
+        if ((r = parse(ctx, json_array_get_element(list, i), where, depth + 1, err)) < 0)
+            return r;
+    return 1;
+}

@@ -35,4 +35,17 @@ const char *json_node_string(JsonNode *node);
 /* A short name of the node's JSON type, for messages. */
 const char *json_node_kind(JsonNode *node);
 
+/* Parses one component of a tokenizer.json pipeline ({"type": ...}). */
+typedef int (*json_component_fn)(void *ctx, JsonNode *node, const char *where, int depth,
+                                 alm_error *err);
+
+/* The part every pipeline component shares: a nesting limit, an object
+ * with a "type", and "Sequence" components whose members (under list_key)
+ * are parsed in order with parse. what names the kind in messages ("a
+ * decoder"). Returns 1 when node was a Sequence (fully handled), 0 with
+ * *obj and *type set for any other type, or a negative errno. */
+int json_component_head(JsonNode *node, const char *what, const char *list_key, int depth,
+                        const char *where, json_component_fn parse, void *ctx,
+                        JsonObject **obj, const char **type, alm_error *err);
+
 #endif

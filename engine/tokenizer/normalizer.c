@@ -29,28 +29,15 @@ static int dup_text(norm_step *s, const char *text)
     return 0;
 }
 
-static int parse_one(normalizer *n, JsonNode *node, const char *where, int depth, alm_error *err)
+static int parse_one(void *ctx, JsonNode *node, const char *where, int depth, alm_error *err)
 {
-    if (depth > 16)
-        return alm_error_set(err, -EINVAL, "%s: normalizers nested too deeply", where);
-    if (!JSON_NODE_HOLDS_OBJECT(node))
-        return alm_error_set(err, -EINVAL, "%s: a normalizer must be an object, not %s", where,
-                             json_node_kind(node));
-    JsonObject *o = json_node_get_object(node);
+    normalizer *n = ctx;
+    JsonObject *o;
     const char *type;
-    int r = json_get_string(o, "type", true, &type, where, err);
-    if (r < 0)
-        return r;
-
-    if (strcmp(type, "Sequence") == 0) {
-        JsonArray *list;
-        if ((r = json_get_array(o, "normalizers", true, &list, where, err)) < 0)
-            return r;
-        for (guint i = 0; i < json_array_get_length(list); i++)
-            if ((r = parse_one(n, json_array_get_element(list, i), where, depth + 1, err)) < 0)
-                return r;
-        return 0;
-    }
+    int r = json_component_head(node, "a normalizer", "normalizers", depth, where, parse_one, ctx, &o,
+                                &type, err);
+    if (r != 0)
+        return r < 0 ? r : 0;
 
     norm_step s = { 0 };
     const char *text;

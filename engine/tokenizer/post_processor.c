@@ -104,27 +104,15 @@ static int wrap(post_processor *pp, const idvec *prefix, const idvec *suffix)
     return 0;
 }
 
-static int parse_one(post_processor *pp, JsonNode *node, const char *where, int depth,
-                     alm_error *err)
+static int parse_one(void *ctx, JsonNode *node, const char *where, int depth, alm_error *err)
 {
-    if (depth > 16)
-        return alm_error_set(err, -EINVAL, "%s: post-processors nested too deeply", where);
-    if (!JSON_NODE_HOLDS_OBJECT(node))
-        return alm_error_set(err, -EINVAL, "%s: a post-processor must be an object", where);
-    JsonObject *o = json_node_get_object(node);
+    post_processor *pp = ctx;
+    JsonObject *o;
     const char *type;
-    int r = json_get_string(o, "type", true, &type, where, err);
-    if (r < 0)
-        return r;
-    if (strcmp(type, "Sequence") == 0) {
-        JsonArray *list;
-        if ((r = json_get_array(o, "processors", true, &list, where, err)) < 0)
-            return r;
-        for (guint i = 0; i < json_array_get_length(list); i++)
-            if ((r = parse_one(pp, json_array_get_element(list, i), where, depth + 1, err)) < 0)
-                return r;
-        return 0;
-    }
+    int r = json_component_head(node, "a post-processor", "processors", depth, where, parse_one, ctx, &o,
+                                &type, err);
+    if (r != 0)
+        return r < 0 ? r : 0;
     if (strcmp(type, "ByteLevel") == 0)
         return 0; /* only trims offsets */
 

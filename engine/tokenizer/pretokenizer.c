@@ -114,29 +114,15 @@ static int regex_step(pre_step *s, const char *regex, split_behavior b, bool inv
     return pattern_init_regex(&s->pattern, regex, strlen(regex), err);
 }
 
-static int parse_one(pretokenizer *p, JsonNode *node, const char *where, int depth,
-                     alm_error *err)
+static int parse_one(void *ctx, JsonNode *node, const char *where, int depth, alm_error *err)
 {
-    if (depth > 16)
-        return alm_error_set(err, -EINVAL, "%s: pre-tokenizers nested too deeply", where);
-    if (!JSON_NODE_HOLDS_OBJECT(node))
-        return alm_error_set(err, -EINVAL, "%s: a pre-tokenizer must be an object, not %s",
-                             where, json_node_kind(node));
-    JsonObject *o = json_node_get_object(node);
+    pretokenizer *p = ctx;
+    JsonObject *o;
     const char *type;
-    int r = json_get_string(o, "type", true, &type, where, err);
-    if (r < 0)
-        return r;
-
-    if (strcmp(type, "Sequence") == 0) {
-        JsonArray *list;
-        if ((r = json_get_array(o, "pretokenizers", true, &list, where, err)) < 0)
-            return r;
-        for (guint i = 0; i < json_array_get_length(list); i++)
-            if ((r = parse_one(p, json_array_get_element(list, i), where, depth + 1, err)) < 0)
-                return r;
-        return 0;
-    }
+    int r = json_component_head(node, "a pre-tokenizer", "pretokenizers", depth, where, parse_one, ctx, &o,
+                                &type, err);
+    if (r != 0)
+        return r < 0 ? r : 0;
 
     pre_step s = { 0 };
     if (strcmp(type, "Split") == 0) {
