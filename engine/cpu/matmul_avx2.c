@@ -172,6 +172,38 @@ void quant_tile(const qctx *q, int r, int t, const int BITS, const int R, const 
         }
 }
 
+#define MAX_T 4 /* tokens per tile */
+
+/* Visits rows [r0, r1) x tokens [0, n_tok) tile by tile: blocks of
+ * TOKEN_BLOCK tokens, each split into runs of MAX_T tokens and a shorter
+ * rest of T tokens; rows in groups of tile_rows[T - 1] ("wide" tiles), then
+ * single rows for what is left. */
+typedef void (*tile_visit_fn)(const void *ctx, int T, int wide, int r, int t);
+
+static void for_each_tile(int n_tok, int r0, int r1, const int *tile_rows,
+                          tile_visit_fn visit, const void *ctx)
+{
+    for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
+        int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
+        int full_t = (t1 - t0) / MAX_T * MAX_T;
+        for (int part = 0; part < 2; part++) {
+            int T = part == 0 ? MAX_T : (t1 - t0) - full_t;
+            int ta = part == 0 ? t0 : t0 + full_t;
+            int tb = part == 0 ? t0 + full_t : t1;
+            if (T == 0 || ta >= tb)
+                continue;
+            int R = tile_rows[T - 1];
+            int r = r0;
+            for (; r + R <= r1; r += R)
+                for (int t = ta; t < tb; t += T)
+                    visit(ctx, T, 1, r, t);
+            for (; r < r1; r++)
+                for (int t = ta; t < tb; t += T)
+                    visit(ctx, T, 0, r, t);
+        }
+    }
+}
+
 typedef void (*quant_tile_fn)(const qctx *q, int r, int t);
 
 #define QUANT_TILE(BITS, R, T)                                              \
@@ -196,7 +228,17 @@ static const quant_tile_fn quant_tiles[3][4][2] = {
     QUANT_ROW(2), QUANT_ROW(4), QUANT_ROW(8),
 };
 static const int quant_tile_rows[4] = { 2, 1, 1, 1 };
-#define MAX_T 4
+
+struct quant_visit_ctx {
+    const qctx *q;
+    int bits_index;   /* 2, 4, 8 bits: 0, 1, 2 */
+};
+
+static void quant_visit(const void *ctx, int T, int wide, int r, int t)
+{
+    const struct quant_visit_ctx *v = ctx;
+    quant_tiles[v->bits_index][T - 1][wide](v->q, r, t);
+}
 
 static void quant_rows(const alm_weight *w, const void *scratch, int n_tok, float *y,
                        size_t y_stride, int r0, int r1)
@@ -209,26 +251,8 @@ static void quant_rows(const alm_weight *w, const void *scratch, int n_tok, floa
         .y = y,
         .y_stride = y_stride,
     };
-    int b = w->bits == 2 ? 0 : w->bits == 4 ? 1 : 2;
-    for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
-        int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
-        int full_t = (t1 - t0) / MAX_T * MAX_T;
-        for (int part = 0; part < 2; part++) {
-            int T = part == 0 ? MAX_T : (t1 - t0) - full_t;
-            int ta = part == 0 ? t0 : t0 + full_t;
-            int tb = part == 0 ? t0 + full_t : t1;
-            if (T == 0 || ta >= tb)
-                continue;
-            int R = quant_tile_rows[T - 1];
-            int r = r0;
-            for (; r + R <= r1; r += R)
-                for (int t = ta; t < tb; t += T)
-                    quant_tiles[b][T - 1][1](&q, r, t);
-            for (; r < r1; r++)
-                for (int t = ta; t < tb; t += T)
-                    quant_tiles[b][T - 1][0](&q, r, t);
-        }
-    }
+    struct quant_visit_ctx v = { &q, w->bits == 2 ? 0 : w->bits == 4 ? 1 : 2 };
+    for_each_tile(n_tok, r0, r1, quant_tile_rows, quant_visit, &v);
 }
 
 /* ------------------------------------------------------------ dense */
@@ -316,30 +340,23 @@ static const dense_tile_fn dense_tiles[3][4][2] = {
 };
 static const int dense_tile_rows[4] = { 4, 4, 3, 2 };
 
+struct dense_visit_ctx {
+    const dctx *d;
+    int dtype_index;  /* F32, F16, BF16: 0, 1, 2 */
+};
+
+static void dense_visit(const void *ctx, int T, int wide, int r, int t)
+{
+    const struct dense_visit_ctx *v = ctx;
+    dense_tiles[v->dtype_index][T - 1][wide](v->d, r, t);
+}
+
 static void dense_rows(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
                        float *y, size_t y_stride, int r0, int r1)
 {
     dctx d = { .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride };
-    int k = w->dtype == ALM_DTYPE_F16 ? 1 : w->dtype == ALM_DTYPE_BF16 ? 2 : 0;
-    for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
-        int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
-        int full_t = (t1 - t0) / MAX_T * MAX_T;
-        for (int part = 0; part < 2; part++) {
-            int T = part == 0 ? MAX_T : (t1 - t0) - full_t;
-            int ta = part == 0 ? t0 : t0 + full_t;
-            int tb = part == 0 ? t0 + full_t : t1;
-            if (T == 0 || ta >= tb)
-                continue;
-            int R = dense_tile_rows[T - 1];
-            int r = r0;
-            for (; r + R <= r1; r += R)
-                for (int t = ta; t < tb; t += T)
-                    dense_tiles[k][T - 1][1](&d, r, t);
-            for (; r < r1; r++)
-                for (int t = ta; t < tb; t += T)
-                    dense_tiles[k][T - 1][0](&d, r, t);
-        }
-    }
+    struct dense_visit_ctx v = { &d, w->dtype == ALM_DTYPE_F16 ? 1 : w->dtype == ALM_DTYPE_BF16 ? 2 : 0 };
+    for_each_tile(n_tok, r0, r1, dense_tile_rows, dense_visit, &v);
 }
 
 static void avx2_rows(const alm_weight *w, const void *scratch, const float *x, int n_tok,
