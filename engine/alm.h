@@ -98,6 +98,8 @@ int alm_model_max_context(const alm_model *model);
 const char *alm_model_architecture(const alm_model *model);
 /* Bytes of weights (mapped from the files). */
 size_t alm_model_weight_bytes(const alm_model *model);
+/* The folder the model was loaded from (as given to alm_model_load). */
+const char *alm_model_dir(const alm_model *model);
 
 /* ------------------------------------------------------------ sequences */
 
@@ -219,6 +221,17 @@ int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *pr
  * token string for every id, the same special tokens. The error says what
  * differs. */
 int alm_check_draft(const alm_model *target, const alm_model *draft, alm_error *err);
+
+/* ------------------------------------------------------------ chat */
+
+typedef struct alm_chat_message { const char *role; const char *content; } alm_chat_message;
+
+/* Renders messages in the model's chat format, ending with the opening of
+ * the assistant's turn when add_generation_prompt. The text is complete:
+ * encode it with special tokens parsed and none added. -ENOTSUP with a
+ * message when the model has no known chat format. */
+int alm_chat_render(const alm_model *m, const alm_chat_message *msgs, size_t n,
+                    bool add_generation_prompt, char **out, alm_error *err);
 
 #ifdef __cplusplus
 }

@@ -165,3 +165,4 @@ int32_t alm_model_vocab_size(const alm_model *m) { return m->cfg.vocab_size; }
 int alm_model_max_context(const alm_model *m) { return m->rope.max_positions; }
 const char *alm_model_architecture(const alm_model *m) { return model_arch_name(m->cfg.arch); }
 size_t alm_model_weight_bytes(const alm_model *m) { return tensor_store_mapped_bytes(m->store); }
+const char *alm_model_dir(const alm_model *m) { return m->dir; }
