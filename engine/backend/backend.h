@@ -66,6 +66,23 @@ typedef struct moe_expert {
 
 #define MOE_MAX_EXPERTS 256
 
+/* The attention half of a layer, for attention_block below. */
+typedef struct attention_block_args {
+    const attention_shape *shape;
+    const float *x;            /* [n_tok][hidden]: the residual stream */
+    int n_tok;
+    int pos0;
+    const float *norm;         /* input_layernorm */
+    float eps;
+    const alm_weight *q, *k, *v;
+    const float *q_bias, *k_bias, *v_bias;  /* NULL: none */
+    const float *q_norm, *k_norm;           /* per-head RMSNorm, NULL: none */
+    const rope_table *rope;
+    float *q_out, *k_out, *v_out;  /* [n_tok][rows of q, k, v]: scratch */
+    kv_layer cache;
+    float *out;                /* [n_tok][n_heads * head_dim] */
+} attention_block_args;
+
 typedef struct backend_ops {
     const char *name;
 
@@ -122,6 +139,13 @@ typedef struct backend_ops {
                       const float *q, int n_tok, int pos0, kv_layer cache,
                       float *out);
 
+    /* Optional (NULL: model code calls norm_matmul, rope_store and
+     * attention in turn): the three at once, with the same results. A
+     * backend fuses them to save synchronization: the CPU backend gives
+     * each thread whole groups of heads, so that the heads' q, k and v,
+     * their rotation and their attention need no barrier in between. */
+    void (*attention_block)(backend_exec *ex, const attention_block_args *a);
+
     /* Mixtral-style sparse MLP on rmsnorm(x), added into x:
      * x[t] += sum over the top k experts e of w_e * down_e(silu(gate_e n) * up_e n),
      * w = softmax(router n) restricted to the top k and renormalized. */
@@ -134,6 +158,17 @@ typedef struct backend_ops {
     void (*logits)(backend_exec *ex, const float *x, int first, int n_out,
                    const float *norm, float eps, const alm_weight *w,
                    float *logits);
+
+    /* Optional (NULL: nothing to do). Called once after loading with every
+     * weight of the model, so that a backend can keep its own copy in
+     * alm_weight.backend_data (a GPU uploads them here). */
+    int (*prepare_weights)(backend *be, const alm_weight *const *weights, size_t n,
+                           alm_error *err);
+    /* Optional (NULL: operations cannot fail). Operations return nothing,
+     * so a backend whose work can fail (a GPU's) keeps the first failure of
+     * the passes run with this workspace; this hands it over once: 0 when
+     * there was none, else its negative errno with the message in err. */
+    int (*take_error)(backend *be, void *workspace, alm_error *err);
 } backend_ops;
 
 struct backend {

@@ -177,3 +177,17 @@ void cpu_attention_run(const cpu_vector_ops *ops, const attention_args *a,
         ops->attention_block(a, &b, scratch);
     }
 }
+
+void cpu_attention_run_kv_heads(const cpu_vector_ops *ops, const attention_args *a,
+                                int kv0, int kv1, float *scratch)
+{
+    attention_args whole = *a;
+    whole.min_items = 0;
+    size_t n = cpu_attention_items(&whole);
+    attention_plan p = make_plan(&whole);
+    for (size_t i = 0; i < n; i++) {
+        attention_block b = plan_block(&whole, &p, i);
+        if (b.kv_head >= kv0 && b.kv_head < kv1)
+            ops->attention_block(&whole, &b, scratch);
+    }
+}

@@ -61,4 +61,12 @@ size_t cpu_attention_scratch_floats(const attention_args *a);
 void cpu_attention_run(const cpu_vector_ops *ops, const attention_args *a,
                        size_t item0, size_t item1, float *scratch);
 
+/* Computes every output of the query heads that share KV heads
+ * [kv0, kv1), for all tokens (min_items is ignored: groups are not cut).
+ * Threads that own disjoint KV head ranges together compute everything;
+ * a thread that also produced those heads' q, k and v needs no barrier
+ * between that and this. */
+void cpu_attention_run_kv_heads(const cpu_vector_ops *ops, const attention_args *a,
+                                int kv0, int kv1, float *scratch);
+
 #endif

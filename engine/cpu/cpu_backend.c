@@ -289,37 +289,46 @@ static void rotate_half(float *v, int d, const float *cos_row, const float *sin_
     }
 }
 
+/* Token t's head h (query heads first, then KV heads) of one pass: the
+ * optional head norm and the rotation; KV heads go into the cache. */
+static void rope_store_head(const cpu_vector_ops *vec, const attention_shape *s,
+                            const rope_table *rope, const float *q_norm,
+                            const float *k_norm, float eps, float *q, const float *k,
+                            const float *v, int t, int h, int pos0, kv_layer cache)
+{
+    int d = s->head_dim, half = d / 2;
+    size_t kv_row = (size_t)s->n_kv_heads * d;
+    int pos = pos0 + t;
+    const float *c = rope->cos + (size_t)pos * half;
+    const float *sn = rope->sin + (size_t)pos * half;
+    if (h < s->n_heads) {
+        float *qh = q + ((size_t)t * s->n_heads + h) * d;
+        if (q_norm)
+            vec->rmsnorm(qh, qh, q_norm, (size_t)d, eps);
+        rotate_half(qh, d, c, sn);
+    } else {
+        int kh = h - s->n_heads;
+        float *kd = cache.k + (size_t)pos * kv_row + (size_t)kh * d;
+        float *vd = cache.v + (size_t)pos * kv_row + (size_t)kh * d;
+        memcpy(kd, k + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
+        memcpy(vd, v + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
+        if (k_norm)
+            vec->rmsnorm(kd, kd, k_norm, (size_t)d, eps);
+        rotate_half(kd, d, c, sn);
+    }
+}
+
 static void cpu_rope_store(backend_exec *ex, const attention_shape *s,
                            const rope_table *rope, const float *q_norm,
                            const float *k_norm, float eps, float *q, const float *k,
                            const float *v, int n_tok, int pos0, kv_layer cache)
 {
-    int d = s->head_dim, half = d / 2;
     int heads = s->n_heads + s->n_kv_heads; /* work items per token */
     int i0, i1;
     alm_pool_split(n_tok * heads, 1, ex->index, ex->n_threads, &i0, &i1);
-    size_t kv_row = (size_t)s->n_kv_heads * d;
-    for (int item = i0; item < i1; item++) {
-        int t = item / heads, h = item % heads;
-        int pos = pos0 + t;
-        const float *c = rope->cos + (size_t)pos * half;
-        const float *sn = rope->sin + (size_t)pos * half;
-        if (h < s->n_heads) {
-            float *qh = q + ((size_t)t * s->n_heads + h) * d;
-            if (q_norm)
-                ex->be->vector->rmsnorm(qh, qh, q_norm, (size_t)d, eps);
-            rotate_half(qh, d, c, sn);
-        } else {
-            int kh = h - s->n_heads;
-            float *kd = cache.k + (size_t)pos * kv_row + (size_t)kh * d;
-            float *vd = cache.v + (size_t)pos * kv_row + (size_t)kh * d;
-            memcpy(kd, k + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
-            memcpy(vd, v + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
-            if (k_norm)
-                ex->be->vector->rmsnorm(kd, kd, k_norm, (size_t)d, eps);
-            rotate_half(kd, d, c, sn);
-        }
-    }
+    for (int item = i0; item < i1; item++)
+        rope_store_head(ex->be->vector, s, rope, q_norm, k_norm, eps, q, k, v,
+                        item / heads, item % heads, pos0, cache);
     exec_barrier(ex);
 }
 
@@ -337,6 +346,79 @@ static void cpu_attention(backend_exec *ex, const attention_shape *s, const floa
     alm_pool_split((int)items, 1, ex->index, ex->n_threads, &i0, &i1);
     if (i0 < i1)
         cpu_attention_run(ex->be->vector, &a, (size_t)i0, (size_t)i1, ex->space->scores);
+    exec_barrier(ex);
+}
+
+/* The attention half of a layer with one barrier instead of three: when
+ * the KV heads divide evenly among the threads, each thread computes the q,
+ * k and v rows of its own groups of heads (a group: one KV head and the
+ * query heads that share it), rotates and stores them, and runs their
+ * attention; nothing it reads was written by another thread in this pass.
+ * Otherwise (say one KV head and two threads) the three steps run in turn. */
+static void cpu_attention_block(backend_exec *ex, const attention_block_args *a)
+{
+    const attention_shape *s = a->shape;
+    int n = a->n_tok;
+    if (s->n_kv_heads % ex->n_threads != 0) {
+        const alm_weight *qkv[3] = { a->q, a->k, a->v };
+        const float *qkv_bias[3] = { a->q_bias, a->k_bias, a->v_bias };
+        float *qkv_out[3] = { a->q_out, a->k_out, a->v_out };
+        cpu_norm_matmul(ex, a->x, n, a->norm, a->eps, 3, qkv, qkv_bias, qkv_out, false);
+        cpu_rope_store(ex, s, a->rope, a->q_norm, a->k_norm, a->eps, a->q_out, a->k_out,
+                       a->v_out, n, a->pos0, a->cache);
+        cpu_attention(ex, s, a->q_out, n, a->pos0, a->cache, a->out);
+        return;
+    }
+    const cpu_kernels *k = ex->be->kernels;
+    const cpu_vector_ops *vec = ex->be->vector;
+    int per_thread = s->n_kv_heads / ex->n_threads;
+    int g0 = ex->index * per_thread, g1 = g0 + per_thread;
+    int group = s->n_heads / s->n_kv_heads, d = s->head_dim;
+    int dim = a->q->cols;
+
+    const float *in = a->x;
+    if (a->norm) {
+        rmsnorm_rows(vec, ex->space->normed, a->x, n, dim, a->norm, a->eps);
+        in = ex->space->normed;
+    }
+    const struct {
+        const alm_weight *w;
+        const float *bias;
+        float *y;
+        int r0, r1;
+    } parts[3] = {
+        { a->q, a->q_bias, a->q_out, g0 * group * d, g1 * group * d },
+        { a->k, a->k_bias, a->k_out, g0 * d, g1 * d },
+        { a->v, a->v_bias, a->v_out, g0 * d, g1 * d },
+    };
+    const alm_weight *prepared = NULL;
+    for (int i = 0; i < 3; i++) {
+        const alm_weight *w = parts[i].w;
+        if (!prepared || !same_activation_format(prepared, w))
+            cpu_matmul_prepare(k, w, in, n, (size_t)dim, ex->space->prep);
+        prepared = w;
+        cpu_matmul_rows(k, w, ex->space->prep, in, n, (size_t)dim, parts[i].y,
+                        (size_t)w->rows, parts[i].r0, parts[i].r1);
+        if (parts[i].bias)
+            for (int t = 0; t < n; t++)
+                vec->add(parts[i].y + (size_t)t * w->rows + parts[i].r0,
+                         parts[i].bias + parts[i].r0, (size_t)(parts[i].r1 - parts[i].r0));
+    }
+    for (int t = 0; t < n; t++) {
+        for (int h = g0 * group; h < g1 * group; h++)
+            rope_store_head(vec, s, a->rope, a->q_norm, a->k_norm, a->eps, a->q_out,
+                            a->k_out, a->v_out, t, h, a->pos0, a->cache);
+        for (int kh = g0; kh < g1; kh++)
+            rope_store_head(vec, s, a->rope, a->q_norm, a->k_norm, a->eps, a->q_out,
+                            a->k_out, a->v_out, t, s->n_heads + kh, a->pos0, a->cache);
+    }
+    attention_args att = {
+        .q = a->q_out, .k = a->cache.k, .v = a->cache.v, .out = a->out,
+        .n_tok = n, .pos0 = a->pos0,
+        .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads, .head_dim = d,
+        .window = s->window,
+    };
+    cpu_attention_run_kv_heads(vec, &att, g0, g1, ex->space->scores);
     exec_barrier(ex);
 }
 
@@ -445,6 +527,7 @@ static const backend_ops cpu_ops = {
     .matmul_add = cpu_matmul_add,
     .rope_store = cpu_rope_store,
     .attention = cpu_attention,
+    .attention_block = cpu_attention_block,
     .moe_add = cpu_moe_add,
     .logits = cpu_logits,
 };

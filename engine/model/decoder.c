@@ -31,16 +31,29 @@ static void forward_body(void *p, backend_exec *ex)
         const layer_weights *L = &w->layers[l];
         const attention_shape *shape = &m->layer_shapes[l];
 
-        /* attention: q, k, v = W_{q,k,v} rmsnorm(x) (+ biases) */
-        const alm_weight *qkv[3] = { &L->q, &L->k, &L->v };
-        const float *qkv_bias[3] = { L->q_bias, L->k_bias, L->v_bias };
-        float *qkv_out[3] = { s->q, s->k, s->v };
-        op->norm_matmul(ex, s->x, n, L->attn_norm, eps, 3, qkv, qkv_bias, qkv_out, false);
-        /* (q/k head norms), rotary positions, k and v into the cache */
-        op->rope_store(ex, shape, &m->rope, L->q_norm, L->k_norm, eps, s->q, s->k, s->v,
-                       n, pos0, s->cache[l]);
-        /* softmax(q K^T / sqrt(d)) V over the cached positions */
-        op->attention(ex, shape, s->q, n, pos0, s->cache[l], s->attn);
+        /* attention: q, k, v = W_{q,k,v} rmsnorm(x) (+ biases), (q/k head
+         * norms), rotary positions, k and v into the cache, then
+         * softmax(q K^T / sqrt(d)) V over the cached positions */
+        attention_block_args att = {
+            .shape = shape, .x = s->x, .n_tok = n, .pos0 = pos0,
+            .norm = L->attn_norm, .eps = eps,
+            .q = &L->q, .k = &L->k, .v = &L->v,
+            .q_bias = L->q_bias, .k_bias = L->k_bias, .v_bias = L->v_bias,
+            .q_norm = L->q_norm, .k_norm = L->k_norm, .rope = &m->rope,
+            .q_out = s->q, .k_out = s->k, .v_out = s->v,
+            .cache = s->cache[l], .out = s->attn,
+        };
+        if (op->attention_block) {
+            op->attention_block(ex, &att);
+        } else {
+            const alm_weight *qkv[3] = { att.q, att.k, att.v };
+            const float *qkv_bias[3] = { att.q_bias, att.k_bias, att.v_bias };
+            float *qkv_out[3] = { att.q_out, att.k_out, att.v_out };
+            op->norm_matmul(ex, att.x, n, att.norm, eps, 3, qkv, qkv_bias, qkv_out, false);
+            op->rope_store(ex, shape, att.rope, att.q_norm, att.k_norm, eps, att.q_out,
+                           att.k_out, att.v_out, n, pos0, att.cache);
+            op->attention(ex, shape, att.q_out, n, pos0, att.cache, att.out);
+        }
         /* x += W_o attn */
         op->matmul_add(ex, &L->o, L->o_bias, s->attn, n, s->x);
 
