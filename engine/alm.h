@@ -120,6 +120,12 @@ int alm_seq_capacity(const alm_seq *seq);
 int alm_seq_truncate(alm_seq *seq, int len);
 /* Bytes of KV cache and buffers this sequence holds. */
 size_t alm_seq_memory_bytes(const alm_seq *seq);
+/* From now on, logits only for the ids below n; the others come out as
+ * -infinity (0: the whole vocabulary, the default). BPE vocabularies number
+ * their tokens in merge order, which follows frequency, so a draft model
+ * that scores only the first ids proposes nearly what it would for a
+ * fraction of its output layer's cost. -EINVAL outside 0..vocabulary. */
+int alm_seq_set_vocab_limit(alm_seq *seq, int n);
 
 /* Appends n tokens and runs the model over them in batches. Writes the
  * logits of the last n_logits of them (0 <= n_logits <= n) to
@@ -155,6 +161,7 @@ typedef struct alm_speculative_params {
     float draft_p_min;      /* stop drafting once the draft's top probability is below; 0 = off */
     int ngram_max;          /* n-gram lookup: longest n tried first (default 3) */
     int ngram_min;          /* ... down to this one (default 1) */
+    int draft_vocab;        /* the draft scores only ids below this (alm_seq_set_vocab_limit); 0 = all */
 } alm_speculative_params;
 
 typedef struct alm_generate_params {

@@ -208,7 +208,7 @@ static void dense_rows(const alm_weight *w, const void *scratch, const float *x,
 /* ------------------------------------------------------------ entry points */
 
 /* One table per activation precision of the quantized kernels (see
- * matmul_avx512_quant.c); dense weights are the same in all three. */
+ * matmul_avx512_quant.c); dense weights are the same in both. */
 #define AVX512_TABLE(NAME, BITS)                                                              \
     static size_t avx512_scratch_size_##BITS(const alm_weight *w, int n_tok)                  \
     {                                                                                         \

@@ -85,7 +85,7 @@ void store_tile_sums(__m512 v[][MAX_TOK], const int R, const int T, float *y, si
 
 
 /* Quantized weights (matmul_avx512_quant.c), activations quantized to
- * act_bits = 8, 16 or 24 bits per element. */
+ * act_bits = 8 or 16 bits per element. */
 size_t avx512_quant_scratch_size(const alm_weight *w, int n_tok, int act_bits);
 void avx512_quant_prepare(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
                           void *scratch, int act_bits);

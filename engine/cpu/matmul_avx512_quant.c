@@ -9,8 +9,7 @@
  * order) and vpdpbusd multiplies them with the digits, 4 byte pairs per
  * 32-bit lane. A lane sums at most 8 (4-bit) or 16 (2-bit) products, so
  * sum q * xq fits in int32 exactly and the digits recombine with a shift
- * between them; 8-bit weights with 24-bit activations would overflow and
- * recombine in float instead. A lane lies inside one group, so lanes are
+ * between them. A lane lies inside one group, so lanes are
  * scaled by scale_g * dx_g in float and accumulated across chunks, with one
  * horizontal sum per row and token at the end; the biases enter as
  * sum_g bias_g * sum_g(x), the sums (of the exact x) coming from prepare.
@@ -22,9 +21,9 @@
  *     (the biases meet the exact sums of x). The product needs logits within
  *     1e-3 of their range and the greedy references (margins down to
  *     0.0014): 16 bits keeps both (tests/conformance), at 2 dot products per
- *     64 weights. 24 bits (D = 3, 3 dot products, as good as fp32) was the
- *     previous default; measured 20 to 30% slower for 2 to 512 tokens, and
- *     the code handles D = 3 still, though no tiles are built for it.
+ *     64 weights. (24 bits, 3 dot products, was the first default: measured
+ *     20 to 30% slower for 2 to 512 tokens, and no more accurate where the
+ *     tests look; removed.)
  *   8 bits (D = 1): an experiment (ALM_ACTIVATION_BITS=8), 4-bit weights
  *     only, one dot product per 64 weights; error max|x_g| / 254 per
  *     element: breaks greedy references of all three 4-bit models.
@@ -40,16 +39,16 @@
 
 #include "cpu/matmul_avx512.h"
 
-/* The largest |xq| for D digits: below what D signed digits hold
- * (127 * 65536 + 127 * 256 + 127 for three, 127 * 256 + 127 = 32639 for
- * two), with room for the rounding of x / dx; one digit is a plain int8. */
+/* The largest |xq| for D digits: below what two signed digits hold (127 *
+ * 256 + 127 = 32639), with room for the rounding of x / dx; one digit is a
+ * plain int8. */
 static inline float xq_max(int digits)
 {
-    return digits == 3 ? 8355000.0f : digits == 2 ? 32600.0f : 127.0f;
+    return digits == 2 ? 32600.0f : 127.0f;
 }
-/* Offset that makes the digits of xq + offset unsigned bytes; XOR with it
- * turns each byte back into the signed digit. */
-static inline int xq_offset(int digits) { return digits == 3 ? 0x808080 : 0x8080; }
+/* Offset that makes the two digits of xq + offset unsigned bytes; XOR with
+ * it turns each byte back into the signed digit. */
+#define XQ_OFFSET 0x8080
 
 /* ------------------------------------------------------------ layout */
 
@@ -60,7 +59,7 @@ typedef struct qlayout {
     int chunks;        /* per row, the last one possibly partial */
     int groups;
     int n_tok;
-    int digits;        /* activation bytes per element: 1, 2 or 3 */
+    int digits;        /* activation bytes per element: 1 or 2 */
     /* Scratch: per token a head of [sums of x per group | dx per group],
      * then the digits chunk-major, [chunk][token][digits][streams][64]:
      * the tokens of a tile sit side by side at constant offsets. */
@@ -130,7 +129,7 @@ void store_digits(__m512 scaled, uint8_t *chunk, int streams, int p, int k, cons
         _mm_storeu_si128((__m128i *)(chunk + (size_t)p * 64 + k), _mm512_cvtsepi32_epi8(xq));
         return;
     }
-    __m512i off = _mm512_set1_epi32(xq_offset(D));
+    __m512i off = _mm512_set1_epi32(XQ_OFFSET);
     __m512i v = _mm512_xor_si512(_mm512_add_epi32(xq, off), off);
     UNROLL
     for (int d = 0; d < D; d++)
@@ -255,17 +254,7 @@ static inline __attribute__((always_inline))
 __m512 chunk_dot(const __m512i *u, const __m512i *xv, const int BITS, const int D)
 {
     const int P = 8 / BITS;
-    if (BITS == 8 && D == 3) {
-        /* 4 x 255 x 2^23 overflows int32: recombine in float. */
-        __m512i z = _mm512_setzero_si512();
-        __m512i i2 = _mm512_dpbusd_epi32(z, u[0], xv[0]);
-        __m512i i1 = _mm512_dpbusd_epi32(z, u[0], xv[1]);
-        __m512i i0 = _mm512_dpbusd_epi32(z, u[0], xv[2]);
-        __m512i lo = _mm512_add_epi32(_mm512_slli_epi32(i1, 8), i0);
-        return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_set1_ps(65536.0f),
-                               _mm512_cvtepi32_ps(lo));
-    }
-    /* xq = 256 d1 + d0 (or 65536 d2 + 256 d1 + d0): one chain, shifted by
+    /* xq = 256 d1 + d0: one chain, shifted by
      * 8 bits between digits (measured as fast as independent chains per
      * digit, with fewer instructions). 8-bit weights, two digits: a lane
      * holds at most 4 x 255 x 32639, well inside int32. */
@@ -344,7 +333,7 @@ void quant_chunk(const qctx *q, const uint8_t *wc, const uint8_t *xc, __m512i si
     UNROLL
     for (int j = 0; j < T; j++) {
         const uint8_t *xd = xc + (size_t)j * chunk_bytes;
-        __m512i xv[12];
+        __m512i xv[8];
         const int vectors = D * 8 / BITS;   /* digits x streams */
         UNROLL
         for (int k = 0; k < vectors; k++)

@@ -71,9 +71,16 @@ static void forward_body(void *p, backend_exec *ex)
     }
 
     /* logits = W_lm rmsnorm(x) for the positions asked for */
-    if (a->n_logits > 0)
-        op->logits(ex, s->x, n - a->n_logits, a->n_logits, w->final_norm, eps,
-                   &w->lm_head, a->logits);
+    if (a->n_logits > 0) {
+        /* A vocabulary limit scores the first rows only: a prefix of a
+         * row-major matrix (packed or not) is the same matrix with fewer
+         * rows. The logits then come out [n_logits][vocab_limit]. */
+        alm_weight head = w->lm_head;
+        if (s->vocab_limit > 0 && s->vocab_limit < head.rows)
+            head.rows = s->vocab_limit;
+        op->logits(ex, s->x, n - a->n_logits, a->n_logits, w->final_norm, eps, &head,
+                   a->logits);
+    }
 }
 
 void decoder_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,

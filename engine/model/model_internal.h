@@ -42,6 +42,7 @@ struct alm_seq {
     void *workspace;
     int workspace_threads;
     size_t memory_bytes;
+    int vocab_limit;     /* logits for ids below this only; 0: all */
 };
 
 /* Runs the decoder over tokens[0..n) at positions seq->length.. (n <= batch),

@@ -1,6 +1,7 @@
 /* A sequence: its KV cache, the activation buffers of one pass, and the
  * bookkeeping that lets speculative decoding cut the cache back. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,6 +88,27 @@ const int32_t *alm_seq_tokens(const alm_seq *s) { return s->tokens; }
 int alm_seq_capacity(const alm_seq *s) { return s->capacity; }
 size_t alm_seq_memory_bytes(const alm_seq *s) { return s->memory_bytes; }
 
+int alm_seq_set_vocab_limit(alm_seq *s, int n)
+{
+    if (n < 0 || n > s->model->cfg.vocab_size)
+        return -EINVAL;
+    s->vocab_limit = n == s->model->cfg.vocab_size ? 0 : n;
+    return 0;
+}
+
+/* The pass wrote n_out rows of vocab_limit logits end to end; spread them
+ * to rows of the whole vocabulary, the ids not scored at -infinity. */
+static void spread_limited_logits(const alm_seq *s, float *logits, int n_out)
+{
+    size_t vocab = (size_t)s->model->cfg.vocab_size, limit = (size_t)s->vocab_limit;
+    for (int j = n_out - 1; j >= 0; j--) {
+        float *row = logits + (size_t)j * vocab;
+        memmove(row, logits + (size_t)j * limit, sizeof(float) * limit);
+        for (size_t i = limit; i < vocab; i++)
+            row[i] = -INFINITY;
+    }
+}
+
 int alm_seq_truncate(alm_seq *s, int len)
 {
     if (len < 0 || len > s->length)
@@ -155,6 +177,8 @@ int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,
         float *out = chunk_logits ? logits + (size_t)(from - first_logit) * vocab : NULL;
         memcpy(s->tokens + s->length, tokens + done, sizeof(int32_t) * (size_t)chunk);
         decoder_forward(s, pool, tokens + done, chunk, chunk_logits, out);
+        if (out && s->vocab_limit)
+            spread_limited_logits(s, out, chunk_logits);
         s->length += chunk;
         done = end;
     }
