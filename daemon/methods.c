@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "model_resolve.h"
 #include "settings_effective.h"
 #include "settings_keys.h"
 
@@ -183,77 +182,30 @@ static void method_config_list(server *srv, client *c, const protocol_request *r
     reply_result(c, req, r);
 }
 
-/* Loads a model to prove it loadable (the weights are mapped, so this is
- * quick). Sets *code for the reply on failure. */
-static int load_for_check(server *srv, const char *key, const char *name, alm_model **out,
-                          protocol_error_code *code, alm_error *err)
+/* Syntax is checked here, at once; the rest (models that must load and fit)
+ * on the settings thread, which answers. */
+static void submit_change(server *srv, client *c, const protocol_request *req, bool unset,
+                          const char *key, char *value)
 {
-    char *dir = NULL;
-    int r = model_resolve(srv->config, name, &dir, err);
+    settings_change *change = calloc(1, sizeof *change);
+    if (!change || !(change->key = strdup(key))) {
+        free(change);
+        free(value);
+        reply_error(c, req, PROTOCOL_ERROR_INTERNAL, "out of memory");
+        return;
+    }
+    change->client_id = c->id;
+    change->id = req->id;
+    change->unset = unset;
+    change->value = value;
+    snprintf(change->changed_by, sizeof change->changed_by, "%s", c->peer.name);
+    int r = settings_worker_submit(srv->settings, change);
     if (r < 0) {
-        *code = r == -ENOENT ? PROTOCOL_ERROR_NOT_FOUND : PROTOCOL_ERROR_INVALID_VALUE;
-        return alm_error_prefix(err, "%s", key);
+        reply_error(c, req, r == -ESHUTDOWN ? PROTOCOL_ERROR_CANCELLED : PROTOCOL_ERROR_INTERNAL,
+                    r == -ESHUTDOWN ? "almd is shutting down" : "out of memory");
+        return;
     }
-    r = alm_model_load(dir, NULL, out, err);
-    free(dir);
-    if (r < 0) {
-        *code = PROTOCOL_ERROR_INVALID_VALUE;
-        return alm_error_prefix(err, "%s: %s cannot be loaded", key, name);
-    }
-    return 0;
-}
-
-/* model and draft_model must name loadable folders, and the pair that the
- * next restart would load must fit: a refused pair is never stored, so a
- * restart cannot fail on it. */
-static int check_models(server *srv, const char *key, const char *value,
-                        protocol_error_code *code, alm_error *err)
-{
-    bool is_draft = strcmp(key, "draft_model") == 0;
-    if (is_draft && !*value)
-        return 0;
-    char *other = NULL;
-    int r = settings_effective(srv->store, is_draft ? "model" : "draft_model", &other, NULL,
-                               err);
-    if (r < 0) {
-        *code = PROTOCOL_ERROR_INTERNAL;
-        return r;
-    }
-    alm_model *candidate = NULL, *partner = NULL;
-    r = load_for_check(srv, key, value, &candidate, code, err);
-    if (r >= 0 && *other) {
-        const char *other_key = is_draft ? "model" : "draft_model";
-        r = load_for_check(srv, other_key, other, &partner, code, err);
-        if (r < 0) {
-            alm_error_prefix(err, "cannot check %s against the stored %s", key, other_key);
-        } else {
-            const alm_model *target = is_draft ? partner : candidate;
-            const alm_model *draft = is_draft ? candidate : partner;
-            r = alm_check_draft(target, draft, err);
-            if (r < 0) {
-                *code = PROTOCOL_ERROR_INVALID_VALUE;
-                if (is_draft)
-                    alm_error_prefix(err, "draft_model %s does not fit model %s", value, other);
-                else
-                    alm_error_prefix(err, "model %s does not fit the draft_model %s (unset "
-                                     "draft_model first)", value, other);
-            }
-        }
-    }
-    alm_model_free(candidate);
-    alm_model_free(partner);
-    free(other);
-    return r;
-}
-
-static JsonObject *change_result(const settings_key *k, const char *value, bool changed)
-{
-    JsonObject *r = json_object_new();
-    json_object_set_string_member(r, "key", k->name);
-    json_object_set_string_member(r, "value", value);
-    json_object_set_boolean_member(r, "changed", changed);
-    json_object_set_boolean_member(r, "restart_needed", k->needs_reload);
-    return r;
+    c->outstanding++;
 }
 
 static void method_config_set(server *srv, client *c, const protocol_request *req)
@@ -274,25 +226,7 @@ static void method_config_set(server *srv, client *c, const protocol_request *re
                     err.message);
         return;
     }
-    const settings_key *k = settings_key_lookup(key);
-    protocol_error_code code = PROTOCOL_ERROR_INVALID_VALUE;
-    if (k->type == SETTINGS_TYPE_MODEL && check_models(srv, key, normalized, &code, &err) < 0) {
-        reply_error(c, req, code, err.message);
-        free(normalized);
-        return;
-    }
-    r = settings_store_set(srv->store, key, normalized, c->peer.name, &err);
-    if (r < 0) {
-        log_error(srv->log, "config.set %s: %s", key, err.message);
-        reply_error(c, req, PROTOCOL_ERROR_INTERNAL, err.message);
-        free(normalized);
-        return;
-    }
-    if (r > 0)
-        log_notice(srv->log, "%s set %s to \"%s\"%s", c->peer.name, key, normalized,
-                   k->needs_reload ? " (takes effect on restart)" : "");
-    reply_result(c, req, change_result(k, normalized, r > 0));
-    free(normalized);
+    submit_change(srv, c, req, false, key, normalized);
 }
 
 static void method_config_unset(server *srv, client *c, const protocol_request *req)
@@ -300,30 +234,12 @@ static void method_config_unset(server *srv, client *c, const protocol_request *
     const char *key = NULL;
     protocol_param_string(req, "key", &key);
     alm_error err = { 0 };
-    const settings_key *k = settings_key_lookup(key);
-    if (!k) {
+    if (!settings_key_lookup(key)) {
         settings_key_validate(key, "", NULL, &err);
         reply_error(c, req, PROTOCOL_ERROR_NOT_FOUND, err.message);
         return;
     }
-    /* The default model must fit a stored draft like any other model. */
-    if (strcmp(key, "model") == 0) {
-        protocol_error_code code = PROTOCOL_ERROR_INVALID_VALUE;
-        if (check_models(srv, "model", k->default_value, &code, &err) < 0) {
-            reply_error(c, req, code, err.message);
-            return;
-        }
-    }
-    int r = settings_store_unset(srv->store, key, c->peer.name, &err);
-    if (r < 0) {
-        log_error(srv->log, "config.unset %s: %s", key, err.message);
-        reply_error(c, req, PROTOCOL_ERROR_INTERNAL, err.message);
-        return;
-    }
-    if (r > 0)
-        log_notice(srv->log, "%s unset %s (default \"%s\")", c->peer.name, key,
-                   k->default_value);
-    reply_result(c, req, change_result(k, k->default_value, r > 0));
+    submit_change(srv, c, req, true, key, NULL);
 }
 
 /* ------------------------------------------------------------ streaming */

@@ -335,16 +335,13 @@ static int on_text(void *user, const char *text, size_t len)
     return 0;
 }
 
-/* Chat: renders the prompt as one user message with the model's template.
- * The engine's alm_chat_render is being written in parallel: until
- * engine/alm.h declares it, this is the one place to switch. */
+/* Chat: the prompt is one user message in the model's chat format, ending
+ * with the opening of the assistant's turn. */
 static int render_chat(const alm_model *model, const char *prompt, char **out,
                        alm_error *err)
 {
-    (void)model;
-    (void)prompt;
-    *out = NULL;
-    return alm_error_set(err, -ENOTSUP, "chat templates are not built yet");
+    const alm_chat_message message = { .role = "user", .content = prompt };
+    return alm_chat_render(model, &message, 1, true, out, err);
 }
 
 /* Tokens of the prompt; a chat prompt is complete after rendering (BOS and

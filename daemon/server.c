@@ -373,6 +373,7 @@ static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si,
     listen_socket_close(&srv->listener);
     /* Queued requests are answered `cancelled`, the running one stops at
      * its next token and is answered too; then the threads are gone. */
+    settings_worker_shutdown(srv->settings);
     model_host_shutdown(srv->host);
     on_mailbox(NULL, -1, 0, srv);
     /* Deliver what is queued, then close every connection. */
@@ -441,6 +442,9 @@ int server_run(const server_options *options, alm_error *err)
     r = model_host_new(&host_options, &srv.host, err);
     if (r < 0)
         goto out;
+    r = settings_worker_new(srv.config, srv.store, srv.mailbox, srv.log, &srv.settings, err);
+    if (r < 0)
+        goto out;
     if ((r = sd_event_add_io(srv.event, &srv.listen_source, srv.listener.fd, EPOLLIN, on_accept,
                              &srv)) < 0 ||
         (r = sd_event_add_io(srv.event, &srv.mailbox_source, mailbox_fd(srv.mailbox), EPOLLIN,
@@ -451,8 +455,8 @@ int server_run(const server_options *options, alm_error *err)
         alm_error_set(err, r, "cannot set up the event loop: %s", strerror(-r));
         goto out;
     }
-    log_info(srv.log, "listening on %s%s", srv.listener.activated ? "the socket systemd passed" : srv.config->socket_path,
-             "");
+    log_info(srv.log, "listening on %s",
+             srv.listener.activated ? "the socket systemd passed" : srv.config->socket_path);
     sd_notify(0, "STATUS=loading models");
     r = model_host_load(srv.host, MODEL_HOST_STATE_CHANGED, NULL, err);
     if (r < 0)
@@ -463,6 +467,7 @@ int server_run(const server_options *options, alm_error *err)
     else
         r = 0;
 out:
+    settings_worker_shutdown(srv.settings);
     if (srv.host)
         model_host_shutdown(srv.host);
     g_hash_table_destroy(srv.clients);
@@ -470,6 +475,7 @@ out:
     sd_event_source_disable_unref(srv.listen_source);
     sd_event_source_disable_unref(srv.mailbox_source);
     model_host_free(srv.host);
+    settings_worker_free(srv.settings);
     mailbox_free(srv.mailbox);
     listen_socket_close(&srv.listener);
     sd_event_unref(srv.event);

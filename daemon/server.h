@@ -19,6 +19,7 @@
 #include "peer.h"
 #include "protocol.h"
 #include "settings_store.h"
+#include "settings_worker.h"
 
 typedef struct server server;
 
@@ -31,7 +32,7 @@ typedef struct client {
     char *out;                 /* bytes not yet written: out[out_start..out_len) */
     size_t out_start, out_len, out_cap;
     peer_identity peer;
-    unsigned outstanding;      /* streaming requests not yet finished */
+    unsigned outstanding;      /* requests answered from other threads, not yet done */
     bool read_closed;          /* the peer shut down its side: no more requests */
     bool close_after_flush;    /* a fatal error was answered */
     bool dead;                 /* to be dropped at the next settle */
@@ -42,6 +43,7 @@ struct server {
     const daemon_config *config;
     settings_store *store;
     model_host *host;
+    settings_worker *settings;  /* config.set / config.unset */
     mailbox *mailbox;
     const daemon_log *log;
     listen_socket listener;
