@@ -229,8 +229,29 @@ import time; time.sleep(60)
         tap.ok(ok_ and "result" in replies[3] and replies[4]["result"]["value"] == "0",
                "... but may use status and config.get (nothing was changed)")
     else:
-        tap.diag("not root: the access test runs in test_almd_lifecycle with an admin_group "
-                 "this user is not in")
+        # Not root: a second almd whose admin_group this user is not in.
+        import grp
+        mine = set(os.getgroups()) | {os.getgid()}
+        others = [g.gr_name for g in grp.getgrall() if g.gr_gid not in mine
+                  and os.getlogin() not in g.gr_mem]
+        if not others:
+            tap.diag("SKIP access: no group this user is outside of")
+        else:
+            guarded = Almd(ALMD, tap, extra_yaml=f"admin_group: {others[0]}\n")
+            try:
+                guarded.start()
+                gc = guarded.client()
+                m1 = gc.call("config.set", {"key": "temperature", "value": 1})
+                m2 = gc.call("restart")
+                m3 = gc.call("status")
+                tap.ok(m1["error"]["code"] == "forbidden" and others[0] in m1["error"]["message"],
+                       f"a non-admin peer is refused config.set, naming the admin group ({others[0]})")
+                tap.ok(m2["error"]["code"] == "forbidden", "... and restart")
+                tap.ok("result" in m3, "... but may use status")
+                gc.close()
+            finally:
+                guarded.stop()
+                guarded.cleanup()
     c.close()
 except SystemExit:
     pass
