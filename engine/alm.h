@@ -96,10 +96,41 @@ int32_t alm_model_vocab_size(const alm_model *model);
 /* Positions the model was trained for (max_position_embeddings). */
 int alm_model_max_context(const alm_model *model);
 const char *alm_model_architecture(const alm_model *model);
-/* Bytes of weights (mapped from the files). */
+/* Bytes of weights (mapped from the files, or held in memory). */
 size_t alm_model_weight_bytes(const alm_model *model);
+/* Bytes of weights one decode step reads: every matrix once (the routed
+ * experts only), one row of the embedding table. Memory bandwidth divided
+ * by this is the decode roofline. */
+size_t alm_model_decode_bytes(const alm_model *model);
 /* The folder the model was loaded from (as given to alm_model_load). */
 const char *alm_model_dir(const alm_model *model);
+
+/* ------------------------------------------------------------ random-weight models */
+
+/* Models of real shapes with random weights, built in memory, for
+ * benchmarks (speed does not depend on the values). They have no tokenizer
+ * (alm_model_tokenizer returns NULL): they take token ids. */
+typedef struct alm_random_params {
+    int bits;          /* 0: BF16 weights; 2, 4 or 8: MLX affine quantized */
+    int group_size;    /* 32, 64 or 128 (when quantized) */
+    uint64_t seed;     /* same seed, same weights */
+    int n_threads;     /* threads that fill the weights; <= 0: one per CPU */
+} alm_random_params;
+
+/* 4-bit, groups of 64, seed 0, all CPUs. */
+alm_random_params alm_random_default_params(void);
+
+/* Builds preset (e.g. "llama3-8b", "qwen2.5-0.5b"; see alm_random_preset_names)
+ * with random weights. params may be NULL (defaults); model_params likewise. */
+int alm_model_new_random(const char *preset, const alm_random_params *params,
+                         const alm_model_params *model_params, alm_model **out,
+                         alm_error *err);
+/* The bytes of weights alm_model_new_random would allocate, without
+ * allocating them. */
+int alm_random_weight_bytes(const char *preset, const alm_random_params *params,
+                            size_t *bytes, alm_error *err);
+/* The preset names, NULL-terminated. */
+const char *const *alm_random_preset_names(void);
 
 /* ------------------------------------------------------------ sequences */
 

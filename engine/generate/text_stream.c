@@ -14,9 +14,18 @@ struct text_stream {
 int text_stream_new(const alm_tokenizer *tok, const char *const *stop, size_t n_stop,
                     text_stream **out, alm_error *err)
 {
+    if (!tok && n_stop)
+        return alm_error_set(err, -EINVAL,
+                             "stop strings need a tokenizer, and this model has none (it takes token ids)");
     text_stream *t = calloc(1, sizeof *t);
     if (!t)
         return alm_error_set(err, -ENOMEM, "out of memory");
+    if (!tok) {
+        /* A model without a tokenizer (random weights) generates ids only:
+         * there is no text to stream. */
+        *out = t;
+        return 0;
+    }
     /* Special tokens (e.g. <|im_end|>) are not part of the visible text. */
     int r = alm_detokenizer_new(tok, true, &t->detok);
     if (r < 0) {
@@ -51,6 +60,8 @@ static int deliver(const char *text, size_t len, alm_text_fn on_text, void *user
 int text_stream_push(text_stream *t, int32_t id, alm_text_fn on_text, void *user,
                      bool *stopped, bool *cancelled, alm_error *err)
 {
+    if (!t->detok)
+        return 0;
     char *piece = NULL;
     int n = alm_detokenizer_push(t->detok, id, &piece);
     if (n < 0)
@@ -66,6 +77,8 @@ int text_stream_push(text_stream *t, int32_t id, alm_text_fn on_text, void *user
 
 int text_stream_finish(text_stream *t, alm_text_fn on_text, void *user, alm_error *err)
 {
+    if (!t->detok)
+        return 0;
     char *rest = NULL;
     int n = alm_detokenizer_flush(t->detok, &rest);
     if (n < 0)

@@ -608,3 +608,76 @@ const char *tensor_store_source(const tensor_store *s)
 {
     return s ? s->source : NULL;
 }
+
+/* ------------------------------------------------------------ in memory */
+
+int tensor_store_new_memory(const char *source, size_t bytes, tensor_store **out, void **base,
+                            alm_error *err)
+{
+    *out = NULL;
+    *base = NULL;
+    tensor_store *s = store_new(source);
+    mapped_file *files = s ? calloc(1, sizeof *files) : NULL;
+    if (!files || !(files->path = strdup(source))) {
+        free(files);
+        tensor_store_free(s);
+        return alm_error_set(err, -ENOMEM, "%s: out of memory", source);
+    }
+    s->files = files;
+    s->n_files = 1;
+    size_t size = bytes ? bytes : 1;
+    /* MAP_NORESERVE: tens of GB are committed page by page as they are
+     * written, once. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        tensor_store_free(s);
+        return alm_error_set(err, -e, "%s: cannot allocate %zu bytes of weights: %s", source,
+                             bytes, strerror(e));
+    }
+#ifdef MADV_HUGEPAGE
+    /* Fewer page faults while filling, fewer TLB misses while reading. */
+    madvise(p, size, MADV_HUGEPAGE);
+#endif
+    files->base = p;
+    files->size = size;
+    s->mapped_bytes = bytes;
+    *out = s;
+    *base = p;
+    return 0;
+}
+
+int tensor_store_add(tensor_store *s, const char *name, alm_dtype dtype, int n_dims,
+                     const int64_t *shape, size_t offset, alm_error *err)
+{
+    if (s->n_files != 1 || s->by_name)
+        return alm_error_set(err, -EINVAL, "%s: not an open in-memory store", s->source);
+    if (n_dims < 1 || n_dims > TENSOR_MAX_DIMS)
+        return alm_error_set(err, -EINVAL, "%s: tensor %s: %d dimensions", s->source, name, n_dims);
+    const mapped_file *f = &s->files[0];
+    size_t n_bytes = alm_dtype_size(dtype);
+    for (int i = 0; i < n_dims; i++)
+        if (shape[i] < 0 || __builtin_mul_overflow(n_bytes, (size_t)shape[i], &n_bytes))
+            return alm_error_set(err, -EINVAL, "%s: tensor %s: bad shape", s->source, name);
+    if (offset % alm_dtype_size(dtype) || offset > s->mapped_bytes || n_bytes > s->mapped_bytes - offset)
+        return alm_error_set(err, -EINVAL, "%s: tensor %s: %zu bytes at %zu do not fit the %zu-byte region",
+                             s->source, name, n_bytes, offset, s->mapped_bytes);
+    stored_tensor *t = append_tensor(s);
+    if (!t || !(t->name = strdup(name)))
+        return alm_error_set(err, -ENOMEM, "%s: out of memory", s->source);
+    t->file = f->path;
+    t->dtype = dtype;
+    t->n_dims = n_dims;
+    memcpy(t->shape, shape, sizeof *shape * (size_t)n_dims);
+    t->data = (const uint8_t *)f->base + offset;
+    t->n_bytes = n_bytes;
+    return 0;
+}
+
+int tensor_store_seal(tensor_store *s, alm_error *err)
+{
+    if (s->by_name)
+        return alm_error_set(err, -EINVAL, "%s: the store is already sealed", s->source);
+    return finish_store(s, err);
+}

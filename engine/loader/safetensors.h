@@ -41,12 +41,26 @@ int tensor_store_open_file(const char *path, tensor_store **out, alm_error *err)
 int tensor_store_open_dir(const char *dir, tensor_store **out, alm_error *err);
 void tensor_store_free(tensor_store *store);
 
+/* An in-memory store (random-weight models): one anonymous mapping of
+ * `bytes` (zero-filled, backed by pages only when first written, huge pages
+ * where the kernel offers them) that the caller fills through *base and
+ * describes with tensor_store_add; tensor_store_seal then indexes it, and it
+ * is read like a store opened from files. source names it in messages. */
+int tensor_store_new_memory(const char *source, size_t bytes, tensor_store **out, void **base,
+                            alm_error *err);
+/* Describes a tensor at offset (aligned to its element size) of the memory
+ * store's region. */
+int tensor_store_add(tensor_store *store, const char *name, alm_dtype dtype, int n_dims,
+                     const int64_t *shape, size_t offset, alm_error *err);
+/* Sorts and indexes the tensors added (a name given twice is an error). */
+int tensor_store_seal(tensor_store *store, alm_error *err);
+
 /* NULL when absent. */
 const stored_tensor *tensor_store_find(const tensor_store *store, const char *name);
 size_t tensor_store_count(const tensor_store *store);
 /* Tensors sorted by name; NULL past the end. */
 const stored_tensor *tensor_store_at(const tensor_store *store, size_t i);
-/* Bytes mapped, over all files. */
+/* Bytes mapped, over all files (or the memory region). */
 size_t tensor_store_mapped_bytes(const tensor_store *store);
 /* The file or folder the store was opened from (for messages). */
 const char *tensor_store_source(const tensor_store *store);

@@ -1,5 +1,6 @@
 /* Loading a model folder: config, mapped weights, tokenizer, and the tables
- * the forward pass needs. */
+ * the forward pass needs. Random-weight models (random_model.c) share all
+ * but the first step through model_create. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +97,24 @@ static int build_rope(alm_model *m, alm_error *err)
     return 0;
 }
 
-int alm_model_load(const char *dir, const alm_model_params *params, alm_model **out,
-                   alm_error *err)
+/* The source of a folder: config.json, the safetensors files, the
+ * tokenizer. */
+static int read_folder(alm_model *m, void *ctx, alm_error *err)
+{
+    const char *dir = ctx;
+    _cleanup_free_ char *config_path = NULL;
+    if (asprintf(&config_path, "%s/config.json", dir) < 0)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    int r = model_config_load(config_path, &m->cfg, err);
+    if (r == 0)
+        r = tensor_store_open_dir(dir, &m->store, err);
+    if (r == 0)
+        r = alm_tokenizer_load(dir, &m->tokenizer, err);
+    return r;
+}
+
+int model_create(const char *name, const alm_model_params *params, model_source_fn read_source,
+                 void *ctx, alm_model **out, alm_error *err)
 {
     alm_model_params defaults = alm_model_default_params();
     if (!params)
@@ -107,22 +124,13 @@ int alm_model_load(const char *dir, const alm_model_params *params, alm_model **
                              params->device);
 
     alm_model *m = calloc(1, sizeof *m);
-    if (!m || !(m->dir = strdup(dir))) {
+    if (!m || !(m->dir = strdup(name))) {
         free(m);
         return alm_error_set(err, -ENOMEM, "out of memory");
     }
-    _cleanup_free_ char *config_path = NULL;
-    if (asprintf(&config_path, "%s/config.json", dir) < 0)
-        config_path = NULL;
-    int r = config_path ? 0 : alm_error_set(err, -ENOMEM, "out of memory");
-    if (r == 0)
-        r = model_config_load(config_path, &m->cfg, err);
-    if (r == 0)
-        r = tensor_store_open_dir(dir, &m->store, err);
+    int r = read_source(m, ctx, err);
     if (r == 0)
         r = model_weights_bind(&m->cfg, m->store, &m->weights, err);
-    if (r == 0)
-        r = alm_tokenizer_load(dir, &m->tokenizer, err);
     if (r == 0)
         r = cpu_backend_new(&m->be, err);
     if (r == 0)
@@ -135,6 +143,12 @@ int alm_model_load(const char *dir, const alm_model_params *params, alm_model **
     }
     *out = m;
     return 0;
+}
+
+int alm_model_load(const char *dir, const alm_model_params *params, alm_model **out,
+                   alm_error *err)
+{
+    return model_create(dir, params, read_folder, (void *)dir, out, err);
 }
 
 void alm_model_free(alm_model *m)

@@ -45,6 +45,16 @@ struct alm_seq {
     int vocab_limit;     /* logits for ids below this only; 0: all */
 };
 
+/* Fills a new model's cfg and store (and tokenizer, which may stay NULL). */
+typedef int (*model_source_fn)(alm_model *m, void *ctx, alm_error *err);
+
+/* Builds a model named `name` (its folder, or what stands for one): the
+ * source fills cfg and store, then the weights are bound, the backend for
+ * params->device is created and the tables are built. On error nothing is
+ * left allocated. */
+int model_create(const char *name, const alm_model_params *params, model_source_fn read_source,
+                 void *ctx, alm_model **out, alm_error *err);
+
 /* Runs the decoder over tokens[0..n) at positions seq->length.. (n <= batch),
  * writing logits for the last n_logits of them. */
 void decoder_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
