@@ -207,6 +207,21 @@ void cpu_matmul_rows(const cpu_kernels *k, const alm_weight *w,
     k->rows(w, scratch, x, n_tok, x_stride, y, y_stride, r0, r1);
 }
 
+size_t cpu_matmul_pack_size(const cpu_kernels *k, const alm_weight *w)
+{
+    if (!k->pack_size || cpu_matmul_check(w, NULL, 0) < 0)
+        return 0;
+    return k->pack_size(w);
+}
+
+int cpu_matmul_pack(const cpu_kernels *k, const alm_weight *w, void *dst, size_t bytes)
+{
+    size_t need = cpu_matmul_pack_size(k, w);
+    if (!need || !dst || bytes < need || ((uintptr_t)dst & 63))
+        return -EINVAL;
+    return k->pack(w, dst, bytes) < 0 ? -EINVAL : 0;
+}
+
 void cpu_weight_row(const alm_weight *w, int r, float *out)
 {
     if (cpu_matmul_check(w, NULL, 0) < 0 || r < 0 || r >= w->rows) {

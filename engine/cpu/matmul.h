@@ -61,6 +61,21 @@ void cpu_matmul_rows(const cpu_kernels *k, const alm_weight *w,
                      const void *scratch, const float *x, int n_tok,
                      size_t x_stride, float *y, size_t y_stride, int r0, int r1);
 
+/* Optional, once per weight after loading (4-bit weights on AVX-512): a
+ * copy of w's quantized data repacked for the faster kernel, still 4 bits
+ * per weight (plus the scales and biases). cpu_matmul_pack_size gives its
+ * bytes, 0 when k has no packed layout for w (then use w as it is).
+ * cpu_matmul_pack writes it into dst (64-byte aligned, at least that many
+ * bytes): 0, or -EINVAL with nothing usable in dst. The caller then sets
+ * w->backend_data = dst, keeps dst unchanged while w is in use, and frees
+ * it after; cpu_matmul_rows uses the copy whenever w->backend_data is one
+ * made from this w by these kernels, else w's own data. Prepared
+ * activations are the same either way. Use it for every weight of a model
+ * or for none: the packed kernel rounds differently in the last bits, and
+ * a model's passes must agree (speculative decoding). */
+size_t cpu_matmul_pack_size(const cpu_kernels *k, const alm_weight *w);
+int cpu_matmul_pack(const cpu_kernels *k, const alm_weight *w, void *dst, size_t bytes);
+
 /* Dequantizes / converts row r of w into out[cols] (embedding lookup). */
 void cpu_weight_row(const alm_weight *w, int r, float *out);
 

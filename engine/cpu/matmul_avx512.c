@@ -227,7 +227,10 @@ static void dense_rows(const alm_weight *w, const void *scratch, const float *x,
                                    int n_tok, size_t x_stride, float *y, size_t y_stride,     \
                                    int r0, int r1)                                            \
     {                                                                                         \
-        if (w->bits)                                                                          \
+        const void *packed = BITS == 16 && w->bits ? avx512_packed_of(w) : NULL;             \
+        if (packed)                                                                           \
+            avx512_packed_rows(w, packed, scratch, n_tok, y, y_stride, r0, r1);               \
+        else if (w->bits)                                                                     \
             avx512_quant_rows(w, scratch, n_tok, y, y_stride, r0, r1, BITS);                  \
         else                                                                                  \
             dense_rows(w, scratch, x, n_tok, x_stride, y, y_stride, r0, r1);                  \
@@ -235,6 +238,8 @@ static void dense_rows(const alm_weight *w, const void *scratch, const float *x,
     const cpu_kernels NAME = {                                                                \
         .isa = CPU_ISA_AVX512,                                                                \
         .activation_bits = BITS,                                                              \
+        .pack_size = BITS == 16 ? avx512_pack_size : NULL,                                    \
+        .pack = BITS == 16 ? avx512_pack : NULL,                                              \
         .scratch_size = avx512_scratch_size_##BITS,                                           \
         .prepare = avx512_prepare_##BITS,                                                     \
         .rows = avx512_rows_##BITS,                                                           \

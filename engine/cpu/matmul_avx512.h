@@ -84,6 +84,60 @@ void store_tile_sums(__m512 v[][MAX_TOK], const int R, const int T, float *y, si
 }
 
 
+/* The activations of quantized weights as cpu_matmul_prepare writes them
+ * (matmul_avx512_quant.c); both quantized kernels read this layout. */
+typedef struct qlayout {
+    int bits;
+    int streams;       /* 8 / bits */
+    int chunk_elems;   /* elements in 64 bytes of packed weights */
+    int chunks;        /* per row, the last one possibly partial */
+    int groups;
+    int n_tok;
+    int digits;        /* activation bytes per element: 1 or 2 */
+    /* Scratch: per token a head of [sums of x per group | dx per group],
+     * then the digits chunk-major, [chunk][token][digits][streams][64]:
+     * the tokens of a tile sit side by side at constant offsets. */
+    size_t dx_off;        /* within a head */
+    size_t head_bytes;
+    size_t digits_off;
+    size_t chunk_bytes;   /* digits x streams x 64 bytes */
+    size_t chunk_stride;  /* n_tok * chunk_bytes */
+    size_t total_bytes;
+} qlayout;
+
+/* bits, group sizes and chunk sizes are powers of two (cpu_matmul_check). */
+static inline int ilog2(int v) { return __builtin_ctz((unsigned)v); }
+
+static inline qlayout quant_layout(const alm_weight *w, int n_tok, int digits)
+{
+    qlayout L;
+    L.digits = digits;
+    int ce_log2 = 9 - ilog2(w->bits);
+    L.bits = w->bits;
+    L.streams = 8 >> ilog2(w->bits);
+    L.chunk_elems = 1 << ce_log2;
+    L.chunks = (w->cols + L.chunk_elems - 1) >> ce_log2;
+    L.groups = w->cols >> ilog2(w->group_size);
+    L.n_tok = n_tok;
+    L.dx_off = align64(sizeof(float) * (size_t)L.groups);
+    L.head_bytes = 2 * L.dx_off;
+    L.digits_off = L.head_bytes * (size_t)n_tok;
+    L.chunk_bytes = (size_t)digits * (size_t)L.streams * 64;
+    L.chunk_stride = L.chunk_bytes * (size_t)n_tok;
+    L.total_bytes = L.digits_off + L.chunk_stride * (size_t)L.chunks;
+    return L;
+}
+
+static inline const uint8_t *token_head(const qlayout *L, const uint8_t *scratch, int t)
+{
+    return scratch + L->head_bytes * (size_t)t;
+}
+
+static inline const uint8_t *chunk_digits(const qlayout *L, const uint8_t *scratch, int c, int t)
+{
+    return scratch + L->digits_off + L->chunk_stride * (size_t)c + L->chunk_bytes * (size_t)t;
+}
+
 /* Quantized weights (matmul_avx512_quant.c), activations quantized to
  * act_bits = 8 or 16 bits per element. */
 size_t avx512_quant_scratch_size(const alm_weight *w, int n_tok, int act_bits);
@@ -91,5 +145,17 @@ void avx512_quant_prepare(const alm_weight *w, const float *x, int n_tok, size_t
                           void *scratch, int act_bits);
 void avx512_quant_rows(const alm_weight *w, const void *scratch, int n_tok, float *y,
                        size_t y_stride, int r0, int r1, int act_bits);
+
+
+/* 4-bit weights repacked 16 rows side by side (matmul_avx512_packed.c):
+ * bytes of the copy (0: w is not 4-bit, or not supported); writes it (0, or
+ * -1 when bytes is short); the copy w->backend_data holds, if it is one
+ * made from w; the kernel over it (activations from avx512_quant_prepare
+ * with 16 bits). */
+size_t avx512_pack_size(const alm_weight *w);
+int avx512_pack(const alm_weight *w, void *dst, size_t bytes);
+const void *avx512_packed_of(const alm_weight *w);
+void avx512_packed_rows(const alm_weight *w, const void *packed, const void *scratch, int n_tok,
+                        float *y, size_t y_stride, int r0, int r1);
 
 #endif

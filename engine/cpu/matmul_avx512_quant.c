@@ -50,60 +50,6 @@ static inline float xq_max(int digits)
  * it turns each byte back into the signed digit. */
 #define XQ_OFFSET 0x8080
 
-/* ------------------------------------------------------------ layout */
-
-typedef struct qlayout {
-    int bits;
-    int streams;       /* 8 / bits */
-    int chunk_elems;   /* elements in 64 bytes of packed weights */
-    int chunks;        /* per row, the last one possibly partial */
-    int groups;
-    int n_tok;
-    int digits;        /* activation bytes per element: 1 or 2 */
-    /* Scratch: per token a head of [sums of x per group | dx per group],
-     * then the digits chunk-major, [chunk][token][digits][streams][64]:
-     * the tokens of a tile sit side by side at constant offsets. */
-    size_t dx_off;        /* within a head */
-    size_t head_bytes;
-    size_t digits_off;
-    size_t chunk_bytes;   /* digits x streams x 64 bytes */
-    size_t chunk_stride;  /* n_tok * chunk_bytes */
-    size_t total_bytes;
-} qlayout;
-
-/* bits, group sizes and chunk sizes are powers of two (cpu_matmul_check). */
-static inline int ilog2(int v) { return __builtin_ctz((unsigned)v); }
-
-static qlayout quant_layout(const alm_weight *w, int n_tok, int digits)
-{
-    qlayout L;
-    L.digits = digits;
-    int ce_log2 = 9 - ilog2(w->bits);
-    L.bits = w->bits;
-    L.streams = 8 >> ilog2(w->bits);
-    L.chunk_elems = 1 << ce_log2;
-    L.chunks = (w->cols + L.chunk_elems - 1) >> ce_log2;
-    L.groups = w->cols >> ilog2(w->group_size);
-    L.n_tok = n_tok;
-    L.dx_off = align64(sizeof(float) * (size_t)L.groups);
-    L.head_bytes = 2 * L.dx_off;
-    L.digits_off = L.head_bytes * (size_t)n_tok;
-    L.chunk_bytes = (size_t)digits * (size_t)L.streams * 64;
-    L.chunk_stride = L.chunk_bytes * (size_t)n_tok;
-    L.total_bytes = L.digits_off + L.chunk_stride * (size_t)L.chunks;
-    return L;
-}
-
-static inline const uint8_t *token_head(const qlayout *L, const uint8_t *scratch, int t)
-{
-    return scratch + L->head_bytes * (size_t)t;
-}
-
-static inline const uint8_t *chunk_digits(const qlayout *L, const uint8_t *scratch, int c, int t)
-{
-    return scratch + L->digits_off + L->chunk_stride * (size_t)c + L->chunk_bytes * (size_t)t;
-}
-
 /* Digits per activation: 2 (16 bits); 1 for the 8-bit experiment, which
  * exists for 4-bit weights only (others keep 16 bits). */
 static int quant_digits(const alm_weight *w, int act_bits)

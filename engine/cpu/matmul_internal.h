@@ -19,6 +19,10 @@ struct cpu_kernels {
      * bits per element (integer kernels; 8 for 4-bit weights only, others
      * take 16), 32 for fp32 (scalar, AVX2). */
     int activation_bits;
+    /* Optional (NULL: none): a copy of w in the layout of this table's
+     * fastest kernel (cpu_matmul_pack). */
+    size_t (*pack_size)(const alm_weight *w);
+    int (*pack)(const alm_weight *w, void *dst, size_t bytes);
     size_t (*scratch_size)(const alm_weight *w, int n_tok);
     void (*prepare)(const alm_weight *w, const float *x, int n_tok, size_t x_stride,
                     void *scratch);

@@ -11,7 +11,10 @@
  * prepares its own activations. --repeat N: timed batches per point
  * (median reported). --activation-bits N: the integer kernels' variant
  * with N-bit activations (AVX-512: 16, or 8 for 4-bit weights), where the ISA has it. Times are medians of batches of calls, monotonic
- * clock. "model" lines run the matmuls of one forward pass in order (so
+ * clock; "min_ns" / "us_per_pass_min" give the fastest batch too (on a
+ * busy machine the least disturbed). Format "4bit-g64-packed" is the same
+ * 4-bit weights repacked with cpu_matmul_pack (where the ISA has a packed
+ * kernel), timed in the same run. "model" lines run the matmuls of one forward pass in order (so
  * that the caches see the whole 7 MB, as in real use) and sum them. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,9 +75,10 @@ static void one_call(const bench *b, const cpu_kernels *k, const alm_weight *w, 
     cpu_matmul_rows(k, w, b->scratch, b->x, n_tok, (size_t)w->cols, b->y, (size_t)w->rows, r0, r1);
 }
 
-/* Median ns per call of fn over `repeat` batches of calls. */
+/* Median ns per call over `repeat` batches of calls (and the fastest
+ * batch's in *min). */
 static double time_median(const bench *b, const cpu_kernels *k, const alm_weight *const *ws,
-                          int n_w, int n_tok)
+                          int n_w, int n_tok, double *min)
 {
     /* Calibrate a batch to about 200 us. */
     double t0 = now_ns();
@@ -92,6 +96,7 @@ static double time_median(const bench *b, const cpu_kernels *k, const alm_weight
     }
     qsort(samples, (size_t)b->repeat, sizeof(double), cmp_double);
     double med = samples[b->repeat / 2];
+    *min = samples[0];
     free(samples);
     return med;
 }
@@ -125,13 +130,13 @@ int main(int argc, char **argv)
     test_rng rng = { 7 };
     /* Weights of one whole model per format, so that the model lines see
      * the real working set. Index: layer * N_SHAPES + shape (lm_head once). */
-    enum { Q4, BF16, N_FORMATS };
-    static const char *format_names[N_FORMATS] = { "4bit-g64", "bf16" };
+    enum { Q4, BF16, Q4P, N_FORMATS };
+    static const char *format_names[N_FORMATS] = { "4bit-g64", "bf16", "4bit-g64-packed" };
     fixture_weight model[N_FORMATS][N_LAYERS * 7 + 1];
     const alm_weight *seq[N_FORMATS][N_LAYERS * 7 + 1];
     const alm_weight *by_shape[N_FORMATS][N_SHAPES];
     int n_seq = 0;
-    for (int f = 0; f < N_FORMATS; f++) {
+    for (int f = 0; f < Q4P; f++) {
         n_seq = 0;
         for (int l = 0; l < N_LAYERS; l++)
             for (int s = 0; s < N_SHAPES; s++)
@@ -171,7 +176,26 @@ int main(int argc, char **argv)
         if (act_bits && cpu_kernels_for_activation(isas[ii], act_bits))
             k = cpu_kernels_for_activation(isas[ii], act_bits);
         size_t need = 0;
-        for (int f = 0; f < N_FORMATS; f++)
+        /* The packed copies (Q4P), where this ISA has them. */
+        alm_weight packed_w[N_LAYERS * 7 + 1];
+        void *packed_data[N_LAYERS * 7 + 1] = { NULL };
+        bool have_packed = cpu_matmul_pack_size(k, seq[Q4][0]) > 0;
+        for (int i = 0; have_packed && i < n_seq; i++) {
+            size_t bytes = cpu_matmul_pack_size(k, seq[Q4][i]);
+            packed_w[i] = *seq[Q4][i];
+            packed_data[i] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+            if (!packed_data[i] || cpu_matmul_pack(k, &packed_w[i], packed_data[i], bytes) < 0) {
+                fprintf(stderr, "%s: cpu_matmul_pack failed\n", argv[0]);
+                return 1;
+            }
+            packed_w[i].backend_data = packed_data[i];
+            seq[Q4P][i] = &packed_w[i];
+        }
+        for (int s = 0; have_packed && s < N_SHAPES; s++)
+            for (int i = 0; i < n_seq; i++)
+                if (seq[Q4][i] == by_shape[Q4][s])
+                    by_shape[Q4P][s] = seq[Q4P][i];
+        for (int f = 0; f < Q4P; f++)
             for (int i = 0; i < n_seq; i++) {
                 size_t s = cpu_matmul_scratch_size(k, seq[f][i], max_tok);
                 if (s > need)
@@ -179,6 +203,8 @@ int main(int argc, char **argv)
             }
         b.scratch = aligned_alloc(64, (need + 63) / 64 * 64);
         for (int f = 0; f < N_FORMATS; f++) {
+            if (f == Q4P && !have_packed)
+                continue;
             for (int ci = 0; ci < N_COUNTS; ci++) {
                 int n_tok = token_counts[ci];
                 /* The scalar kernels are slow: skip their prefill. */
@@ -186,29 +212,33 @@ int main(int argc, char **argv)
                     continue;
                 for (int s = 0; s < N_SHAPES; s++) {
                     const alm_weight *w = by_shape[f][s];
-                    double ns = time_median(&b, k, &w, 1, n_tok);
+                    double min_ns;
+                    double ns = time_median(&b, k, &w, 1, n_tok, &min_ns);
                     double macs = (double)w->rows * w->cols * n_tok / b.split;
                     printf("%s\n    {\"isa\": \"%s\", \"format\": \"%s\", \"shape\": \"%s\", "
-                           "\"rows\": %d, \"cols\": %d, \"n_tok\": %d, \"median_ns\": %.0f, "
+                           "\"rows\": %d, \"cols\": %d, \"n_tok\": %d, \"median_ns\": %.0f, \"min_ns\": %.0f, "
                            "\"weights_per_ns\": %.2f, \"gflops\": %.1f}",
                            first ? "" : ",", cpu_isa_name(isas[ii]), format_names[f],
-                           shapes[s].name, w->rows, w->cols, n_tok, ns,
+                           shapes[s].name, w->rows, w->cols, n_tok, ns, min_ns,
                            (double)w->rows * w->cols / b.split / ns, 2.0 * macs / ns);
                     first = 0;
                 }
-                double ns = time_median(&b, k, seq[f], n_seq, n_tok);
+                double min_ns;
+                double ns = time_median(&b, k, seq[f], n_seq, n_tok, &min_ns);
                 printf(",\n    {\"isa\": \"%s\", \"format\": \"%s\", \"shape\": \"model\", "
                        "\"activation_bits\": %d, \"matmuls\": %d, \"n_tok\": %d, "
-                       "\"us_per_pass\": %.2f, \"us_per_token\": %.2f}",
+                       "\"us_per_pass\": %.2f, \"us_per_pass_min\": %.2f, \"us_per_token\": %.2f}",
                        cpu_isa_name(isas[ii]), format_names[f],
-                       cpu_kernels_activation_bits(k), n_seq, n_tok, ns / 1e3,
+                       cpu_kernels_activation_bits(k), n_seq, n_tok, ns / 1e3, min_ns / 1e3,
                        ns / 1e3 / n_tok);
             }
         }
         free(b.scratch);
+        for (int i = 0; i < n_seq; i++)
+            free(packed_data[i]);
     }
     printf("\n  ]\n}\n");
-    for (int f = 0; f < N_FORMATS; f++)
+    for (int f = 0; f < Q4P; f++)
         for (int i = 0; i < n_seq; i++)
             fixture_weight_free(&model[f][i]);
     free(b.x);

@@ -11,7 +11,12 @@
  * sum_g max|x_g| / (2 xq_max) * sum_(c in g) |s_g q_c| (1% added for the
  * fp32 rounding of x / dx_g; see fixture_activation_bound). The biases meet
  * the sums of the exact x, so only |s q| enters, not |W|. The activations
- * hold 50x outliers, so a group's small values lose the most. */
+ * hold 50x outliers, so a group's small values lose the most.
+ *
+ * 4-bit weights also run repacked (cpu_matmul_pack) where the ISA has a
+ * packed kernel ("avx512 packed"), held to the same tolerance; and for the
+ * kernels speculative decoding uses, a token's result must not depend on
+ * the number of tokens in the pass (bit for bit). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +52,24 @@ static double act_weight(const cpu_kernels *k, const alm_weight *w)
         bits = 16;
     double q = xq_max_for(bits);
     return q > 0.0 ? 1.01 / q : 0.0;
+}
+
+/* A copy of w that uses a packed copy of its data (cpu_matmul_pack), in
+ * *buf (freed by the caller); 0 when k has none for w. */
+static int packed_copy(const cpu_kernels *k, const alm_weight *w, alm_weight *out, void **buf)
+{
+    *buf = NULL;
+    size_t bytes = cpu_matmul_pack_size(k, w);
+    if (!bytes)
+        return 0;
+    *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    /* Poisoned: padding the kernel must not read shows up as wrong sums. */
+    memset(*buf, 0x5a, (bytes + 63) / 64 * 64);
+    *out = *w;
+    if (cpu_matmul_pack(k, w, *buf, bytes) < 0)
+        return -1;
+    out->backend_data = *buf;
+    return 1;
 }
 
 static const char *kname(const cpu_kernels *k)
@@ -145,19 +168,34 @@ static void check_weight(const isa_set *isas, const alm_weight *w, const char *w
     for (int ci = 0; ci < n_counts; ci++) {
         int n_tok = counts[ci];
         /* The reference rows of token t sit at t * (r1 - r0) whatever n_tok. */
-        for (int ki = 0; ki < isas->n; ki++) {
+        for (int kv = 0; kv < 2 * isas->n; kv++) {
+            int ki = kv / 2;
             const cpu_kernels *k = isas->k[ki];
-            int rc = run_kernel(k, w, x, n_tok, x_stride, r0, r1, y, y_stride);
+            alm_weight pw;
+            void *pbuf = NULL;
+            const alm_weight *used = w;
+            if (kv % 2) {
+                int pr = packed_copy(k, w, &pw, &pbuf);
+                if (pr == 0)
+                    continue;
+                if (!tap_ok(pr > 0, "%s: cpu_matmul_pack of %s", kname(k), what)) {
+                    free(pbuf);
+                    continue;
+                }
+                used = &pw;
+            }
+            int rc = run_kernel(k, used, x, n_tok, x_stride, r0, r1, y, y_stride);
+            free(pbuf);
             double worst = worst_ratio(y, y_stride, ref, mag, act, act_weight(k, w), n_tok, r0, r1);
             int ok = tap_ok(rc == 0 && worst <= 1.0,
-                            "%s: %s, rows [%d, %d), %d tokens: worst error %.3g of tolerance%s",
-                            kname(k), what, r0, r1, n_tok, worst,
+                            "%s%s: %s, rows [%d, %d), %d tokens: worst error %.3g of tolerance%s",
+                            kname(k), kv % 2 ? " packed" : "", what, r0, r1, n_tok, worst,
                             rc ? ", row split or untouched rows wrong" : "");
             if (!ok)
                 continue;
             /* Across ISAs: against the first ISA, within the sum of both
              * tolerances. */
-            if (ki == 0) {
+            if (kv == 0) {
                 memcpy(first, y, sizeof(float) * y_stride * (size_t)n_tok);
             } else {
                 double across = 0.0;
@@ -172,8 +210,8 @@ static void check_weight(const isa_set *isas, const alm_weight *w, const char *w
                             across = isnan(d) ? INFINITY : d;
                     }
                 if (across > 1.0)
-                    tap_ok(0, "%s vs %s: %s, %d tokens differ by %.3g of tolerance", kname(k),
-                           kname(isas->k[0]), what, n_tok, across);
+                    tap_ok(0, "%s%s vs %s: %s, %d tokens differ by %.3g of tolerance", kname(k),
+                           kv % 2 ? " packed" : "", kname(isas->k[0]), what, n_tok, across);
             }
         }
     }
@@ -231,6 +269,125 @@ static void test_quantized(const isa_set *isas, test_rng *rng)
     fixture_quant(&f, rng, 5, 8320, 4, 32, ALM_DTYPE_F16);
     check_weight(isas, &f.w, "4-bit g32 f16 5x8320", 0, 5, rng, token_counts, 2);
     fixture_weight_free(&f);
+}
+
+/* y of token t in a pass of n tokens equals, bit for bit, y of a pass of
+ * token t alone, for n = 2..17 (speculative decoding verifies up to 17
+ * tokens and compares with one-token steps) and 64, on every row range. */
+static void check_pass_size(const cpu_kernels *k, const alm_weight *w, const char *what,
+                           test_rng *rng)
+{
+    enum { MAXN = 64 };
+    size_t xs = (size_t)w->cols, ys = (size_t)w->rows;
+    float *x = malloc(sizeof(float) * xs * MAXN);
+    float *one = malloc(sizeof(float) * ys * MAXN), *many = malloc(sizeof(float) * ys * MAXN);
+    fixture_activations(rng, x, MAXN, xs, w->cols);
+    void *scratch = scratch_for(k, w, MAXN);
+    for (int t = 0; t < MAXN; t++) {
+        cpu_matmul_prepare(k, w, x + (size_t)t * xs, 1, xs, scratch);
+        cpu_matmul_rows(k, w, scratch, x + (size_t)t * xs, 1, xs, one + (size_t)t * ys, ys, 0,
+                        w->rows);
+    }
+    int bad_n = 0;
+    for (int n = 2; n <= MAXN; n = n == 17 ? MAXN : n + 1) {
+        cpu_matmul_prepare(k, w, x, n, xs, scratch);
+        /* two halves, as two threads would */
+        int mid = w->rows / 2;
+        cpu_matmul_rows(k, w, scratch, x, n, xs, many, ys, 0, mid);
+        cpu_matmul_rows(k, w, scratch, x, n, xs, many, ys, mid, w->rows);
+        if (memcmp(one, many, sizeof(float) * ys * (size_t)n) != 0 && !bad_n)
+            bad_n = n;
+    }
+    tap_ok(bad_n == 0, "%s: %s: a token's result is the same in passes of 1 to 17 and 64 tokens",
+           kname(k), what);
+    if (bad_n)
+        tap_diag("first differing pass size: %d", bad_n);
+    free(scratch);
+    free(x);
+    free(one);
+    free(many);
+}
+
+static void test_pass_size(const isa_set *isas, test_rng *rng)
+{
+    static const struct { int rows, cols, group; alm_dtype sdt; } shapes[] = {
+        { 1024, 384, 64, ALM_DTYPE_BF16 },   /* coder-target's gate/up */
+        { 83, 256, 32, ALM_DTYPE_F16 },
+        { 40, 512, 128, ALM_DTYPE_F32 },
+    };
+    for (unsigned si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        fixture_weight f;
+        fixture_quant(&f, rng, shapes[si].rows, shapes[si].cols, 4, shapes[si].group,
+                      shapes[si].sdt);
+        char what[96];
+        snprintf(what, sizeof what, "4-bit g%d %s %dx%d", shapes[si].group,
+                 dtype_name(shapes[si].sdt), shapes[si].rows, shapes[si].cols);
+        for (int ki = 0; ki < isas->n; ki++) {
+            const cpu_kernels *k = isas->k[ki];
+            if (cpu_kernels_activation_bits(k) == 8)
+                continue;   /* the experiment: no speculative use */
+            check_pass_size(k, &f.w, what, rng);
+            alm_weight pw;
+            void *pbuf;
+            if (packed_copy(k, &f.w, &pw, &pbuf) > 0) {
+                char pwhat[128];
+                snprintf(pwhat, sizeof pwhat, "%s packed", what);
+                check_pass_size(k, &pw, pwhat, rng);
+            }
+            free(pbuf);
+        }
+        fixture_weight_free(&f);
+    }
+}
+
+/* cpu_matmul_pack: only where a packed kernel exists, never into a short
+ * or misaligned buffer; a backend_data that is not a copy made from this
+ * very weight is ignored (the weight's own data is used). */
+static void test_pack_api(const isa_set *isas, test_rng *rng)
+{
+    const cpu_kernels *k = cpu_kernels_for(CPU_ISA_AVX512);
+    if (!k) {
+        tap_diag("SKIP packed weights: no AVX-512 VNNI here");
+        return;
+    }
+    fixture_weight f, g, e;
+    fixture_quant(&f, rng, 40, 256, 4, 64, ALM_DTYPE_BF16);
+    fixture_quant(&g, rng, 40, 256, 4, 64, ALM_DTYPE_BF16);
+    fixture_quant(&e, rng, 40, 256, 8, 64, ALM_DTYPE_BF16);
+    size_t bytes = cpu_matmul_pack_size(k, &f.w);
+    tap_ok(bytes > 0 && bytes < 40 * 256 / 2 * 2, "a 4-bit weight has a packed copy of %zu bytes",
+           bytes);
+    tap_ok(cpu_matmul_pack_size(k, &e.w) == 0, "an 8-bit weight has none");
+    tap_ok(cpu_matmul_pack_size(cpu_kernels_for(CPU_ISA_SCALAR), &f.w) == 0,
+           "the scalar kernels have none");
+    void *buf = aligned_alloc(64, bytes + 64);
+    tap_ok(cpu_matmul_pack(k, &f.w, buf, bytes - 1) == -EINVAL, "a short buffer is refused");
+    tap_ok(cpu_matmul_pack(k, &f.w, (uint8_t *)buf + 4, bytes) == -EINVAL,
+           "a misaligned buffer is refused");
+    tap_ok(cpu_matmul_pack(k, &e.w, buf, bytes) == -EINVAL, "packing an 8-bit weight is refused");
+    tap_ok(cpu_matmul_pack(k, &f.w, buf, bytes) == 0, "packing a 4-bit weight works");
+
+    float x[2 * 256], want[2 * 40], got[2 * 40];
+    fixture_activations(rng, x, 2, 256, 256);
+    void *scratch = scratch_for(k, &g.w, 2);
+    cpu_matmul_prepare(k, &g.w, x, 2, 256, scratch);
+    cpu_matmul_rows(k, &g.w, scratch, x, 2, 256, want, 40, 0, 40);
+    /* g with f's packed copy, and with something that is no copy at all */
+    alm_weight wrong = g.w;
+    wrong.backend_data = buf;
+    cpu_matmul_rows(k, &wrong, scratch, x, 2, 256, got, 40, 0, 40);
+    tap_ok(memcmp(want, got, sizeof want) == 0, "a packed copy of another weight is ignored");
+    uint64_t junk[16];
+    memset(junk, 0x77, sizeof junk);
+    wrong.backend_data = junk;
+    cpu_matmul_rows(k, &wrong, scratch, x, 2, 256, got, 40, 0, 40);
+    tap_ok(memcmp(want, got, sizeof want) == 0, "a backend_data that is no packed copy is ignored");
+    free(scratch);
+    free(buf);
+    fixture_weight_free(&f);
+    fixture_weight_free(&g);
+    fixture_weight_free(&e);
+    (void)isas;
 }
 
 static void test_dense(const isa_set *isas, test_rng *rng)
@@ -437,6 +594,8 @@ int main(void)
     test_weight_row(&rng);
     test_special_values(&isas, &rng);
     test_quantized(&isas, &rng);
+    test_pass_size(&isas, &rng);
+    test_pack_api(&isas, &rng);
     test_dense(&isas, &rng);
     return tap_done();
 }

@@ -1,0 +1,336 @@
+/* AVX-512 VNNI kernel for 4-bit weights repacked once at load time, 16 rows
+ * side by side ("row-interleaved"), still 4 bits per weight.
+ *
+ * Why: the row-major kernel (matmul_avx512_quant.c) puts 128 columns of
+ * one row in a vector, so every 64 bytes of weights it must convert,
+ * permute the group scales and fma per row and token, and sum 16 lanes
+ * horizontally at the end: 11 vector operations per 4 dot products at one
+ * token (56% of the dpbusd rate). Here lane j of a vector holds one u32
+ * word (8 columns) of row r + j, so a vector is 16 rows x 8 columns: the
+ * activations of those 8 columns are the same for all lanes (a broadcast
+ * memory operand of vpdpbusd), a lane stays in one (row, group) for the
+ * whole group, and integer sums run over the whole group before one
+ * conversion and two fmas per group, token and 16 rows. The result of 16
+ * rows is one vector: no horizontal sums.
+ *
+ * Numerics: for each token the float operations are the same sequence
+ * whatever the number of tokens in the pass or the rows around it (the
+ * integer sums per group are exact, whichever chains they run in), so a
+ * token's result never depends on the pass it is in (speculative decoding
+ * relies on it). They differ from the row-major kernel's in the last bits:
+ * a model uses one or the other for all of its passes (a weight is packed
+ * at load or never).
+ *
+ * Activations: the layout cpu_matmul_prepare writes for 4-bit weights
+ * (qlayout, two digits, streams of even and odd columns); word k of a row
+ * sits in chunk k / 16, lane k % 16 of it.
+ *
+ * Packed layout (cpu_matmul_pack): a header, then per block of 16 rows
+ * (the last zero padded), per group: the group's words, gs / 8 vectors of
+ * [16 rows][u32], then the 16 rows' scales and 16 biases in the source
+ * dtype (F32, or F16/BF16 kept at 16 bits), so that a pass streams the
+ * weights in order. */
+#include <string.h>
+
+#include "cpu/matmul_avx512.h"
+
+#define BLOCK_ROWS 16
+#define PACK_MAGIC 0x3470636b6d6c6101ull   /* "alm4pck" + version 1 */
+#define PACK_HEADER_BYTES 64
+
+typedef struct pack_header {
+    uint64_t magic;
+    const void *source;    /* the w->data it was made from */
+    int rows, cols, group_size;
+    int param_bytes;       /* 2 (F16/BF16) or 4 (F32) */
+    alm_dtype scale_dtype;
+    size_t group_bytes;    /* one group of one block: words, scales, biases */
+    size_t block_bytes;
+} pack_header;
+
+_Static_assert(sizeof(pack_header) <= PACK_HEADER_BYTES, "pack header fits its slot");
+
+static bool packable(const alm_weight *w)
+{
+    return w->bits == 4 && w->dtype == ALM_DTYPE_U32 &&
+           (w->group_size == 32 || w->group_size == 64 || w->group_size == 128) &&
+           w->cols % w->group_size == 0 && w->rows > 0 &&
+           (w->scale_dtype == ALM_DTYPE_F32 || w->scale_dtype == ALM_DTYPE_F16 ||
+            w->scale_dtype == ALM_DTYPE_BF16);
+}
+
+static pack_header pack_geometry(const alm_weight *w)
+{
+    pack_header h;
+    memset(&h, 0, sizeof h);
+    h.magic = PACK_MAGIC;
+    h.source = w->data;
+    h.rows = w->rows;
+    h.cols = w->cols;
+    h.group_size = w->group_size;
+    h.scale_dtype = w->scale_dtype;
+    h.param_bytes = w->scale_dtype == ALM_DTYPE_F32 ? 4 : 2;
+    h.group_bytes = (size_t)(w->group_size / 8) * 64 + 2 * BLOCK_ROWS * (size_t)h.param_bytes;
+    h.block_bytes = h.group_bytes * (size_t)(w->cols / w->group_size);
+    return h;
+}
+
+size_t avx512_pack_size(const alm_weight *w)
+{
+    if (!packable(w))
+        return 0;
+    pack_header h = pack_geometry(w);
+    size_t blocks = (size_t)(w->rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    return PACK_HEADER_BYTES + blocks * h.block_bytes;
+}
+
+int avx512_pack(const alm_weight *w, void *dst, size_t bytes)
+{
+    size_t need = avx512_pack_size(w);
+    if (!need || bytes < need)
+        return -1;
+    pack_header h = pack_geometry(w);
+    uint8_t *out = dst;
+    memcpy(out, &h, sizeof h);
+    memset(out + sizeof h, 0, PACK_HEADER_BYTES - sizeof h);
+    const uint8_t *src = w->data;
+    size_t row_bytes = alm_weight_row_bytes(w);
+    int groups = w->cols / w->group_size, words = w->group_size / 8;
+    int blocks = (w->rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    size_t pb = (size_t)h.param_bytes;
+    for (int b = 0; b < blocks; b++) {
+        for (int g = 0; g < groups; g++) {
+            uint8_t *p = out + PACK_HEADER_BYTES + (size_t)b * h.block_bytes +
+                         (size_t)g * h.group_bytes;
+            uint8_t *scales = p + (size_t)words * 64, *biases = scales + BLOCK_ROWS * pb;
+            for (int j = 0; j < BLOCK_ROWS; j++) {
+                int r = b * BLOCK_ROWS + j;
+                bool real = r < w->rows;
+                for (int k = 0; k < words; k++) {
+                    uint8_t *lane = p + (size_t)k * 64 + (size_t)j * 4;
+                    if (real)
+                        memcpy(lane, src + (size_t)r * row_bytes + ((size_t)g * words + k) * 4, 4);
+                    else
+                        memset(lane, 0, 4);
+                }
+                size_t at = ((size_t)r * (size_t)groups + (size_t)g) * pb;
+                if (real) {
+                    memcpy(scales + j * pb, (const uint8_t *)w->scales + at, pb);
+                    memcpy(biases + j * pb, (const uint8_t *)w->biases + at, pb);
+                } else {
+                    memset(scales + j * pb, 0, pb);
+                    memset(biases + j * pb, 0, pb);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+const void *avx512_packed_of(const alm_weight *w)
+{
+    const void *p = w->backend_data;
+    if (!p || !packable(w))
+        return NULL;
+    pack_header h;
+    memcpy(&h, p, sizeof h);
+    if (h.magic != PACK_MAGIC || h.source != w->data || h.rows != w->rows || h.cols != w->cols ||
+        h.group_size != w->group_size || h.scale_dtype != w->scale_dtype)
+        return NULL;
+    return p;
+}
+
+/* ------------------------------------------------------------ kernel */
+
+typedef struct pctx {
+    pack_header h;
+    const uint8_t *blocks;    /* block 0, group 0 */
+    const uint8_t *scratch;
+    qlayout L;
+    int words;                /* per group */
+    int groups;
+    float *y;
+    size_t y_stride;
+    int r0, r1;               /* rows to store */
+} pctx;
+
+static inline __attribute__((always_inline)) __m512i bcast32(const uint8_t *p)
+{
+    int v;
+    memcpy(&v, p, sizeof v);
+    return _mm512_set1_epi32(v);
+}
+
+/* The 16 scales (or biases) at p as f32. */
+static inline __attribute__((always_inline)) __m512 load_params(const uint8_t *p, const int PB,
+                                                                 const alm_dtype DT)
+{
+    if (PB == 4)
+        return _mm512_loadu_ps(p);
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    if (DT == ALM_DTYPE_F16)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Rows [16 b, 16 (b + RB)) x tokens [t, t + T), all columns.
+ *
+ * C integer chains per (block, token): 4 (high and low digit x even and odd
+ * columns) while few tokens would leave too few independent dot products in
+ * flight to hide their latency, else 2 (high and low digit). */
+static inline __attribute__((always_inline))
+void packed_tile(const pctx *q, int b, int t, const alm_dtype DT, const int RB, const int T)
+{
+    const int C = T <= 4 ? 4 : 2;
+    const int PB = DT == ALM_DTYPE_F32 ? 4 : 2;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[2][MAX_TOK];
+    UNROLL
+    for (int i = 0; i < RB; i++)
+        UNROLL
+        for (int j = 0; j < T; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    const uint8_t *wg = q->blocks + (size_t)b * q->h.block_bytes;
+    const size_t chunk_bytes = q->L.chunk_bytes;   /* per token: 2 digits x 2 streams x 64 */
+
+    for (int g = 0; g < q->groups; g++, wg += q->h.group_bytes) {
+        /* The group's first word, in the activation layout. */
+        int w0 = g * q->words;
+        const uint8_t *xg = q->scratch + q->L.digits_off + q->L.chunk_stride * (size_t)(w0 >> 4) +
+                            chunk_bytes * (size_t)t + (size_t)(w0 & 15) * 4;
+        __m512i s[2][MAX_TOK][4];
+        UNROLL
+        for (int i = 0; i < RB; i++)
+            UNROLL
+            for (int j = 0; j < T; j++)
+                UNROLL
+                for (int c = 0; c < C; c++)
+                    s[i][j][c] = _mm512_setzero_si512();
+        for (int k = 0; k < q->words; k++) {
+            __m512i even[2], odd[2];
+            UNROLL
+            for (int i = 0; i < RB; i++) {
+                __m512i wv = _mm512_loadu_si512(wg + (size_t)i * q->h.block_bytes + (size_t)k * 64);
+                even[i] = _mm512_and_si512(wv, low4);
+                odd[i] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+            }
+            UNROLL
+            for (int j = 0; j < T; j++) {
+                /* [high digit: even, odd columns][low digit: even, odd] */
+                const uint8_t *xp = xg + chunk_bytes * (size_t)j + (size_t)k * 4;
+                __m512i h_e = bcast32(xp), h_o = bcast32(xp + 64);
+                __m512i l_e = bcast32(xp + 128), l_o = bcast32(xp + 192);
+                UNROLL
+                for (int i = 0; i < RB; i++) {
+                    if (C == 4) {
+                        s[i][j][0] = _mm512_dpbusd_epi32(s[i][j][0], even[i], h_e);
+                        s[i][j][1] = _mm512_dpbusd_epi32(s[i][j][1], odd[i], h_o);
+                        s[i][j][2] = _mm512_dpbusd_epi32(s[i][j][2], even[i], l_e);
+                        s[i][j][3] = _mm512_dpbusd_epi32(s[i][j][3], odd[i], l_o);
+                    } else {
+                        s[i][j][0] = _mm512_dpbusd_epi32(s[i][j][0], even[i], h_e);
+                        s[i][j][0] = _mm512_dpbusd_epi32(s[i][j][0], odd[i], h_o);
+                        s[i][j][1] = _mm512_dpbusd_epi32(s[i][j][1], even[i], l_e);
+                        s[i][j][1] = _mm512_dpbusd_epi32(s[i][j][1], odd[i], l_o);
+                    }
+                }
+            }
+        }
+        /* y += (sum q xq) * scale * dx + bias * sum(x), per group: the
+         * integer sum is exact (|sum| < 128 x 15 x 32640 < 2^26). */
+        const uint8_t *params = wg + (size_t)q->words * 64;
+        UNROLL
+        for (int i = 0; i < RB; i++) {
+            const uint8_t *pi = params + (size_t)i * q->h.block_bytes;
+            __m512 sc = load_params(pi, PB, DT);
+            __m512 bs = load_params(pi + BLOCK_ROWS * PB, PB, DT);
+            UNROLL
+            for (int j = 0; j < T; j++) {
+                const float *head = (const float *)token_head(&q->L, q->scratch, t + j);
+                __m512 sums = _mm512_set1_ps(head[g]);
+                __m512 dx = _mm512_set1_ps(((const float *)((const uint8_t *)head + q->L.dx_off))[g]);
+                __m512i hi = C == 4 ? _mm512_add_epi32(s[i][j][0], s[i][j][1]) : s[i][j][0];
+                __m512i lo = C == 4 ? _mm512_add_epi32(s[i][j][2], s[i][j][3]) : s[i][j][1];
+                __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo);
+                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(sc, dx), acc[i][j]);
+                acc[i][j] = _mm512_fmadd_ps(bs, sums, acc[i][j]);
+            }
+        }
+    }
+    UNROLL
+    for (int i = 0; i < RB; i++) {
+        int r = (b + i) * BLOCK_ROWS;
+        int lo = q->r0 > r ? q->r0 - r : 0, hi = q->r1 - r < BLOCK_ROWS ? q->r1 - r : BLOCK_ROWS;
+        __mmask16 m = (__mmask16)(mask16(hi) & ~mask16(lo));
+        UNROLL
+        for (int j = 0; j < T; j++)
+            _mm512_mask_storeu_ps(q->y + (size_t)(t + j) * q->y_stride + (size_t)r, m, acc[i][j]);
+    }
+}
+
+/* Blocks [b0, b1) (a multiple of RB of them), tokens [t, t + T). */
+typedef void (*packed_tile_fn)(const pctx *q, int b0, int b1, int t);
+
+#define PACKED_TILE(DT, NAME, RB, T)                                                  \
+    static void packed_tile_##NAME##_##RB##_##T(const pctx *q, int b0, int b1, int t) \
+    {                                                                                 \
+        for (int b = b0; b < b1; b += RB)                                             \
+            packed_tile(q, b, t, DT, RB, T);                                          \
+    }
+/* One token: two blocks at a time (8 independent chains); more tokens: one. */
+#define PACKED_TILES(DT, NAME)                                                              \
+    PACKED_TILE(DT, NAME, 2, 1) PACKED_TILE(DT, NAME, 1, 1) PACKED_TILE(DT, NAME, 1, 2)       \
+    PACKED_TILE(DT, NAME, 1, 3) PACKED_TILE(DT, NAME, 1, 4) PACKED_TILE(DT, NAME, 1, 5)       \
+    PACKED_TILE(DT, NAME, 1, 6) PACKED_TILE(DT, NAME, 1, 7) PACKED_TILE(DT, NAME, 1, 8)
+PACKED_TILES(ALM_DTYPE_F32, f32)
+PACKED_TILES(ALM_DTYPE_F16, f16)
+PACKED_TILES(ALM_DTYPE_BF16, bf16)
+
+#define PACKED_ROW(NAME)                                                                      \
+    { packed_tile_##NAME##_1_1, packed_tile_##NAME##_1_2, packed_tile_##NAME##_1_3,           \
+      packed_tile_##NAME##_1_4, packed_tile_##NAME##_1_5, packed_tile_##NAME##_1_6,           \
+      packed_tile_##NAME##_1_7, packed_tile_##NAME##_1_8 }
+/* [F32, F16, BF16][T - 1] */
+static const packed_tile_fn packed_tiles[3][MAX_TOK] = {
+    PACKED_ROW(f32), PACKED_ROW(f16), PACKED_ROW(bf16),
+};
+static const packed_tile_fn packed_pairs[3] = {
+    packed_tile_f32_2_1, packed_tile_f16_2_1, packed_tile_bf16_2_1,
+};
+/* Tokens per tile when there are more than MAX_TOK. */
+#define PACKED_BIG_T 8
+
+void avx512_packed_rows(const alm_weight *w, const void *packed, const void *scratch, int n_tok,
+                        float *y, size_t y_stride, int r0, int r1)
+{
+    pctx q;
+    memcpy(&q.h, packed, sizeof q.h);
+    q.blocks = (const uint8_t *)packed + PACK_HEADER_BYTES;
+    q.scratch = scratch;
+    q.L = quant_layout(w, n_tok, 2);
+    q.words = w->group_size / 8;
+    q.groups = w->cols / w->group_size;
+    q.y = y;
+    q.y_stride = y_stride;
+    q.r0 = r0;
+    q.r1 = r1;
+    int k = w->scale_dtype == ALM_DTYPE_F32 ? 0 : w->scale_dtype == ALM_DTYPE_F16 ? 1 : 2;
+    int b0 = r0 / BLOCK_ROWS, b1 = (r1 + BLOCK_ROWS - 1) / BLOCK_ROWS;
+
+    for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
+        int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
+        for (int t = t0; t < t1;) {
+            int T = t1 - t < MAX_TOK ? t1 - t : PACKED_BIG_T;
+            if (T == 1) {
+                int pairs = (b1 - b0) / 2 * 2;
+                if (pairs)
+                    packed_pairs[k](&q, b0, b0 + pairs, t);
+                if (b0 + pairs < b1)
+                    packed_tiles[k][0](&q, b0 + pairs, b1, t);
+            } else {
+                packed_tiles[k][T - 1](&q, b0, b1, t);
+            }
+            t += T;
+        }
+    }
+}
