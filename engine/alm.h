@@ -79,7 +79,7 @@ int alm_pool_size(const alm_pool *pool);
 typedef struct alm_model alm_model;
 
 typedef struct alm_model_params {
-    const char *device;   /* "cpu" (default) */
+    const char *device;   /* "cpu" (default, or $ALM_DEVICE when set) or "cuda" */
 } alm_model_params;
 
 alm_model_params alm_model_default_params(void);

@@ -9,10 +9,34 @@
 #include "core/error.h"
 #include "model/model_internal.h"
 #include "model/rope.h"
+#ifdef ALM_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 alm_model_params alm_model_default_params(void)
 {
-    return (alm_model_params){ .device = "cpu" };
+    /* ALM_DEVICE lets a test suite or a benchmark run unchanged on a GPU. */
+    const char *device = getenv("ALM_DEVICE");
+    return (alm_model_params){ .device = device && *device ? device : "cpu" };
+}
+
+#ifdef ALM_HAVE_CUDA
+#define DEVICES "cpu, cuda"
+#else
+#define DEVICES "cpu"
+#endif
+
+/* The backend that runs the model's passes on the device asked for. */
+static int backend_for_device(const char *device, backend **out, alm_error *err)
+{
+    if (!device || strcmp(device, "cpu") == 0)
+        return cpu_backend_new(out, err);
+#ifdef ALM_HAVE_CUDA
+    if (strcmp(device, "cuda") == 0)
+        return cuda_backend_new(out, err);
+#endif
+    return alm_error_set(err, -ENOTSUP, "device \"%s\" is not available (this build has: " DEVICES ")",
+                         device);
 }
 
 static int add_weight(alm_model *m, const alm_weight *w)
@@ -119,8 +143,12 @@ int model_create(const char *name, const alm_model_params *params, model_source_
     alm_model_params defaults = alm_model_default_params();
     if (!params)
         params = &defaults;
-    if (params->device && strcmp(params->device, "cpu") != 0)
-        return alm_error_set(err, -ENOTSUP, "device \"%s\" is not available (this build has: cpu)",
+    if (params->device && strcmp(params->device, "cpu") != 0
+#ifdef ALM_HAVE_CUDA
+        && strcmp(params->device, "cuda") != 0
+#endif
+    )
+        return alm_error_set(err, -ENOTSUP, "device \"%s\" is not available (this build has: " DEVICES ")",
                              params->device);
 
     alm_model *m = calloc(1, sizeof *m);
@@ -132,11 +160,13 @@ int model_create(const char *name, const alm_model_params *params, model_source_
     if (r == 0)
         r = model_weights_bind(&m->cfg, m->store, &m->weights, err);
     if (r == 0)
-        r = cpu_backend_new(&m->be, err);
+        r = backend_for_device(params->device, &m->be, err);
     if (r == 0)
         r = build_tables(m, err);
     if (r == 0)
         r = build_rope(m, err);
+    if (r == 0 && m->be->ops->prepare_weights)
+        r = m->be->ops->prepare_weights(m->be, m->all_weights, m->n_all_weights, err);
     if (r < 0) {
         alm_model_free(m);
         return r;

@@ -179,6 +179,9 @@ int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,
         decoder_forward(s, pool, tokens + done, chunk, chunk_logits, out);
         if (out && s->vocab_limit)
             spread_limited_logits(s, out, chunk_logits);
+        backend *be = s->model->be;
+        if (be->ops->take_error && (r = be->ops->take_error(be, s->workspace, err)) < 0)
+            return r;
         s->length += chunk;
         done = end;
     }

@@ -12,7 +12,7 @@ static const struct command {
 } commands[] = {
     { "tokenize", cmd_tokenize, "--model DIR (--text STR | --file PATH) [--add-special]" },
     { "detokenize", cmd_detokenize, "--model DIR --ids 1,2,3 [--skip-special]" },
-    { "logits", cmd_logits, "--model DIR --ids 1,2,3 [--positions 0,5] [--threads N]" },
+    { "logits", cmd_logits, "--model DIR --ids 1,2,3 [--positions 0,5] [--threads N] [--device cpu|cuda]" },
     { "generate", cmd_generate,
       "--model DIR (--prompt STR | --prompt-ids 1,2,3) --max-tokens N [--temperature T] [--top-k K]\n"
       "                  [--top-p P] [--min-p M] [--seed S] [--stop STR]... [--ignore-eos] [--threads N]" },

@@ -164,7 +164,8 @@ int cmd_bench(int argc, char **argv)
     double *prefill = NULL, *decode = NULL, *steps = NULL;
     int n_rep = (int)repeat;
 
-    if (alm_model_load(model_dir, NULL, &model, &err) < 0 ||
+    alm_model_params mp = tool_model_params(spec.device);
+    if (alm_model_load(model_dir, &mp, &model, &err) < 0 ||
         alm_seq_new(model, (int)(prompt_tokens + gen_tokens + 16), &seq, &err) < 0) {
         tool_fail("%s", err.message);
         goto out;

@@ -101,7 +101,8 @@ int cmd_generate(int argc, char **argv)
     collected_text text = { g_string_new(NULL) };
     int status = 1;
 
-    if (alm_model_load(model_dir, NULL, &model, &err) < 0) {
+    alm_model_params mp = tool_model_params(spec.device);
+    if (alm_model_load(model_dir, &mp, &model, &err) < 0) {
         tool_fail("%s", err.message);
         goto out;
     }

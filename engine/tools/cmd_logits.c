@@ -12,10 +12,11 @@ int cmd_logits(int argc, char **argv)
         { "ids", required_argument, NULL, 'i' },
         { "positions", required_argument, NULL, 'p' },
         { "threads", required_argument, NULL, 't' },
+        DEVICE_LONG_OPTION,
         { "help", no_argument, NULL, 'h' },
         { 0 },
     };
-    const char *model_dir = NULL, *ids_text = NULL, *pos_text = NULL;
+    const char *model_dir = NULL, *ids_text = NULL, *pos_text = NULL, *device = NULL;
     long threads = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -23,12 +24,13 @@ int cmd_logits(int argc, char **argv)
         case 'm': model_dir = optarg; break;
         case 'i': ids_text = optarg; break;
         case 'p': pos_text = optarg; break;
+        case 'V': device = optarg; break;
         case 't':
             if (tool_parse_int(optarg, "--threads", 0, 1024, &threads) < 0)
                 return 2;
             break;
         case 'h':
-            printf("usage: alm-engine logits --model DIR --ids 1,2,3 [--positions 0,5] [--threads N]\n");
+            printf("usage: alm-engine logits --model DIR --ids 1,2,3 [--positions 0,5] [--threads N] " DEVICE_USAGE "\n");
             return 0;
         default: return 2;
         }
@@ -58,7 +60,8 @@ int cmd_logits(int argc, char **argv)
     alm_pool *pool = NULL;
     float *logits = NULL;
     int status = 1;
-    if (alm_model_load(model_dir, NULL, &model, &err) < 0 ||
+    alm_model_params mp = tool_model_params(device);
+    if (alm_model_load(model_dir, &mp, &model, &err) < 0 ||
         alm_seq_new(model, (int)n, &seq, &err) < 0) {
         tool_fail("%s", err.message);
         goto out;

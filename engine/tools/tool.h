@@ -31,18 +31,27 @@ typedef struct spec_options {
     const char *k;           /* --num-draft-tokens K|auto */
     const char *p_min;       /* --draft-p-min P */
     const char *ngram;       /* --ngram MAX[:MIN] */
+    const char *device;      /* --device cpu|cuda, for the target and the draft */
 } spec_options;
+
+/* --device: where the model runs (NULL: the default, cpu or $ALM_DEVICE). */
+#define DEVICE_LONG_OPTION { "device", required_argument, NULL, 'V' }
+#define DEVICE_USAGE "[--device cpu|cuda]"
+
+/* The load parameters for --device (NULL: the defaults). */
+alm_model_params tool_model_params(const char *device);
 
 #define SPEC_LONG_OPTIONS                                          \
     { "draft", required_argument, NULL, 'D' },                     \
     { "speculative", required_argument, NULL, 'X' },               \
     { "num-draft-tokens", required_argument, NULL, 'K' },          \
     { "draft-p-min", required_argument, NULL, 'Q' },               \
-    { "ngram", required_argument, NULL, 'G' }
+    { "ngram", required_argument, NULL, 'G' },                     \
+    DEVICE_LONG_OPTION
 
 #define SPEC_USAGE                                                                      \
     "         [--draft DIR] [--speculative draft|ngram|off] [--num-draft-tokens K|auto]\n" \
-    "         [--draft-p-min P] [--ngram MAX[:MIN]]\n"
+    "         [--draft-p-min P] [--ngram MAX[:MIN]] " DEVICE_USAGE "\n"
 
 /* Records option c if it is one of SPEC_LONG_OPTIONS; returns 1 if taken. */
 int spec_options_take(spec_options *o, int c, const char *arg);

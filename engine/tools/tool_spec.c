@@ -13,8 +13,17 @@ int spec_options_take(spec_options *o, int c, const char *arg)
     case 'K': o->k = arg; return 1;
     case 'Q': o->p_min = arg; return 1;
     case 'G': o->ngram = arg; return 1;
+    case 'V': o->device = arg; return 1;
     default: return 0;
     }
+}
+
+alm_model_params tool_model_params(const char *device)
+{
+    alm_model_params p = alm_model_default_params();
+    if (device)
+        p.device = device;
+    return p;
 }
 
 int spec_options_resolve(const spec_options *o, alm_speculative_params *out,
@@ -64,7 +73,8 @@ int spec_options_resolve(const spec_options *o, alm_speculative_params *out,
     }
     if (p.mode == ALM_SPECULATIVE_DRAFT) {
         alm_error err = { 0 };
-        if (alm_model_load(o->draft_dir, NULL, draft_model, &err) < 0)
+        alm_model_params mp = tool_model_params(o->device);
+        if (alm_model_load(o->draft_dir, &mp, draft_model, &err) < 0)
             return tool_fail("draft model: %s", err.message), -1;
     }
     *out = p;

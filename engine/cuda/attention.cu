@@ -1,0 +1,237 @@
+/* Rotary embedding with the KV-cache store, and attention over the cache.
+ *
+ * Attention is split along the keys ("flash decoding"): one block per
+ * (query head, token, split) runs the online softmax over its keys with
+ * one warp per key at a time, and a second kernel merges the splits'
+ * (max, sum, weighted values). A decode step has one token, so without the
+ * split a long context would leave most of the GPU idle. */
+#include <math.h>
+
+#include "cuda_kernels.h"
+
+#define ATTN_WARPS 4
+#define MAX_HEAD_DIM 256
+
+static __device__ inline float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* ---------------------------------------------------------------- rope + store */
+
+static __global__ void rope_store_kernel(cuda_attention_shape a, const float *cos_table,
+                                         const float *sin_table, const float *q_norm,
+                                         const float *k_norm, float eps, float *q, const float *k,
+                                         const float *v, int pos0, float *k_cache, float *v_cache)
+{
+    __shared__ float buf[MAX_HEAD_DIM];
+    __shared__ float partial[32];
+    const int t = blockIdx.x, head = blockIdx.y, d = a.head_dim, half = d / 2;
+    const int pos = pos0 + t;
+    const float *src, *norm;
+    float *dst;
+    if (head < a.n_heads) {
+        src = dst = q + ((size_t)t * a.n_heads + head) * d;
+        norm = q_norm;
+    } else {
+        int kh = head - a.n_heads;
+        size_t at = ((size_t)pos * a.n_kv_heads + kh) * d, from = ((size_t)t * a.n_kv_heads + kh) * d;
+        src = k + from;
+        dst = k_cache + at;
+        norm = k_norm;
+        for (int i = threadIdx.x; i < d; i += blockDim.x)
+            v_cache[at + i] = v[from + i];
+    }
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        buf[i] = src[i];
+        ss += buf[i] * buf[i];
+    }
+    if (norm) {
+        ss = warp_sum(ss);
+        if ((threadIdx.x & 31) == 0)
+            partial[threadIdx.x >> 5] = ss;
+        __syncthreads();
+        ss = 0.0f;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++)
+            ss += partial[w];
+        float inv = 1.0f / sqrtf(ss / (float)d + eps);
+        for (int i = threadIdx.x; i < d; i += blockDim.x)
+            buf[i] = (buf[i] * inv) * norm[i];
+    }
+    __syncthreads();
+    const float *c = cos_table + (size_t)pos * half, *s = sin_table + (size_t)pos * half;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float x0 = buf[i], x1 = buf[i + half];
+        dst[i] = x0 * c[i] - x1 * s[i];
+        dst[i + half] = x1 * c[i] + x0 * s[i];
+    }
+}
+
+cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_table,
+                            const float *sin_table, const float *q_norm, const float *k_norm,
+                            float eps, float *q, const float *k, const float *v, int n_tok,
+                            int pos0, float *k_cache, float *v_cache, cudaStream_t s)
+{
+    if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 2)
+        return cudaErrorInvalidValue;
+    dim3 grid((unsigned)n_tok, (unsigned)(a->n_heads + a->n_kv_heads));
+    int threads = (a->head_dim + 31) / 32 * 32;
+    rope_store_kernel<<<grid, threads, 0, s>>>(*a, cos_table, sin_table, q_norm, k_norm, eps, q,
+                                               k, v, pos0, k_cache, v_cache);
+    return cudaGetLastError();
+}
+
+/* ---------------------------------------------------------------- attention */
+
+size_t cuda_attention_partial_floats(int head_dim) { return (size_t)head_dim + 2u; }
+
+/* PER_LANE: head-dimension values each lane holds (head_dim <= 32 * PER_LANE). */
+template <int PER_LANE>
+static __global__ void attention_kernel(cuda_attention_shape a, const float *q, int pos0,
+                                        int span, const float *k_cache, const float *v_cache,
+                                        float *out, float *partials)
+{
+    __shared__ float warp_max[ATTN_WARPS], warp_sum_[ATTN_WARPS];
+    __shared__ float warp_acc[ATTN_WARPS][32 * PER_LANE];
+    const int head = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int n_tok = gridDim.y;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d = a.head_dim;
+    const int kv_head = head / (a.n_heads / a.n_kv_heads);
+    const int pos = pos0 + t;
+    int first = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
+    int chunk = (span + splits - 1) / splits;
+    int lo = max(first, split * chunk), hi = min(pos + 1, (split + 1) * chunk);
+
+    const float scale = 1.0f / sqrtf((float)d);
+    const float *qh = q + ((size_t)t * a.n_heads + head) * d;
+    float qv[PER_LANE], acc[PER_LANE];
+#pragma unroll
+    for (int i = 0; i < PER_LANE; i++) {
+        int c = i * 32 + lane;
+        qv[i] = c < d ? qh[c] * scale : 0.0f;
+        acc[i] = 0.0f;
+    }
+    const size_t kv_row = (size_t)a.n_kv_heads * d;
+    float m = -INFINITY, l = 0.0f;
+    for (int p = lo + warp; p < hi; p += ATTN_WARPS) {
+        const float *kr = k_cache + (size_t)p * kv_row + (size_t)kv_head * d;
+        const float *vr = v_cache + (size_t)p * kv_row + (size_t)kv_head * d;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) {
+            int c = i * 32 + lane;
+            if (c < d)
+                dot += qv[i] * kr[c];
+        }
+        dot = warp_sum(dot);
+        float new_max = fmaxf(m, dot);
+        float corr = expf(m - new_max), e = expf(dot - new_max);
+        l = l * corr + e;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) {
+            int c = i * 32 + lane;
+            acc[i] = acc[i] * corr + (c < d ? e * vr[c] : 0.0f);
+        }
+        m = new_max;
+    }
+    if (lane == 0) {
+        warp_max[warp] = m;
+        warp_sum_[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < PER_LANE; i++)
+        warp_acc[warp][i * 32 + lane] = acc[i];
+    __syncthreads();
+
+    float block_max = -INFINITY;
+    for (int w = 0; w < ATTN_WARPS; w++)
+        block_max = fmaxf(block_max, warp_max[w]);
+    float weight[ATTN_WARPS], total = 0.0f;
+    for (int w = 0; w < ATTN_WARPS; w++) {
+        weight[w] = warp_max[w] == -INFINITY ? 0.0f : expf(warp_max[w] - block_max);
+        total += weight[w] * warp_sum_[w];
+    }
+    size_t row = (size_t)t * a.n_heads + head;
+    if (splits == 1) {
+        for (int c = threadIdx.x; c < d; c += blockDim.x) {
+            float v = 0.0f;
+            for (int w = 0; w < ATTN_WARPS; w++)
+                v += weight[w] * warp_acc[w][c];
+            out[row * d + c] = v / total;
+        }
+    } else {
+        float *part = partials + (row * splits + split) * (size_t)(d + 2);
+        if (threadIdx.x == 0) {
+            part[0] = block_max;
+            part[1] = total;
+        }
+        for (int c = threadIdx.x; c < d; c += blockDim.x) {
+            float v = 0.0f;
+            for (int w = 0; w < ATTN_WARPS; w++)
+                v += weight[w] * warp_acc[w][c];
+            part[2 + c] = v;
+        }
+    }
+    (void)n_tok;
+}
+
+static __global__ void merge_splits(int n_heads, int d, int splits, const float *partials, float *out)
+{
+    const size_t row = (size_t)blockIdx.y * n_heads + blockIdx.x;
+    const float *parts = partials + row * splits * (size_t)(d + 2);
+    float max = -INFINITY;
+    for (int s = 0; s < splits; s++)
+        max = fmaxf(max, parts[(size_t)s * (d + 2)]);
+    float total = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        float m = parts[(size_t)s * (d + 2)];
+        if (m != -INFINITY)
+            total += expf(m - max) * parts[(size_t)s * (d + 2) + 1];
+    }
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float v = 0.0f;
+        for (int s = 0; s < splits; s++) {
+            float m = parts[(size_t)s * (d + 2)];
+            if (m != -INFINITY)
+                v += expf(m - max) * parts[(size_t)s * (d + 2) + 2 + c];
+        }
+        out[row * d + c] = v / total;
+    }
+}
+
+cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
+                           const float *k_cache, const float *v_cache, float *out,
+                           float *partials, size_t max_parts, cudaStream_t s)
+{
+    if (a->head_dim > MAX_HEAD_DIM || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads)
+        return cudaErrorInvalidValue;
+    /* Splits of a fixed number of keys, so that a token's result does not
+     * depend on the other tokens of its pass: verifying draft tokens then
+     * gives bit for bit the logits of decoding them one by one. Only a
+     * pass too large for the partials (long prompts) takes longer splits. */
+    int span = pos0 + n_tok, rows = a->n_heads * n_tok;
+    int chunk = CUDA_ATTENTION_SPLIT_KEYS;
+    while ((size_t)rows * (size_t)((span + chunk - 1) / chunk) > max_parts)
+        chunk *= 2;
+    int splits = (span + chunk - 1) / chunk;
+    span = splits * chunk;
+    dim3 grid((unsigned)a->n_heads, (unsigned)n_tok, (unsigned)splits);
+    int threads = 32 * ATTN_WARPS;
+    if (a->head_dim <= 32)
+        attention_kernel<1><<<grid, threads, 0, s>>>(*a, q, pos0, span, k_cache, v_cache, out, partials);
+    else if (a->head_dim <= 64)
+        attention_kernel<2><<<grid, threads, 0, s>>>(*a, q, pos0, span, k_cache, v_cache, out, partials);
+    else if (a->head_dim <= 128)
+        attention_kernel<4><<<grid, threads, 0, s>>>(*a, q, pos0, span, k_cache, v_cache, out, partials);
+    else
+        attention_kernel<8><<<grid, threads, 0, s>>>(*a, q, pos0, span, k_cache, v_cache, out, partials);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess || splits == 1)
+        return e;
+    merge_splits<<<dim3((unsigned)a->n_heads, (unsigned)n_tok), 128, 0, s>>>(a->n_heads, a->head_dim,
+                                                                            splits, partials, out);
+    return cudaGetLastError();
+}

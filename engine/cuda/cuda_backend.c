@@ -1,0 +1,668 @@
+/* The CUDA backend: memory, weights and the operations of backend.h, each
+ * enqueued on the workspace's stream (one stream per sequence, so that
+ * sequences on several threads run side by side). run() calls the body
+ * once on the calling thread and waits for the stream at the end.
+ *
+ * Weights are copied to the GPU once, at load (prepare_weights), repacked
+ * into the tile layout of cuda_kernels.h; alm_weight.backend_data points at
+ * the resulting cuda_matrix. Norm weights and biases arrive as host arrays
+ * (the loader converts them to float); each is copied to the GPU the first
+ * time an operation sees it and found again by its host address.
+ *
+ * Operations return nothing (backend.h), so the first CUDA error of a pass
+ * is kept in the workspace and handed to the caller by take_error. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "core/error.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_kernels.h"
+
+#define MIN_MAJOR 8
+#define MIB (1024.0 * 1024.0)
+
+typedef struct device_vector {
+    const float *host;
+    float *device;
+} device_vector;
+
+typedef struct cuda_backend {
+    backend base;
+    int device;
+    pthread_mutex_t lock;        /* guards vectors */
+    device_vector *vectors;      /* open addressing by host address */
+    size_t n_vectors, cap_vectors;
+    cuda_matrix **matrices;      /* owned; weights may share one (tied embeddings) */
+    size_t n_matrices;
+    alm_weight **weights;        /* whose backend_data we set */
+    size_t n_weights;
+} cuda_backend;
+
+typedef struct cuda_workspace {
+    workspace_shape shape;
+    cudaStream_t stream;
+    int32_t *tokens_host;        /* pinned [max_tokens] */
+    int32_t *tokens;             /* device [max_tokens] */
+    void *frag, *frag_hidden;    /* fragments of [max_tokens][max_width] */
+    float *copy;                 /* [max_tokens][max_width]: MoE input */
+    float *hidden;               /* [max_width]: one expert's hidden layer */
+    float *router;               /* [max_tokens][MOE_MAX_EXPERTS] */
+    float *logits;               /* [CUDA_MATMUL_TOKENS][max_rows] */
+    float *partials;             /* attention splits */
+    size_t max_parts;
+    int max_rows;
+    alm_error error;             /* first failure since take_error */
+} cuda_workspace;
+
+struct backend_exec {
+    cuda_backend *be;
+    cuda_workspace *ws;
+};
+
+/* ------------------------------------------------------------ errors */
+
+static int cuda_fail(alm_error *err, cudaError_t e, const char *what)
+{
+    int code = e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
+    return alm_error_set(err, code, "CUDA: %s: %s (%s)", what, cudaGetErrorString(e),
+                         cudaGetErrorName(e));
+}
+
+/* Records the first failure of a pass; later operations still run (on
+ * garbage) but the pass is reported as failed. */
+static void check(backend_exec *ex, cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess && ex->ws->error.code == 0)
+        cuda_fail(&ex->ws->error, e, what);
+}
+
+/* ------------------------------------------------------------ memory */
+
+static void *cuda_alloc(backend *base, size_t bytes)
+{
+    cuda_backend *be = (cuda_backend *)base;
+    void *p = NULL;
+    if (cudaSetDevice(be->device) != cudaSuccess || cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess)
+        return NULL;
+    if (cudaMemset(p, 0, bytes) != cudaSuccess) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(backend *base, void *p)
+{
+    if (p)
+        cudaFree(p);
+}
+
+static void cuda_upload(backend *base, void *dst, const void *src, size_t bytes)
+{
+    cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
+}
+
+static void cuda_download(backend *base, void *dst, const void *src, size_t bytes)
+{
+    cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost);
+}
+
+/* The device copy of a host vector of n floats, made on first use. */
+static const float *device_vector_for(backend_exec *ex, const float *host, size_t n)
+{
+    if (!host)
+        return NULL;
+    cuda_backend *be = ex->be;
+    float *found = NULL;
+    pthread_mutex_lock(&be->lock);
+    if (be->n_vectors * 2 >= be->cap_vectors) {
+        size_t cap = be->cap_vectors ? be->cap_vectors * 2 : 256;
+        device_vector *grown = calloc(cap, sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&be->lock);
+            check(ex, cudaErrorMemoryAllocation, "host memory for the vector table");
+            return NULL;
+        }
+        for (size_t i = 0; i < be->cap_vectors; i++) {
+            if (!be->vectors[i].host)
+                continue;
+            size_t j = ((uintptr_t)be->vectors[i].host >> 4) % cap;
+            while (grown[j].host)
+                j = (j + 1) % cap;
+            grown[j] = be->vectors[i];
+        }
+        free(be->vectors);
+        be->vectors = grown;
+        be->cap_vectors = cap;
+    }
+    size_t j = ((uintptr_t)host >> 4) % be->cap_vectors;
+    while (be->vectors[j].host && be->vectors[j].host != host)
+        j = (j + 1) % be->cap_vectors;
+    if (be->vectors[j].host) {
+        found = be->vectors[j].device;
+    } else {
+        cudaError_t e = cudaMalloc((void **)&found, n * sizeof(float));
+        if (e == cudaSuccess)
+            e = cudaMemcpy(found, host, n * sizeof(float), cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) {
+            cudaFree(found);
+            found = NULL;
+            check(ex, e, "copying a norm or bias vector to the GPU");
+        } else {
+            be->vectors[j] = (device_vector){ host, found };
+            be->n_vectors++;
+        }
+    }
+    pthread_mutex_unlock(&be->lock);
+    return found;
+}
+
+/* ------------------------------------------------------------ weights */
+
+static size_t raw_scale_bytes(const alm_weight *w)
+{
+    if (!w->bits)
+        return 0;
+    return (size_t)w->rows * (size_t)(w->cols / w->group_size) * alm_dtype_size(w->scale_dtype);
+}
+
+static int check_weight(const alm_weight *w, alm_error *err)
+{
+    if (w->bits) {
+        if (w->bits != 2 && w->bits != 4 && w->bits != 8)
+            return alm_error_set(err, -ENOTSUP, "CUDA: %d-bit weights are not supported (2, 4, 8)", w->bits);
+        if (w->group_size < 32 || (w->group_size & (w->group_size - 1)) || w->cols % w->group_size)
+            return alm_error_set(err, -ENOTSUP,
+                                 "CUDA: quantization group size %d is not supported (a power of two, at least 32, dividing %d columns)",
+                                 w->group_size, w->cols);
+    } else if (w->dtype != ALM_DTYPE_F32 && w->dtype != ALM_DTYPE_F16 && w->dtype != ALM_DTYPE_BF16) {
+        return alm_error_set(err, -ENOTSUP, "CUDA: dense weights of type %s are not supported",
+                             alm_dtype_name(w->dtype));
+    }
+    return 0;
+}
+
+static size_t matrix_bytes(const alm_weight *w)
+{
+    int bits = w->bits ? w->bits : 16;
+    size_t b = cuda_matrix_tile_bytes(w->rows, w->cols, bits);
+    if (w->bits)
+        b += cuda_matrix_scale_bytes(w->rows, w->cols, w->group_size);
+    return b;
+}
+
+static void matrix_free(cuda_matrix *m)
+{
+    if (!m)
+        return;
+    cudaFree(m->tiles);
+    cudaFree(m->scale_bias);
+    free(m);
+}
+
+/* Copies the file's bytes to scratch, repacks them into a new matrix. */
+static int upload_matrix(const alm_weight *w, void **scratch, size_t *scratch_bytes,
+                         cuda_matrix **out, alm_error *err)
+{
+    size_t data_bytes = (size_t)w->rows * alm_weight_row_bytes(w);
+    size_t scale_bytes = raw_scale_bytes(w);
+    size_t need = data_bytes + 2 * scale_bytes + 512;
+    cudaError_t e;
+    if (need > *scratch_bytes) {
+        cudaFree(*scratch);
+        *scratch = NULL;
+        *scratch_bytes = 0;
+        if ((e = cudaMalloc(scratch, need)) != cudaSuccess)
+            return cuda_fail(err, e, "scratch memory for uploading the weights");
+        *scratch_bytes = need;
+    }
+    uint8_t *raw = *scratch;
+    size_t scales_at = (data_bytes + 255) / 256 * 256, biases_at = scales_at + (scale_bytes + 255) / 256 * 256;
+    cuda_matrix *m = calloc(1, sizeof *m);
+    if (!m)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    int bits = w->bits ? w->bits : 16;
+    e = cudaMalloc((void **)&m->tiles, cuda_matrix_tile_bytes(w->rows, w->cols, bits));
+    if (e == cudaSuccess && w->bits)
+        e = cudaMalloc(&m->scale_bias, cuda_matrix_scale_bytes(w->rows, w->cols, w->group_size));
+    if (e == cudaSuccess)
+        e = cudaMemcpy(raw, w->data, data_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && w->bits)
+        e = cudaMemcpy(raw + scales_at, w->scales, scale_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && w->bits)
+        e = cudaMemcpy(raw + biases_at, w->biases, scale_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) {
+        cuda_raw_weight r = {
+            .rows = w->rows, .cols = w->cols, .bits = w->bits, .group_size = w->group_size,
+            .dtype = (int)w->dtype, .scale_dtype = (int)w->scale_dtype,
+            .data = raw, .scales = raw + scales_at, .biases = raw + biases_at,
+        };
+        e = cuda_repack_weight(&r, m, 0);
+    }
+    if (e == cudaSuccess)
+        e = cudaDeviceSynchronize();  /* scratch is reused by the next weight */
+    if (e != cudaSuccess) {
+        matrix_free(m);
+        return cuda_fail(err, e, "uploading a weight");
+    }
+    *out = m;
+    return 0;
+}
+
+static int cuda_prepare_weights(backend *base, const alm_weight *const *weights, size_t n,
+                                alm_error *err)
+{
+    cuda_backend *be = (cuda_backend *)base;
+    /* Distinct data (tied embeddings share one), their bytes, the room. */
+    size_t need = 0;
+    for (size_t i = 0; i < n; i++) {
+        int r = check_weight(weights[i], err);
+        if (r < 0)
+            return r;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = weights[j]->data == weights[i]->data;
+        if (!seen)
+            need += matrix_bytes(weights[i]);
+    }
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaError_t e = cudaSetDevice(be->device);
+    if (e == cudaSuccess)
+        e = cudaMemGetInfo(&free_bytes, &total_bytes);
+    if (e != cudaSuccess)
+        return cuda_fail(err, e, "reading the GPU's free memory");
+    if (need + (64u << 20) > free_bytes)
+        return alm_error_set(err, -ENOMEM,
+                             "not enough GPU memory: the weights need %.0f MiB, %.0f MiB of %.0f MiB are free",
+                             need / MIB, free_bytes / MIB, total_bytes / MIB);
+
+    be->matrices = calloc(n ? n : 1, sizeof *be->matrices);
+    be->weights = calloc(n ? n : 1, sizeof *be->weights);
+    if (!be->matrices || !be->weights)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    void *scratch = NULL;
+    size_t scratch_bytes = 0;
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        /* The weights belong to the model this backend serves; backend_data
+         * is reserved for exactly this copy. */
+        alm_weight *w = (alm_weight *)weights[i];
+        cuda_matrix *m = NULL;
+        for (size_t j = 0; j < i && !m; j++)
+            if (weights[j]->data == w->data)
+                m = weights[j]->backend_data;
+        if (!m) {
+            r = upload_matrix(w, &scratch, &scratch_bytes, &m, err);
+            if (r < 0)
+                break;
+            be->matrices[be->n_matrices++] = m;
+        }
+        w->backend_data = m;
+        be->weights[be->n_weights++] = w;
+    }
+    cudaFree(scratch);
+    return r;
+}
+
+static const cuda_matrix *matrix_of(const alm_weight *w)
+{
+    return w->backend_data;
+}
+
+/* ------------------------------------------------------------ workspace */
+
+static void cuda_workspace_free(backend *base, void *p)
+{
+    cuda_workspace *ws = p;
+    if (!ws)
+        return;
+    if (ws->stream)
+        cudaStreamSynchronize(ws->stream);
+    cudaFreeHost(ws->tokens_host);
+    cudaFree(ws->tokens);
+    cudaFree(ws->frag);
+    cudaFree(ws->frag_hidden);
+    cudaFree(ws->copy);
+    cudaFree(ws->hidden);
+    cudaFree(ws->router);
+    cudaFree(ws->logits);
+    cudaFree(ws->partials);
+    if (ws->stream)
+        cudaStreamDestroy(ws->stream);
+    free(ws);
+}
+
+static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
+                                const alm_weight *const *weights, size_t n_weights,
+                                int n_threads)
+{
+    cuda_backend *be = (cuda_backend *)base;
+    cuda_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return NULL;
+    ws->shape = *shape;
+    int width = shape->max_width;
+    for (size_t i = 0; i < n_weights; i++) {
+        if (weights[i]->rows > ws->max_rows)
+            ws->max_rows = weights[i]->rows;
+        if (weights[i]->cols > width)
+            width = weights[i]->cols;
+    }
+    ws->shape.max_width = width;
+    size_t tokens = (size_t)shape->max_tokens;
+    size_t frag = cuda_fragment_bytes(shape->max_tokens, width);
+    /* Attention splits for up to CUDA_MATMUL_TOKENS tokens over the whole
+     * context (a verification pass); longer passes take longer splits. */
+    size_t splits = (size_t)(shape->max_context + CUDA_ATTENTION_SPLIT_KEYS - 1) / CUDA_ATTENTION_SPLIT_KEYS;
+    ws->max_parts = (size_t)shape->n_heads * CUDA_MATMUL_TOKENS * (splits ? splits : 1);
+    size_t partial = ws->max_parts * cuda_attention_partial_floats(shape->head_dim);
+    cudaError_t e = cudaSetDevice(be->device);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&ws->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->tokens_host, tokens * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->tokens, tokens * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMalloc(&ws->frag, frag);
+    if (e == cudaSuccess) e = cudaMalloc(&ws->frag_hidden, cuda_fragment_bytes(1, width));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->copy, tokens * (size_t)width * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->hidden, (size_t)width * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->router, tokens * MOE_MAX_EXPERTS * sizeof(float));
+    if (e == cudaSuccess)
+        e = cudaMalloc((void **)&ws->logits, (size_t)CUDA_MATMUL_TOKENS * (size_t)ws->max_rows * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->partials, partial * sizeof(float));
+    if (e != cudaSuccess) {
+        cuda_workspace_free(base, ws);
+        return NULL;
+    }
+    return ws;
+}
+
+static void cuda_run(backend *base, alm_pool *pool, void *workspace,
+                     void (*body)(void *ctx, backend_exec *ex), void *ctx)
+{
+    cuda_backend *be = (cuda_backend *)base;
+    backend_exec ex = { be, workspace };
+    check(&ex, cudaSetDevice(be->device), "selecting the GPU");
+    body(ctx, &ex);
+    check(&ex, cudaStreamSynchronize(ex.ws->stream), "running a pass");
+}
+
+static int cuda_take_error(backend *base, void *workspace, alm_error *err)
+{
+    cuda_workspace *ws = workspace;
+    if (!ws || ws->error.code == 0)
+        return 0;
+    int code = ws->error.code;
+    if (err)
+        *err = ws->error;
+    memset(&ws->error, 0, sizeof ws->error);
+    return code;
+}
+
+/* ------------------------------------------------------------ operations */
+
+static void cuda_op_embed(backend_exec *ex, const alm_weight *table, const int32_t *tokens,
+                          int n_tok, float *x)
+{
+    cuda_workspace *ws = ex->ws;
+    memcpy(ws->tokens_host, tokens, sizeof(int32_t) * (size_t)n_tok);
+    check(ex, cudaMemcpyAsync(ws->tokens, ws->tokens_host, sizeof(int32_t) * (size_t)n_tok,
+                              cudaMemcpyHostToDevice, ws->stream), "copying the tokens");
+    check(ex, cuda_embed(matrix_of(table), ws->tokens, n_tok, x, ws->stream), "embedding");
+}
+
+static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, const float *norm,
+                                float eps, int n_w, const alm_weight *const *w,
+                                const float *const *bias, float *const *y, bool swiglu)
+{
+    cuda_workspace *ws = ex->ws;
+    int dim = w[0]->cols;
+    const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
+    check(ex, cuda_to_fragments(x, n_tok, dim, dnorm, eps, ws->frag, ws->stream), "rmsnorm");
+    if (swiglu) {
+        const float *gb = bias ? device_vector_for(ex, bias[0], (size_t)w[0]->rows) : NULL;
+        const float *ub = bias ? device_vector_for(ex, bias[1], (size_t)w[1]->rows) : NULL;
+        check(ex, cuda_matmul(matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub, y[0],
+                              w[0]->rows, 0, 1.0f, ws->stream), "gate/up matmul");
+        return;
+    }
+    for (int i = 0; i < n_w; i++) {
+        const float *b = bias ? device_vector_for(ex, bias[i], (size_t)w[i]->rows) : NULL;
+        check(ex, cuda_matmul(matrix_of(w[i]), NULL, ws->frag, n_tok, b, NULL, y[i], w[i]->rows,
+                              0, 1.0f, ws->stream), "matmul");
+    }
+}
+
+static void cuda_op_matmul_add(backend_exec *ex, const alm_weight *w, const float *bias,
+                               const float *h, int n_tok, float *x)
+{
+    cuda_workspace *ws = ex->ws;
+    const float *b = device_vector_for(ex, bias, (size_t)w->rows);
+    check(ex, cuda_to_fragments(h, n_tok, w->cols, NULL, 0.0f, ws->frag, ws->stream), "fragments");
+    check(ex, cuda_matmul(matrix_of(w), NULL, ws->frag, n_tok, b, NULL, x, w->rows, 1, 1.0f,
+                          ws->stream), "matmul");
+}
+
+static void cuda_op_rope_store(backend_exec *ex, const attention_shape *s, const rope_table *rope,
+                               const float *q_norm, const float *k_norm, float eps, float *q,
+                               const float *k, const float *v, int n_tok, int pos0,
+                               kv_layer cache)
+{
+    cuda_attention_shape a = { s->n_heads, s->n_kv_heads, s->head_dim, s->window };
+    const float *qn = device_vector_for(ex, q_norm, (size_t)s->head_dim);
+    const float *kn = device_vector_for(ex, k_norm, (size_t)s->head_dim);
+    check(ex, cuda_rope_store(&a, rope->cos, rope->sin, qn, kn, eps, q, k, v, n_tok, pos0,
+                              cache.k, cache.v, ex->ws->stream), "rope");
+}
+
+static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const float *q,
+                              int n_tok, int pos0, kv_layer cache, float *out)
+{
+    cuda_attention_shape a = { s->n_heads, s->n_kv_heads, s->head_dim, s->window };
+    check(ex, cuda_attention(&a, q, n_tok, pos0, cache.k, cache.v, out, ex->ws->partials,
+                             ex->ws->max_parts, ex->ws->stream), "attention");
+}
+
+/* Routing on the host (as the CPU backend does it: softmax, top k with the
+ * lowest index first on ties, renormalized), the experts on the GPU. */
+static void cuda_op_moe_add(backend_exec *ex, const float *norm, float eps,
+                            const alm_weight *router, int n_experts, int top_k,
+                            const moe_expert *experts, int n_tok, float *x)
+{
+    cuda_workspace *ws = ex->ws;
+    int dim = router->cols;
+    const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
+    size_t row_bytes = sizeof(float) * (size_t)dim;
+    check(ex, cudaMemcpyAsync(ws->copy, x, row_bytes * (size_t)n_tok, cudaMemcpyDeviceToDevice,
+                              ws->stream), "copying the MoE input");
+    check(ex, cuda_to_fragments(ws->copy, n_tok, dim, dnorm, eps, ws->frag, ws->stream), "rmsnorm");
+    check(ex, cuda_matmul(matrix_of(router), NULL, ws->frag, n_tok, NULL, NULL, ws->router,
+                          n_experts, 0, 1.0f, ws->stream), "router");
+    float *logits = malloc(sizeof(float) * (size_t)n_tok * (size_t)n_experts);
+    if (!logits) {
+        check(ex, cudaErrorMemoryAllocation, "host memory for the router");
+        return;
+    }
+    check(ex, cudaMemcpyAsync(logits, ws->router, sizeof(float) * (size_t)n_tok * (size_t)n_experts,
+                              cudaMemcpyDeviceToHost, ws->stream), "router logits");
+    check(ex, cudaStreamSynchronize(ws->stream), "router");
+    if (ex->ws->error.code) {
+        free(logits);
+        return;
+    }
+    for (int t = 0; t < n_tok; t++) {
+        const float *lg = logits + (size_t)t * n_experts;
+        float weights[MOE_MAX_EXPERTS];
+        int chosen[MOE_MAX_EXPERTS];
+        float max = -INFINITY, sum = 0.0f;
+        for (int e = 0; e < n_experts; e++)
+            if (lg[e] > max)
+                max = lg[e];
+        for (int e = 0; e < n_experts; e++)
+            sum += (weights[e] = expf(lg[e] - max));
+        for (int e = 0; e < n_experts; e++)
+            weights[e] /= sum;
+        float picked = 0.0f;
+        for (int j = 0; j < top_k; j++) {
+            int best = -1;
+            for (int e = 0; e < n_experts; e++) {
+                bool taken = false;
+                for (int m = 0; m < j; m++)
+                    taken |= chosen[m] == e;
+                if (!taken && (best < 0 || weights[e] > weights[best]))
+                    best = e;
+            }
+            chosen[j] = best;
+            picked += weights[best];
+        }
+        check(ex, cuda_to_fragments(ws->copy + (size_t)t * dim, 1, dim, dnorm, eps, ws->frag,
+                                    ws->stream), "rmsnorm");
+        for (int j = 0; j < top_k; j++) {
+            const moe_expert *E = &experts[chosen[j]];
+            int inter = E->gate->rows;
+            check(ex, cuda_matmul(matrix_of(E->gate), matrix_of(E->up), ws->frag, 1, NULL, NULL,
+                                  ws->hidden, inter, 0, 1.0f, ws->stream), "expert gate/up");
+            check(ex, cuda_to_fragments(ws->hidden, 1, inter, NULL, 0.0f, ws->frag_hidden, ws->stream),
+                  "fragments");
+            check(ex, cuda_matmul(matrix_of(E->down), NULL, ws->frag_hidden, 1, NULL, NULL,
+                                  x + (size_t)t * dim, dim, 1, weights[chosen[j]] / picked, ws->stream),
+                  "expert down");
+        }
+    }
+    free(logits);
+}
+
+static void cuda_op_logits(backend_exec *ex, const float *x, int first, int n_out,
+                           const float *norm, float eps, const alm_weight *w, float *logits)
+{
+    cuda_workspace *ws = ex->ws;
+    int dim = w->cols, rows = w->rows;
+    const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
+    for (int c0 = 0; c0 < n_out; c0 += CUDA_MATMUL_TOKENS) {
+        int nc = n_out - c0 < CUDA_MATMUL_TOKENS ? n_out - c0 : CUDA_MATMUL_TOKENS;
+        check(ex, cuda_to_fragments(x + (size_t)(first + c0) * dim, nc, dim, dnorm, eps, ws->frag,
+                                    ws->stream), "final norm");
+        check(ex, cuda_matmul(matrix_of(w), NULL, ws->frag, nc, NULL, NULL, ws->logits, rows, 0,
+                              1.0f, ws->stream), "lm_head");
+        check(ex, cudaMemcpyAsync(logits + (size_t)c0 * rows, ws->logits,
+                                  sizeof(float) * (size_t)nc * (size_t)rows, cudaMemcpyDeviceToHost,
+                                  ws->stream), "copying the logits");
+    }
+}
+
+/* ------------------------------------------------------------ lifetime */
+
+static void cuda_destroy(backend *base)
+{
+    cuda_backend *be = (cuda_backend *)base;
+    for (size_t i = 0; i < be->n_weights; i++)
+        be->weights[i]->backend_data = NULL;
+    for (size_t i = 0; i < be->n_matrices; i++)
+        matrix_free(be->matrices[i]);
+    for (size_t i = 0; i < be->cap_vectors; i++)
+        if (be->vectors[i].host)
+            cudaFree(be->vectors[i].device);
+    free(be->vectors);
+    free(be->matrices);
+    free(be->weights);
+    pthread_mutex_destroy(&be->lock);
+    free(be);
+}
+
+static const backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .workspace_new = cuda_workspace_new,
+    .workspace_free = cuda_workspace_free,
+    .run = cuda_run,
+    .embed = cuda_op_embed,
+    .norm_matmul = cuda_op_norm_matmul,
+    .matmul_add = cuda_op_matmul_add,
+    .rope_store = cuda_op_rope_store,
+    .attention = cuda_op_attention,
+    .moe_add = cuda_op_moe_add,
+    .logits = cuda_op_logits,
+    .prepare_weights = cuda_prepare_weights,
+    .take_error = cuda_take_error,
+};
+
+static int open_device(int device, alm_error *err)
+{
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice || (e == cudaSuccess && count == 0))
+        return alm_error_set(err, -ENODEV, "no CUDA device: %s",
+                             e == cudaErrorInsufficientDriver
+                                 ? "no NVIDIA driver, or one older than this build's CUDA runtime"
+                                 : "the driver reports none");
+    if (e != cudaSuccess)
+        return alm_error_set(err, -ENODEV, "no CUDA device: %s", cudaGetErrorString(e));
+    struct cudaDeviceProp prop;
+    if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess)
+        return cuda_fail(err, e, "reading the device's properties");
+    if (prop.major < MIN_MAJOR)
+        return alm_error_set(err, -ENOTSUP,
+                             "CUDA device %d (%s) has compute capability %d.%d; alm needs %d.0 or later",
+                             device, prop.name, prop.major, prop.minor, MIN_MAJOR);
+    if ((e = cudaSetDevice(device)) != cudaSuccess)
+        return cuda_fail(err, e, "selecting the GPU");
+    return 0;
+}
+
+int cuda_backend_new(backend **out, alm_error *err)
+{
+    int r = open_device(0, err);
+    if (r < 0)
+        return r;
+    cuda_backend *be = calloc(1, sizeof *be);
+    if (!be)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    be->base.ops = &cuda_ops;
+    be->device = 0;
+    pthread_mutex_init(&be->lock, NULL);
+    *out = &be->base;
+    return 0;
+}
+
+int cuda_copy_bandwidth(size_t bytes, int reps, double *gb_per_s, alm_error *err)
+{
+    int r = open_device(0, err);
+    if (r < 0)
+        return r;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    cudaError_t e = cudaMalloc(&a, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&b, bytes);
+    if (e == cudaSuccess) e = cudaMemset(a, 1, bytes);
+    if (e == cudaSuccess) e = cudaEventCreate(&start);
+    if (e == cudaSuccess) e = cudaEventCreate(&stop);
+    if (e == cudaSuccess) e = cuda_copy_repeat(b, a, bytes, 3, 0);
+    double best = 0.0;
+    for (int i = 0; i < reps && e == cudaSuccess; i++) {
+        float ms = 0.0f;
+        e = cudaEventRecord(start, 0);
+        if (e == cudaSuccess) e = cuda_copy_repeat(b, a, bytes, 10, 0);
+        if (e == cudaSuccess) e = cudaEventRecord(stop, 0);
+        if (e == cudaSuccess) e = cudaEventSynchronize(stop);
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, start, stop);
+        double gbs = 2.0 * 10.0 * (double)bytes / (ms * 1e-3) / 1e9;
+        if (e == cudaSuccess && gbs > best)
+            best = gbs;
+    }
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    cudaFree(a);
+    cudaFree(b);
+    if (e != cudaSuccess)
+        return cuda_fail(err, e, "copy bandwidth probe");
+    *gb_per_s = best;
+    return 0;
+}

@@ -1,0 +1,107 @@
+/* The CUDA kernels' launchers: plain C entry points, compiled by nvcc, that
+ * enqueue work on a stream and return the launch's status. The backend
+ * (cuda_backend.c) is C and sees only this header.
+ *
+ * Weights live on the GPU in a "tile" layout made for the tensor cores'
+ * mma.m16n8k16 instruction: for each tile of 16 rows and each block of 64
+ * columns, lane L of a warp reads its words with one or a few 128-bit loads,
+ * and those words hold exactly the eight values per 16-column step that L's
+ * A fragment needs (see matmul.cu). Quantized weights keep their bits (2, 4
+ * or 8 per value) with one (scale, bias) pair of halves per row and group;
+ * dense weights become float16 in the same layout. Activations enter a
+ * matmul as float16 "fragments" of 8 tokens by 16 columns (cuda_to_fragments). */
+#ifndef ALM_CUDA_KERNELS_H
+#define ALM_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CUDA_TILE_ROWS 16
+#define CUDA_TILE_COLS 64
+/* Tokens of one matmul launch (four 8-token fragments). */
+#define CUDA_MATMUL_TOKENS 32
+
+/* Element types of the weights as stored (core/dtype.h's order). */
+enum { CUDA_F32 = 0, CUDA_F16 = 1, CUDA_BF16 = 2 };
+
+/* A weight as the file holds it, already copied to the GPU. */
+typedef struct cuda_raw_weight {
+    int rows, cols;
+    int bits;             /* 0: dense */
+    int group_size;
+    int dtype;            /* dense element type */
+    int scale_dtype;      /* quantized: type of scales and biases */
+    const void *data, *scales, *biases;
+} cuda_raw_weight;
+
+/* A weight in the tile layout. */
+typedef struct cuda_matrix {
+    int rows, cols;
+    int bits;             /* 2, 4, 8, or 16 for dense float16 */
+    int group_shift;      /* log2(group size); quantized only */
+    int n_kb;             /* 64-column blocks */
+    int n_groups;         /* groups per row, padded columns (quantized only) */
+    uint32_t *tiles;      /* [rows/16][n_kb][32 lanes][bits or 16 words] */
+    void *scale_bias;     /* half2 (scale, bias) [rows/16][n_groups][16] */
+} cuda_matrix;
+
+/* Bytes of m->tiles and m->scale_bias for a weight of this shape and bits. */
+size_t cuda_matrix_tile_bytes(int rows, int cols, int bits);
+size_t cuda_matrix_scale_bytes(int rows, int cols, int group_size);
+/* Bytes of the float16 fragments of n_tok tokens of dim values. */
+size_t cuda_fragment_bytes(int n_tok, int dim);
+
+/* Fills m->tiles (and m->scale_bias) from raw; m's shape fields are set. */
+cudaError_t cuda_repack_weight(const cuda_raw_weight *raw, cuda_matrix *m, cudaStream_t s);
+
+/* frag = float16 fragments of rmsnorm(x[t]) * norm (norm NULL: x as is) for
+ * t < n_tok, rows dim floats apart; padding tokens and columns are zero. */
+cudaError_t cuda_to_fragments(const float *x, int n_tok, int dim, const float *norm,
+                              float eps, void *frag, cudaStream_t s);
+
+/* y[t][r] (=|+=) alpha * (W x[t])[r] + bias[r] for the tokens in frag.
+ * up != NULL: SwiGLU, y = silu(W x + bias) * (up x + up_bias).
+ * y rows are y_stride floats apart. */
+cudaError_t cuda_matmul(const cuda_matrix *w, const cuda_matrix *up, const void *frag,
+                        int n_tok, const float *bias, const float *up_bias, float *y,
+                        int y_stride, int accumulate, float alpha, cudaStream_t s);
+
+/* x[t] = table row tokens[t] (tokens in device memory). */
+cudaError_t cuda_embed(const cuda_matrix *table, const int32_t *tokens, int n_tok, float *x,
+                       cudaStream_t s);
+
+typedef struct cuda_attention_shape {
+    int n_heads, n_kv_heads, head_dim, window;
+} cuda_attention_shape;
+
+/* Per-head norms (optional), rotary embedding of q and k, k and v into
+ * the cache at positions pos0.. (see backend.h rope_store). */
+cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_table,
+                            const float *sin_table, const float *q_norm, const float *k_norm,
+                            float eps, float *q, const float *k, const float *v, int n_tok,
+                            int pos0, float *k_cache, float *v_cache, cudaStream_t s);
+
+/* Partial results per split of the key range: (max, sum, head_dim values). */
+size_t cuda_attention_partial_floats(int head_dim);
+/* Keys per split. */
+#define CUDA_ATTENTION_SPLIT_KEYS 256
+
+/* out = softmax(q K^T / sqrt(d) + mask) V, split along the keys when the
+ * context is long (partials: room for max_parts splits). */
+cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
+                           const float *k_cache, const float *v_cache, float *out,
+                           float *partials, size_t max_parts, cudaStream_t s);
+
+/* Copies bytes device to device reps times; for the bandwidth probe. */
+cudaError_t cuda_copy_repeat(void *dst, const void *src, size_t bytes, int reps, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
