@@ -25,6 +25,10 @@ int speculative_check_params(const alm_speculative_params *p, const alm_seq *dra
                              (double)p->draft_p_min);
     if (p->mode == ALM_SPECULATIVE_DRAFT && !draft)
         return alm_error_set(err, -EINVAL, "draft speculation needs a draft model");
+    if (p->mode == ALM_SPECULATIVE_DRAFT &&
+        (p->draft_vocab < 0 || p->draft_vocab > alm_model_vocab_size(alm_seq_model(draft))))
+        return alm_error_set(err, -EINVAL, "draft_vocab %d: expected 0 (all) to %d",
+                             p->draft_vocab, alm_model_vocab_size(alm_seq_model(draft)));
     if (p->mode == ALM_SPECULATIVE_NGRAM &&
         (p->ngram_min < 1 || p->ngram_max < p->ngram_min || p->ngram_max > 64))
         return alm_error_set(err, -EINVAL, "n-gram lengths %d..%d: expected 1 <= min <= max <= 64",
@@ -284,6 +288,8 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
 
 static void spec_state_clear(spec_state *s)
 {
+    if (s->draft)
+        alm_seq_set_vocab_limit(s->draft, 0);
     sampler_free(s->draft_sampler);
     free(s->target_logits);
     free(s->draft_logits);
@@ -301,8 +307,17 @@ int speculative_decode(gen_session *g, alm_seq *target, alm_seq *draft, alm_pool
         .g = g, .target = target, .pool = pool, .params = &gp->speculative, .stats = stats,
         .greedy = gp->sampling.temperature == 0.0f, .vocab = g->vocab,
     };
-    if (gp->speculative.mode == ALM_SPECULATIVE_DRAFT)
+    if (gp->speculative.mode == ALM_SPECULATIVE_DRAFT) {
+        /* Proposals from the first draft_vocab ids only. Exactness does
+         * not suffer: q is the distribution the proposal was drawn from,
+         * zero outside those ids, and the acceptance rule and the residual
+         * max(0, p - q) hold for any q. */
         s.draft = draft;
+        int r = alm_seq_set_vocab_limit(draft, gp->speculative.draft_vocab);
+        if (r < 0)
+            return alm_error_set(err, r, "draft_vocab %d is outside the draft's vocabulary",
+                                 gp->speculative.draft_vocab);
+    }
     size_t v = (size_t)g->vocab;
     s.target_logits = malloc(sizeof(float) * v * (ALM_MAX_DRAFT_TOKENS + 1));
     s.draft_logits = malloc(sizeof(float) * v);

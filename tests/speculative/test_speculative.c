@@ -9,6 +9,7 @@
  *   two tokens over many seeded runs matches the target's exactly computed
  *   distribution (total variation bound), for draft and n-gram speculation;
  * - the statistics add up. */
+#include <errno.h>
 #include <math.h>
 
 #include "alm.h"
@@ -65,7 +66,7 @@ static int stats_add_up(const alm_speculative_stats *s, int generated)
 }
 
 static void greedy_equal(const char *label, alm_model *target, alm_model *draft,
-                         JsonArray *prompts, const int *ks, int n_ks)
+                         JsonArray *prompts, const int *ks, int n_ks, int draft_vocab)
 {
     guint n_prompts = json_array_get_length(prompts);
     if (getenv("ALM_TEST_SANITIZED") && n_prompts > 3) {
@@ -87,6 +88,7 @@ static void greedy_equal(const char *label, alm_model *target, alm_model *draft,
             for (int j = 0; j < n_ks; j++) {
                 gp.speculative.mode = draft && mode == 0 ? ALM_SPECULATIVE_DRAFT : ALM_SPECULATIVE_NGRAM;
                 gp.speculative.num_draft_tokens = ks[j];
+                gp.speculative.draft_vocab = draft_vocab;
                 size_t n;
                 alm_generate_stats st;
                 int32_t *ids = run(target, gp.speculative.mode == ALM_SPECULATIVE_DRAFT ? draft : NULL,
@@ -116,7 +118,7 @@ static void greedy_equal(const char *label, alm_model *target, alm_model *draft,
 /* Exact joint distribution of the first two sampled tokens, and the
  * empirical one from seeded speculative runs: their total variation. */
 static double joint_tv(alm_model *target, alm_model *draft, alm_speculative_mode mode,
-                       const int32_t *prompt, size_t n_prompt, int runs)
+                       int draft_vocab, const int32_t *prompt, size_t n_prompt, int runs)
 {
     int vocab = alm_model_vocab_size(target);
     sampling_params sp = { .temperature = 0.8f, .top_k = 4, .top_p = 1.0f, .min_p = 0.0f };
@@ -151,6 +153,7 @@ static double joint_tv(alm_model *target, alm_model *draft, alm_speculative_mode
     gp.sampling = (alm_sampling){ 0.8f, 4, 1.0f, 0.0f, 0 };
     gp.speculative.mode = mode;
     gp.speculative.num_draft_tokens = 3;
+    gp.speculative.draft_vocab = draft_vocab;
     int used = 0;
     /* The caches keep the prompt but its last token between runs, so that
      * each run is one prefill token and one speculative step. */
@@ -199,6 +202,40 @@ static double joint_tv(alm_model *target, alm_model *draft, alm_speculative_mode
     return tv;
 }
 
+/* alm_seq_set_vocab_limit: the first n logits exactly as without it, the
+ * rest -infinity; out-of-range limits refused. */
+static void vocab_limit_checks(alm_model *m)
+{
+    int vocab = alm_model_vocab_size(m);
+    const int32_t prompt[] = { 5, 17, 300, 41, 42 };
+    float *full = malloc(sizeof(float) * (size_t)vocab * 2);
+    float *part = malloc(sizeof(float) * (size_t)vocab * 2);
+    alm_seq *seq = NULL;
+    alm_error err = { 0 };
+    alm_seq_new(m, 16, &seq, &err);
+    alm_seq_forward(seq, pool, prompt, 5, 2, full, &err);
+    alm_seq_truncate(seq, 0);
+    int r = alm_seq_set_vocab_limit(seq, 100);
+    alm_seq_forward(seq, pool, prompt, 5, 2, part, &err);
+    bool same = r == 0, masked = true;
+    for (int t = 0; t < 2; t++)
+        for (int v = 0; v < vocab; v++) {
+            float a = full[(size_t)t * vocab + v], b = part[(size_t)t * vocab + v];
+            if (v < 100)
+                same &= a == b;
+            else
+                masked &= b == -INFINITY;
+        }
+    tap_ok(same && masked, "vocabulary limit 100: the first 100 logits unchanged, the rest -inf");
+    tap_ok(alm_seq_set_vocab_limit(seq, -1) == -EINVAL &&
+           alm_seq_set_vocab_limit(seq, vocab + 1) == -EINVAL &&
+           alm_seq_set_vocab_limit(seq, vocab) == 0 && alm_seq_set_vocab_limit(seq, 0) == 0,
+           "vocabulary limits outside 0..%d refused", vocab);
+    alm_seq_free(seq);
+    free(full);
+    free(part);
+}
+
 int main(void)
 {
     alm_pool_new(2, &pool);
@@ -217,7 +254,10 @@ int main(void)
     tap_ok(alm_check_draft(target, draft, &err) == 0, "the coder pair is compatible (%s)", err.message);
 
     static const int ks[] = { 1, 2, 3, 4, 5, 6, 7, 8, 0 };
-    greedy_equal("4-bit pair", target, draft, prompts, ks, 9);
+    greedy_equal("4-bit pair", target, draft, prompts, ks, 9, 0);
+    static const int k3[] = { 3 };
+    greedy_equal("4-bit pair, draft vocabulary 1024", target, draft, prompts, k3, 1, 1024);
+    vocab_limit_checks(draft);
 
     char *shared = test_path("ALM_SHARED_DIR", "models/coder-target");
     if (test_exists(shared)) {
@@ -225,7 +265,7 @@ int main(void)
         alm_model *bd = load("ALM_SHARED_DIR", "models/coder-draft");
         static const int few[] = { 1, 3, 5, 8, 0 };
         if (tap_ok(bt && bd, "BF16 pair loads"))
-            greedy_equal("BF16 pair", bt, bd, json_object_get_array_member(models, "coder-target"), few, 5);
+            greedy_equal("BF16 pair", bt, bd, json_object_get_array_member(models, "coder-target"), few, 5, 0);
         alm_model_free(bt);
         alm_model_free(bd);
     } else {
@@ -286,13 +326,17 @@ int main(void)
     JsonObject *o = json_array_get_object_element(prompts, 0);
     size_t n_prompt;
     int32_t *prompt = test_int_array(json_object_get_array_member(o, "prompt_ids"), &n_prompt);
-    double tv = joint_tv(target, draft, ALM_SPECULATIVE_DRAFT, prompt, n_prompt, 3000);
+    double tv = joint_tv(target, draft, ALM_SPECULATIVE_DRAFT, 0, prompt, n_prompt, 3000);
     tap_ok(tv < 0.05, "draft speculation, T=0.8 top-k 4: first two tokens distributed as the target's (TV %.4f)", tv);
+    /* Proposals from the first 40 ids only: mostly rejected, so the
+     * residual carries the distribution. */
+    tv = joint_tv(target, draft, ALM_SPECULATIVE_DRAFT, 40, prompt, n_prompt, 3000);
+    tap_ok(tv < 0.05, "draft vocabulary 40, T=0.8 top-k 4: first two tokens distributed as the target's (TV %.4f)", tv);
     /* n-gram: a prompt that repeats itself, so that proposals are made */
     int32_t repeating[64];
     for (int i = 0; i < 64; i++)
         repeating[i] = prompt[i % n_prompt];
-    tv = joint_tv(target, NULL, ALM_SPECULATIVE_NGRAM, repeating, 64, 3000);
+    tv = joint_tv(target, NULL, ALM_SPECULATIVE_NGRAM, 0, repeating, 64, 3000);
     tap_ok(tv < 0.05, "n-gram speculation, T=0.8 top-k 4: first two tokens distributed as the target's (TV %.4f)", tv);
     free(prompt);
 
