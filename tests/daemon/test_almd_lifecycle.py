@@ -246,6 +246,29 @@ try:
     tap.ok(code == 1 and "already listening" in err, f"a second almd on the same socket: exit 1 ({err.strip()})")
     tap.ok(c.call("status").get("result", {}).get("state") == "ready", "... and the first keeps serving")
 
+    # ------------------------------------------------------------ no model at start
+    # A stored model that went away: almd still starts (so that `alm config
+    # set` can fix it), says why, and a restart recovers.
+    gone = os.path.join(daemon.root, "models", "gone")
+    shutil.copytree(os.path.join(DEFAULT_MODELS, "coder-target-4bit"), gone)
+    c.call("config.set", {"key": "model", "value": gone})
+    c.close()
+    daemon.stop()
+    shutil.rmtree(gone)
+    tap.ok(daemon.start(), "almd starts although the stored model folder is gone")
+    c = daemon.client(timeout=120)
+    st = c.call("status")["result"]
+    tap.ok(st["state"] == "no_model" and "gone" in st["load_error"],
+           f"status says no model is loaded, and why ({st['load_error'][:120]})")
+    _, m = c.generate(prompt=PROMPT, max_tokens=2)
+    tap.ok(error_code(m) == "internal" and "no model is loaded" in m["error"]["message"],
+           "generate answers with the reason")
+    c.call("config.unset", {"key": "model"})
+    _, final = c.read_until_end(c.send("restart"))
+    _, m = c.generate(prompt=PROMPT, max_tokens=24, temperature=0)
+    tap.ok(final.get("event") == "done" and m.get("event") == "done" and m["result"]["ids"] == base_ids,
+           "config.unset model and restart: serving again")
+
     # ------------------------------------------------------------ SIGTERM with work
     c.call("config.set", {"key": "speculative", "value": "off"})
     c1, c2 = daemon.client(), daemon.client()

@@ -166,6 +166,17 @@ import time; time.sleep(60)
            "after all that, the daemon still generates correctly")
     c2.close()
 
+    # A client that sends its request and shuts down its sending side (as
+    # `echo ... | socat` does) still gets the whole stream.
+    half = daemon.client()
+    half.send("generate", {"prompt": PROMPTS[1], "max_tokens": N_TOKENS, "temperature": 0}, id="half")
+    half.sock.shutdown(socket.SHUT_WR)
+    events, final = half.read_until_end("half")
+    tap.ok(final and final.get("event") == "done" and final["result"]["ids"] == expected[PROMPTS[1]],
+           "a half-closed client still gets its whole reply")
+    tap.ok(half.at_eof(), "... and then the daemon closes the connection")
+    half.close()
+
     # max_clients (40): with c open, 39 more fit and the next is refused.
     deadline = time.time() + 10
     while time.time() < deadline and c.call("status")["result"]["clients"] != 1:
