@@ -461,7 +461,18 @@ static void fill_thread(void *ctx, int index, int n_threads)
     }
 }
 
-static int fill_all(const model_plan *pl, uint8_t *base, const alm_random_params *p, alm_error *err)
+/* Models of different presets built with one seed must not share values
+ * (a target and its draft would then agree by construction). */
+static uint64_t preset_seed(const char *preset, uint64_t seed)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *c = preset; *c; c++)
+        h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    return mix64(seed ^ h);
+}
+
+static int fill_all(const model_plan *pl, uint8_t *base, const char *preset,
+                    const alm_random_params *p, alm_error *err)
 {
     _cleanup_free_ size_t *chunk_start = malloc(sizeof *chunk_start * (pl->n + 1));
     if (!chunk_start)
@@ -475,7 +486,8 @@ static int fill_all(const model_plan *pl, uint8_t *base, const alm_random_params
     alm_pool *pool = NULL;
     if (alm_pool_new(p->n_threads, &pool) < 0)
         return alm_error_set(err, -ENOMEM, "cannot start threads to fill the weights");
-    fill_job job = { .pl = pl, .base = base, .seed = p->seed, .chunk_start = chunk_start };
+    fill_job job = { .pl = pl, .base = base, .seed = preset_seed(preset, p->seed),
+                     .chunk_start = chunk_start };
     atomic_init(&job.next, 0);
     alm_pool_run(pool, fill_thread, &job);
     alm_pool_free(pool);
@@ -504,7 +516,7 @@ static int read_random(alm_model *m, void *ctx, alm_error *err)
     if (r == 0)
         r = tensor_store_seal(m->store, err);
     if (r == 0)
-        r = fill_all(&pl, base, src->params, err);
+        r = fill_all(&pl, base, src->preset, src->params, err);
     free(pl.t);
     return r;
 }

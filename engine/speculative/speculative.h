@@ -36,4 +36,20 @@ int speculative_prefill_draft(alm_seq *draft, const alm_seq *target, alm_pool *p
 int speculative_decode(gen_session *g, alm_seq *target, alm_seq *draft, alm_pool *pool,
                        int32_t cur, alm_speculative_stats *stats, alm_error *err);
 
+/* A benchmark's hook into draft-model speculation (synthetic acceptance):
+ * propose replaces each token the draft model proposes, pos being the
+ * index it would take in the target's sequence (the draft model still
+ * runs, and then reads the replacement); verified, when set, hears after
+ * each target pass how many of its n proposals were kept. Greedy only. */
+typedef struct draft_override {
+    int32_t (*propose)(void *user, int pos, int32_t drafted);
+    void (*verified)(void *user, int n, int accepted);
+    void *user;
+} draft_override;
+
+/* speculative_decode with the draft's proposals passed through override. */
+int speculative_decode_overridden(gen_session *g, alm_seq *target, alm_seq *draft,
+                                  alm_pool *pool, int32_t cur, const draft_override *override,
+                                  alm_speculative_stats *stats, alm_error *err);
+
 #endif
