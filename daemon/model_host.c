@@ -61,6 +61,7 @@ struct model_host {
     bool worker_started;
     atomic_bool stopping;
     char load_error[512];
+    char load_progress[600];        /* what the running load does now */
 
     pthread_t worker;
     pthread_t loader;
@@ -140,6 +141,11 @@ static void post_progress(model_host *h, const load_job *job, const char *fmt, .
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
     log_info(h->log, "%s", message);
+    pthread_mutex_lock(&h->lock);
+    snprintf(h->load_progress, sizeof h->load_progress, "%s", message);
+    pthread_mutex_unlock(&h->lock);
+    /* The loop shows it in systemd's STATUS=. */
+    mailbox_post(h->mailbox, MODEL_HOST_STATE_CHANGED, NULL, false);
     if (job->client_id == MODEL_HOST_STATE_CHANGED)
         return;
     JsonObject *fields = json_object_new();
@@ -783,5 +789,7 @@ void model_host_get_status(model_host *host, model_host_status *out)
     out->queued = request_queue_length(host->queue);
     out->generating = host->running != NULL;
     snprintf(out->load_error, sizeof out->load_error, "%s", host->load_error);
+    if (host->loading)
+        snprintf(out->load_progress, sizeof out->load_progress, "%s", host->load_progress);
     pthread_mutex_unlock(&host->lock);
 }

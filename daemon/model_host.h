@@ -63,6 +63,7 @@ typedef struct model_host_status {
     size_t queued;             /* generate requests waiting */
     bool generating;
     char load_error[512];      /* why the last load failed ("" if it did not) */
+    char load_progress[600];   /* while loading: what it does now */
 } model_host_status;
 
 /* Starts the worker thread. Nothing is loaded yet: call model_host_load. */

@@ -44,15 +44,16 @@ static void notify_status(server *srv)
     model_host_status st;
     model_host_get_status(srv->host, &st);
     unsigned n = g_hash_table_size(srv->clients);
-    char status[700];
+    char status[1300];
     if (srv->stopping)
         snprintf(status, sizeof status, "stopping");
     else if (st.ready)
-        snprintf(status, sizeof status, "serving %s%s%s, %u client%s%s", st.model,
+        snprintf(status, sizeof status, "serving %s%s%s, %u client%s%s%s%s", st.model,
                  st.draft_model[0] ? " with draft " : "", st.draft_model, n, n == 1 ? "" : "s",
-                 st.loading ? " (loading new models)" : "");
+                 st.loading ? " (restart: " : "", st.load_progress, st.loading ? ")" : "");
     else if (st.loading)
-        snprintf(status, sizeof status, "loading models");
+        snprintf(status, sizeof status, "%s", st.load_progress[0] ? st.load_progress
+                                                                 : "loading models");
     else
         snprintf(status, sizeof status, "no model loaded: %s", st.load_error);
     /* READY once the first load has ended, loaded or not: a daemon without
