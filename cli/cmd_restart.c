@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -39,19 +40,35 @@ static void print_ready(JsonObject *result)
     free(draft);
 }
 
-int cli_restart_run(const cli_context *ctx, int argc, char **argv)
+/* Whether almd is loading models (its start, or another client's
+ * restart): 1, 0, or a negative errno after a message. */
+static int almd_loading(const cli_context *ctx)
 {
-    if (argc != 1) {
-        cli_error("restart takes no arguments");
-        return CLI_EXIT_USAGE;
-    }
-    (void)argv;
+    cli_connection c;
+    int r = cli_connect(&c, ctx->socket_path);
+    if (r < 0)
+        return r;
+    protocol_reply reply;
+    r = cli_call(&c, "status", NULL, &reply);
+    cli_disconnect(&c);
+    if (r < 0)
+        return r;
+    JsonNode *n = json_object_get_member(reply.result, "loading");
+    r = n && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_BOOLEAN &&
+        json_node_get_boolean(n);
+    protocol_reply_clear(&reply);
+    return r;
+}
+
+/* One restart request. *busy: almd refused it as busy (the error is then
+ * not printed: the caller decides whether to wait and try again). */
+static int restart_once(const cli_context *ctx, bool show_progress, bool *busy)
+{
+    *busy = false;
     cli_connection c;
     if (cli_connect(&c, ctx->socket_path) < 0)
         return CLI_EXIT_FAILURE;
     c.signal_fd = cli_interrupt_fd_open();
-    /* Progress is for people watching; scripts get the result or the error. */
-    bool show_progress = isatty(STDERR_FILENO);
     int status = CLI_EXIT_FAILURE;
     if (cli_send(&c, "restart", NULL) == 0) {
         for (;;) {
@@ -65,11 +82,15 @@ int cli_restart_run(const cli_context *ctx, int argc, char **argv)
             if (r < 0)
                 break;
             bool last = reply.kind != PROTOCOL_REPLY_EVENT;
-            if (reply.kind == PROTOCOL_REPLY_EVENT && show_progress)
+            if (reply.kind == PROTOCOL_REPLY_EVENT && show_progress) {
                 print_progress(reply.object);
-            else if (reply.kind == PROTOCOL_REPLY_ERROR)
-                cli_error("restart failed: %s", reply.error_message ? reply.error_message : "");
-            else if (reply.kind == PROTOCOL_REPLY_DONE || reply.kind == PROTOCOL_REPLY_RESULT) {
+            } else if (reply.kind == PROTOCOL_REPLY_ERROR) {
+                if (reply.error_code == PROTOCOL_ERROR_BUSY)
+                    *busy = true;
+                else
+                    cli_error("restart failed: %s",
+                              reply.error_message ? reply.error_message : "");
+            } else if (reply.kind == PROTOCOL_REPLY_DONE || reply.kind == PROTOCOL_REPLY_RESULT) {
                 print_ready(reply.result);
                 status = CLI_EXIT_OK;
             }
@@ -81,4 +102,37 @@ int cli_restart_run(const cli_context *ctx, int argc, char **argv)
     cli_interrupt_fd_close(c.signal_fd);
     cli_disconnect(&c);
     return status;
+}
+
+int cli_restart_run(const cli_context *ctx, int argc, char **argv)
+{
+    if (argc != 1) {
+        cli_error("restart takes no arguments");
+        return CLI_EXIT_USAGE;
+    }
+    (void)argv;
+    /* Progress is for people watching; scripts get the result or the error. */
+    bool show_progress = isatty(STDERR_FILENO);
+    /* almd refuses a restart while it is loading (at its start, say, right
+     * after `almd &`). That load may predate the settings just stored, so
+     * alm waits for it to finish and asks again, rather than failing. */
+    for (int attempt = 0;; attempt++) {
+        bool busy;
+        int status = restart_once(ctx, show_progress, &busy);
+        if (!busy)
+            return status;
+        int loading = attempt < 100 ? almd_loading(ctx) : 0;
+        if (loading < 0)
+            return CLI_EXIT_FAILURE;
+        if (!loading) {
+            cli_error("restart failed: almd is busy with another restart");
+            return CLI_EXIT_FAILURE;
+        }
+        if (show_progress && attempt == 0)
+            fprintf(stderr, "waiting for the models almd is loading now\n");
+        while ((loading = almd_loading(ctx)) == 1)
+            nanosleep(&(struct timespec){ .tv_nsec = 200 * 1000 * 1000 }, NULL);
+        if (loading < 0)
+            return CLI_EXIT_FAILURE;
+    }
 }

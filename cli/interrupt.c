@@ -24,6 +24,15 @@ int cli_interrupt_fd_open(void)
 
 void cli_interrupt_fd_close(int fd)
 {
-    if (fd >= 0)
-        close(fd);
+    if (fd < 0)
+        return;
+    close(fd);
+    /* Back to the default actions, so that Ctrl-C works while alm does
+     * something else (a signal already read from the fd is not redelivered). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
