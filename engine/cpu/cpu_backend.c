@@ -22,6 +22,12 @@ typedef struct cpu_backend {
     backend base;
     const cpu_kernels *kernels;
     const cpu_vector_ops *vector;   /* same instruction set as kernels */
+    /* Weights repacked for the kernels (cpu_matmul_pack), and the
+     * descriptors whose backend_data points at them. */
+    void **packed;
+    size_t n_packed;
+    alm_weight **packed_for;
+    size_t n_packed_for;
 } cpu_backend;
 
 typedef struct thread_space {
@@ -64,7 +70,57 @@ static void exec_barrier(backend_exec *ex)
 
 /* ------------------------------------------------------------ memory */
 
-static void cpu_destroy(backend *be) { free(be); }
+static void cpu_destroy(backend *base)
+{
+    cpu_backend *be = (cpu_backend *)base;
+    for (size_t i = 0; i < be->n_packed_for; i++)
+        be->packed_for[i]->backend_data = NULL;
+    for (size_t i = 0; i < be->n_packed; i++)
+        free(be->packed[i]);
+    free(be->packed);
+    free(be->packed_for);
+    free(be);
+}
+
+/* Repacks every weight the kernels have a faster layout for, once per
+ * distinct matrix (tied embeddings share one copy). All or none: the
+ * packed kernel rounds differently in the last bits, and every pass of a
+ * model must round alike (speculative decoding compares them). */
+static int cpu_prepare_weights(backend *base, const alm_weight *const *weights, size_t n,
+                               alm_error *err)
+{
+    cpu_backend *be = (cpu_backend *)base;
+    be->packed = calloc(n ? n : 1, sizeof *be->packed);
+    be->packed_for = calloc(n ? n : 1, sizeof *be->packed_for);
+    if (!be->packed || !be->packed_for)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        /* The weights belong to the model this backend serves;
+         * backend_data is reserved for the backend's copy. */
+        alm_weight *w = (alm_weight *)weights[i];
+        size_t bytes = cpu_matmul_pack_size(be->kernels, w);
+        if (!bytes)
+            continue;
+        void *copy = NULL;
+        for (size_t j = 0; j < i && !copy; j++)
+            if (weights[j]->data == w->data && weights[j]->rows == w->rows &&
+                weights[j]->cols == w->cols)
+                copy = weights[j]->backend_data;
+        if (!copy) {
+            copy = aligned_alloc(64, (bytes + 63) / 64 * 64);
+            if (!copy)
+                return alm_error_set(err, -ENOMEM, "out of memory for the repacked weights (%zu bytes)",
+                                     bytes);
+            be->packed[be->n_packed++] = copy;
+            int r = cpu_matmul_pack(be->kernels, w, copy, bytes);
+            if (r < 0)
+                return alm_error_set(err, r, "repacking a %dx%d weight failed", w->rows, w->cols);
+        }
+        w->backend_data = copy;
+        be->packed_for[be->n_packed_for++] = w;
+    }
+    return 0;
+}
 static void *cpu_alloc(backend *be, size_t bytes) { return aligned_zalloc(bytes); }
 static void cpu_free(backend *be, void *p) { free(p); }
 static void cpu_copy(backend *be, void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
@@ -530,6 +586,7 @@ static const backend_ops cpu_ops = {
     .attention_block = cpu_attention_block,
     .moe_add = cpu_moe_add,
     .logits = cpu_logits,
+    .prepare_weights = cpu_prepare_weights,
 };
 
 int cpu_backend_new(backend **out, alm_error *err)

@@ -74,10 +74,10 @@ static void forward_body(void *p, backend_exec *ex)
     if (a->n_logits > 0) {
         /* A vocabulary limit scores the first rows only: a prefix of a
          * row-major matrix (packed or not) is the same matrix with fewer
-         * rows. The logits then come out [n_logits][vocab_limit]. */
+         * rows. The logits then come out [n_logits][vocab_rows]. */
         alm_weight head = w->lm_head;
-        if (s->vocab_limit > 0 && s->vocab_limit < head.rows)
-            head.rows = s->vocab_limit;
+        if (s->vocab_rows > 0 && s->vocab_rows < head.rows)
+            head.rows = s->vocab_rows;
         op->logits(ex, s->x, n - a->n_logits, a->n_logits, w->final_norm, eps, &head,
                    a->logits);
     }

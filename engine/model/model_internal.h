@@ -43,6 +43,7 @@ struct alm_seq {
     int workspace_threads;
     size_t memory_bytes;
     int vocab_limit;     /* logits for ids below this only; 0: all */
+    int vocab_rows;      /* lm_head rows computed for it (whole tiles); 0: all */
 };
 
 /* Fills a new model's cfg and store (and tokenizer, which may stay NULL). */

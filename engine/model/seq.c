@@ -93,17 +93,24 @@ int alm_seq_set_vocab_limit(alm_seq *s, int n)
     if (n < 0 || n > s->model->cfg.vocab_size)
         return -EINVAL;
     s->vocab_limit = n == s->model->cfg.vocab_size ? 0 : n;
+    /* Whole blocks of rows: backends keep weights in tiles of up to 128
+     * rows (the AVX-512 and CUDA layouts), and a prefix of whole tiles is
+     * what they compute fastest. The ids past n are masked anyway. */
+    int rows = (n + 127) / 128 * 128;
+    s->vocab_rows = n == 0 || rows > s->model->cfg.vocab_size ? 0 : rows;
     return 0;
 }
 
-/* The pass wrote n_out rows of vocab_limit logits end to end; spread them
- * to rows of the whole vocabulary, the ids not scored at -infinity. */
+/* The pass wrote n_out rows of vocab_rows logits end to end (or whole
+ * rows); spread them to rows of the whole vocabulary, the ids past
+ * vocab_limit at -infinity. */
 static void spread_limited_logits(const alm_seq *s, float *logits, int n_out)
 {
     size_t vocab = (size_t)s->model->cfg.vocab_size, limit = (size_t)s->vocab_limit;
+    size_t stride = s->vocab_rows ? (size_t)s->vocab_rows : vocab;
     for (int j = n_out - 1; j >= 0; j--) {
         float *row = logits + (size_t)j * vocab;
-        memmove(row, logits + (size_t)j * limit, sizeof(float) * limit);
+        memmove(row, logits + (size_t)j * stride, sizeof(float) * limit);
         for (size_t i = limit; i < vocab; i++)
             row[i] = -INFINITY;
     }
