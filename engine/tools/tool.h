@@ -32,6 +32,7 @@ typedef struct spec_options {
     const char *p_min;       /* --draft-p-min P */
     const char *ngram;       /* --ngram MAX[:MIN] */
     const char *device;      /* --device cpu|cuda, for the target and the draft */
+    const char *draft_vocab; /* --draft-vocab N */
 } spec_options;
 
 /* --device: where the model runs (NULL: the default, cpu or $ALM_DEVICE). */
@@ -47,11 +48,12 @@ alm_model_params tool_model_params(const char *device);
     { "num-draft-tokens", required_argument, NULL, 'K' },          \
     { "draft-p-min", required_argument, NULL, 'Q' },               \
     { "ngram", required_argument, NULL, 'G' },                     \
+    { "draft-vocab", required_argument, NULL, 'W' },               \
     DEVICE_LONG_OPTION
 
 #define SPEC_USAGE                                                                      \
     "         [--draft DIR] [--speculative draft|ngram|off] [--num-draft-tokens K|auto]\n" \
-    "         [--draft-p-min P] [--ngram MAX[:MIN]] " DEVICE_USAGE "\n"
+    "         [--draft-p-min P] [--draft-vocab N] [--ngram MAX[:MIN]] " DEVICE_USAGE "\n"
 
 /* Records option c if it is one of SPEC_LONG_OPTIONS; returns 1 if taken. */
 int spec_options_take(spec_options *o, int c, const char *arg);

@@ -14,6 +14,7 @@ int spec_options_take(spec_options *o, int c, const char *arg)
     case 'Q': o->p_min = arg; return 1;
     case 'G': o->ngram = arg; return 1;
     case 'V': o->device = arg; return 1;
+    case 'W': o->draft_vocab = arg; return 1;
     default: return 0;
     }
 }
@@ -58,6 +59,12 @@ int spec_options_resolve(const spec_options *o, alm_speculative_params *out,
         if (v < 0 || v >= 1)
             return tool_fail("--draft-p-min: expected a probability in [0, 1), got %g", v), -1;
         p.draft_p_min = (float)v;
+    }
+    if (o->draft_vocab) {
+        long n;
+        if (tool_parse_int(o->draft_vocab, "--draft-vocab", 0, INT32_MAX, &n) < 0)
+            return -1;
+        p.draft_vocab = (int)n;
     }
     if (o->ngram) {
         int max, min;
