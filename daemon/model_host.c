@@ -257,6 +257,10 @@ static void *loader_main(void *arg)
     alm_error err = { 0 };
     model_set *set = NULL;
     int r = build_model_set(h, &job, &set, &err);
+    /* Said before the set is handed over: the worker posts done as soon as
+     * it serves, and no event may follow done. */
+    if (r >= 0)
+        post_progress(h, &job, "loaded; switching over once the running request is done");
 
     pthread_mutex_lock(&h->lock);
     if (r < 0 || atomic_load(&h->stopping)) {
@@ -286,7 +290,6 @@ static void *loader_main(void *arg)
     h->load_error[0] = '\0';
     pthread_cond_signal(&h->wake);
     pthread_mutex_unlock(&h->lock);
-    post_progress(h, &job, "loaded; switching over once the running request is done");
     return NULL;
 }
 

@@ -362,6 +362,10 @@ try:
         listener.close()
 except SystemExit:
     pass
+except Exception as e:  # noqa: BLE001
+    import traceback
+    tap.ok(False, f"no unexpected exception ({e!r})")
+    tap.diag(traceback.format_exc())
 finally:
     if tap.failed:
         tap.diag(daemon.log_text()[-8000:])

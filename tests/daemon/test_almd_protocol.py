@@ -266,6 +266,10 @@ import time; time.sleep(60)
     c.close()
 except SystemExit:
     pass
+except Exception as e:  # noqa: BLE001
+    import traceback
+    tap.ok(False, f"no unexpected exception ({e!r})")
+    tap.diag(traceback.format_exc())
 finally:
     code = daemon.stop()
     tap.ok(code == 0, f"SIGTERM: almd exits 0 (got {code})")
