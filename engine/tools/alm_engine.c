@@ -16,7 +16,9 @@ static const struct command {
     { "generate", cmd_generate,
       "--model DIR (--prompt STR | --prompt-ids 1,2,3) --max-tokens N [--temperature T] [--top-k K]\n"
       "                  [--top-p P] [--min-p M] [--seed S] [--stop STR]... [--ignore-eos] [--threads N]" },
-    { "bench", cmd_bench, "--model DIR [--prompt-tokens 512] [--gen-tokens 128] [--threads N] [--repeat R]" },
+    { "bench", cmd_bench, "(--model DIR | --random PRESET) [--prompt-tokens 512] [--gen-tokens 128] [--threads N]\n"
+      "                  [--repeat R] [--draft-random PRESET] [--synthetic-acceptance A] [--bandwidth-gbs X]" },
+    { "convert", cmd_convert, "--q-bits 2|4|8 [--q-group-size 64] SRC DST" },
 };
 
 static void usage(FILE *f)
