@@ -1,6 +1,10 @@
 /* alm-engine bench: prefill and decode speed, and the cost of a pass over
  * several tokens relative to one (what decides whether speculative decoding
- * can pay). Medians over --repeat runs. */
+ * can pay). Medians over --repeat runs. --random builds a model of a real
+ * size with random weights instead of loading one; --synthetic-acceptance
+ * sets the draft's acceptance rate (speculative/synthetic_acceptance.h);
+ * --bandwidth-gbs relates decode speed to the memory-bandwidth roofline. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +12,7 @@
 
 #include "core/argmax.h"
 #include "core/clock.h"
+#include "speculative/synthetic_acceptance.h"
 #include "tools/tool.h"
 
 static int compare_doubles(const void *a, const void *b)
@@ -45,6 +50,26 @@ static const char *const spec_prompts[] = {
     "for i in range(10):\n    if i % 2 == 0:\n",
 };
 #define N_SPEC_PROMPTS (int)(sizeof spec_prompts / sizeof spec_prompts[0])
+/* Prompt length for models without a tokenizer (random ids). */
+#define RANDOM_PROMPT_TOKENS 32
+
+/* What --random and its companions ask for. */
+typedef struct bench_random {
+    const char *preset;        /* --random */
+    const char *draft_preset;  /* --draft-random */
+    alm_random_params params;  /* --q-bits, --q-group-size */
+    double synthetic;          /* --synthetic-acceptance; < 0: off */
+    double bandwidth_gbs;      /* --bandwidth-gbs; 0: not given */
+} bench_random;
+
+/* Pseudo-random ids: the speed does not depend on the text. */
+static void random_ids(int32_t *ids, long n, int vocab, uint32_t state)
+{
+    for (long i = 0; i < n; i++) {
+        state = state * 1664525u + 1013904223u;
+        ids[i] = (int32_t)(state >> 8) % vocab;
+    }
+}
 
 typedef struct spec_bench {
     double *plain, *spec;          /* tok/s per repeat */
@@ -52,19 +77,31 @@ typedef struct spec_bench {
     double draft_seconds, target_seconds;
     double plain_seconds;
     long plain_tokens;
+    /* synthetic acceptance: verified proposals, kept ones, runs whose
+     * output differed from the plain run's */
+    long looked_at, kept;
+    int diverged;
 } spec_bench;
 
 /* Plain and speculative decoding of the same prompt, one after the other,
  * so that both see the same machine state. */
 static int spec_bench_run(alm_model *model, alm_model *draft_model, alm_pool *pool,
                           const alm_generate_params *base, int gen_tokens, int rep,
-                          spec_bench *sb, alm_error *err)
+                          double synthetic, spec_bench *sb, alm_error *err)
 {
     const char *text = spec_prompts[(rep + N_SPEC_PROMPTS) % N_SPEC_PROMPTS]; /* rep -1: warm-up */
-    int32_t *prompt = NULL;
-    size_t n_prompt = 0;
-    int r = alm_tokenizer_encode(alm_model_tokenizer(model), text, strlen(text), true,
+    int32_t *prompt = NULL, *recorded = NULL, *ids = NULL;
+    size_t n_prompt = 0, n_recorded = 0, n_ids = 0;
+    int r = 0;
+    if (alm_model_tokenizer(model)) {
+        r = alm_tokenizer_encode(alm_model_tokenizer(model), text, strlen(text), true,
                                  &prompt, &n_prompt, err);
+    } else if ((prompt = malloc(sizeof *prompt * RANDOM_PROMPT_TOKENS)) != NULL) {
+        n_prompt = RANDOM_PROMPT_TOKENS;
+        random_ids(prompt, RANDOM_PROMPT_TOKENS, alm_model_vocab_size(model), 777u + (uint32_t)(rep + 1));
+    } else {
+        r = -ENOMEM;
+    }
     if (r < 0)
         return r;
     int cap = (int)n_prompt + gen_tokens + ALM_MAX_DRAFT_TOKENS + 2;
@@ -83,8 +120,21 @@ static int spec_bench_run(alm_model *model, alm_model *draft_model, alm_pool *po
         if (draft)
             alm_seq_truncate(draft, 0);
         alm_generate_stats st;
-        r = alm_generate(seq, pass ? draft : NULL, pool, prompt, n_prompt, &gp, NULL, NULL,
-                         NULL, NULL, &st, err);
+        synthetic_acceptance sa;
+        if (pass == 1 && synthetic >= 0) {
+            /* the plain run's output is the record the proposals stand in for */
+            synthetic_acceptance_init(&sa, recorded, n_recorded, (int)n_prompt, synthetic,
+                                      alm_model_vocab_size(model), (uint64_t)rep + 1);
+            r = synthetic_generate(seq, draft, pool, prompt, n_prompt, &gp, &sa, &ids, &n_ids, &st, err);
+            if (r == 0 && rep >= 0) {
+                sb->looked_at += sa.looked_at;
+                sb->kept += sa.kept;
+                sb->diverged += n_ids != n_recorded || memcmp(ids, recorded, sizeof *ids * n_ids) != 0;
+            }
+        } else {
+            r = alm_generate(seq, pass ? draft : NULL, pool, prompt, n_prompt, &gp, NULL, NULL,
+                             pass == 0 && synthetic >= 0 ? &recorded : NULL, &n_recorded, &st, err);
+        }
         if (r < 0)
             break;
         if (rep < 0)
@@ -107,11 +157,58 @@ static int spec_bench_run(alm_model *model, alm_model *draft_model, alm_pool *po
     alm_seq_free(seq);
     alm_seq_free(draft);
     free(prompt);
+    free(recorded);
+    free(ids);
     return r;
+}
+
+/* Builds the --random model (and --draft-random); prints the error. */
+static int build_random(const char *preset, const bench_random *br, const alm_model_params *mp,
+                        alm_model **out, double *seconds)
+{
+    alm_error err = { 0 };
+    double t0 = alm_now_seconds();
+    if (alm_model_new_random(preset, &br->params, mp, out, &err) < 0)
+        return tool_fail("%s", err.message), -1;
+    *seconds = alm_now_seconds() - t0;
+    return 0;
+}
+
+/* The random model's description and the roofline in the JSON. */
+static void add_random_info(JsonBuilder *b, const bench_random *br, const alm_model *model,
+                            double build_seconds, double decode_tok_s)
+{
+    if (br->preset) {
+        json_builder_set_member_name(b, "random_preset");
+        json_builder_add_string_value(b, br->preset);
+        json_builder_set_member_name(b, "q_bits");
+        json_builder_add_int_value(b, br->params.bits);
+        json_builder_set_member_name(b, "q_group_size");
+        json_builder_add_int_value(b, br->params.bits ? br->params.group_size : 0);
+        json_builder_set_member_name(b, "build_seconds");
+        json_builder_add_double_value(b, build_seconds);
+    }
+    size_t per_token = alm_model_decode_bytes(model);
+    json_builder_set_member_name(b, "decode_bytes_per_token");
+    json_builder_add_int_value(b, (gint64)per_token);
+    if (br->bandwidth_gbs > 0 && per_token > 0) {
+        /* Batch-1 decode reads every weight once per token: it cannot be
+         * faster than bandwidth / bytes per token. */
+        double roofline = br->bandwidth_gbs * 1e9 / (double)per_token;
+        json_builder_set_member_name(b, "bandwidth_gbs");
+        json_builder_add_double_value(b, br->bandwidth_gbs);
+        json_builder_set_member_name(b, "roofline_decode_tok_s");
+        json_builder_add_double_value(b, roofline);
+        json_builder_set_member_name(b, "roofline_fraction");
+        json_builder_add_double_value(b, decode_tok_s / roofline);
+    }
 }
 
 static const int batch_sizes[] = { 1, 2, 4, 5, 8 };
 #define N_BATCH_SIZES (int)(sizeof batch_sizes / sizeof batch_sizes[0])
+
+/* Long-only options. */
+enum { OPT_RANDOM = 256, OPT_DRAFT_RANDOM, OPT_Q_BITS, OPT_Q_GROUP_SIZE, OPT_SYNTHETIC, OPT_BANDWIDTH };
 
 int cmd_bench(int argc, char **argv)
 {
@@ -123,13 +220,20 @@ int cmd_bench(int argc, char **argv)
         { "repeat", required_argument, NULL, 'r' },
         { "temperature", required_argument, NULL, 'T' },
         { "help", no_argument, NULL, 'h' },
+        { "random", required_argument, NULL, OPT_RANDOM },
+        { "draft-random", required_argument, NULL, OPT_DRAFT_RANDOM },
+        { "q-bits", required_argument, NULL, OPT_Q_BITS },
+        { "q-group-size", required_argument, NULL, OPT_Q_GROUP_SIZE },
+        { "synthetic-acceptance", required_argument, NULL, OPT_SYNTHETIC },
+        { "bandwidth-gbs", required_argument, NULL, OPT_BANDWIDTH },
         SPEC_LONG_OPTIONS,
         { 0 },
     };
     spec_options spec = { 0 };
     double temperature = 0.0;
     const char *model_dir = NULL;
-    long prompt_tokens = 512, gen_tokens = 128, threads = 0, repeat = 5;
+    long prompt_tokens = 512, gen_tokens = 128, threads = 0, repeat = 5, bits = 4, group = 64;
+    bench_random br = { .synthetic = -1 };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int r = 0;
@@ -140,17 +244,45 @@ int cmd_bench(int argc, char **argv)
         case 't': r = tool_parse_int(optarg, "--threads", 0, 1024, &threads); break;
         case 'r': r = tool_parse_int(optarg, "--repeat", 1, 10000, &repeat); break;
         case 'T': r = tool_parse_double(optarg, "--temperature", &temperature); break;
+        case OPT_RANDOM: br.preset = optarg; break;
+        case OPT_DRAFT_RANDOM: br.draft_preset = optarg; break;
+        case OPT_Q_BITS: r = tool_parse_int(optarg, "--q-bits", 0, 8, &bits); break;
+        case OPT_Q_GROUP_SIZE: r = tool_parse_int(optarg, "--q-group-size", 1, 1024, &group); break;
+        case OPT_SYNTHETIC:
+            r = tool_parse_double(optarg, "--synthetic-acceptance", &br.synthetic);
+            if (r == 0 && !(br.synthetic >= 0 && br.synthetic <= 1))
+                r = -tool_fail("--synthetic-acceptance: expected a rate from 0 to 1, got %s", optarg);
+            break;
+        case OPT_BANDWIDTH:
+            r = tool_parse_double(optarg, "--bandwidth-gbs", &br.bandwidth_gbs);
+            if (r == 0 && !(br.bandwidth_gbs > 0))
+                r = -tool_fail("--bandwidth-gbs: expected a positive figure in GB/s, got %s", optarg);
+            break;
         case 'h':
-            printf("usage: alm-engine bench --model DIR [--prompt-tokens 512] [--gen-tokens 128]"
-                   " [--threads N] [--repeat R]\n         [--temperature T]\n" SPEC_USAGE);
+            printf("usage: alm-engine bench (--model DIR | --random PRESET [--q-bits 4] [--q-group-size 64])\n"
+                   "         [--prompt-tokens 512] [--gen-tokens 128] [--threads N] [--repeat R]\n"
+                   "         [--temperature T] [--draft-random PRESET] [--synthetic-acceptance A]\n"
+                   "         [--bandwidth-gbs X]\n" SPEC_USAGE);
             return 0;
         default: r = spec_options_take(&spec, c, optarg) ? 0 : -1;
         }
         if (r < 0)
             return 2;
     }
-    if (!model_dir)
-        return tool_fail("bench needs --model");
+    if (!model_dir == !br.preset)
+        return tool_fail("bench needs --model DIR or --random PRESET (one of them)");
+    br.params = (alm_random_params){ .bits = (int)bits, .group_size = (int)group };
+    if (br.draft_preset) {
+        if (spec.draft_dir)
+            return tool_fail("--draft and --draft-random: give one draft");
+        if (spec.mode && strcmp(spec.mode, "draft") != 0)
+            return tool_fail("--draft-random needs --speculative draft, not %s", spec.mode);
+        spec.mode = "off"; /* resolved below, where the draft is built */
+    }
+    if (br.synthetic >= 0 && temperature != 0)
+        return tool_fail("--synthetic-acceptance needs greedy decoding (--temperature 0)");
+    if (br.synthetic >= 0 && !br.draft_preset && !spec.draft_dir)
+        return tool_fail("--synthetic-acceptance needs a draft model (--draft or --draft-random)");
 
     alm_error err = { 0 };
     alm_model *model = NULL, *draft_model = NULL;
@@ -163,10 +295,18 @@ int cmd_bench(int argc, char **argv)
     float *logits = NULL;
     double *prefill = NULL, *decode = NULL, *steps = NULL;
     int n_rep = (int)repeat;
+    double build_seconds = 0;
 
     alm_model_params mp = tool_model_params(spec.device);
-    if (alm_model_load(model_dir, &mp, &model, &err) < 0 ||
-        alm_seq_new(model, (int)(prompt_tokens + gen_tokens + 16), &seq, &err) < 0) {
+    if (br.preset) {
+        if (build_random(br.preset, &br, &mp, &model, &build_seconds) < 0)
+            goto out;
+        model_dir = alm_model_dir(model);
+    } else if (alm_model_load(model_dir, &mp, &model, &err) < 0) {
+        tool_fail("%s", err.message);
+        goto out;
+    }
+    if (alm_seq_new(model, (int)(prompt_tokens + gen_tokens + 16), &seq, &err) < 0) {
         tool_fail("%s", err.message);
         goto out;
     }
@@ -176,6 +316,12 @@ int cmd_bench(int argc, char **argv)
     }
     if (spec_options_resolve(&spec, &gp.speculative, &draft_model) < 0)
         goto out;
+    if (br.draft_preset) {
+        double draft_seconds;
+        if (build_random(br.draft_preset, &br, &mp, &draft_model, &draft_seconds) < 0)
+            goto out;
+        gp.speculative.mode = ALM_SPECULATIVE_DRAFT;
+    }
     if (draft_model && alm_check_draft(model, draft_model, &err) < 0) {
         tool_fail("%s", err.message);
         goto out;
@@ -198,11 +344,7 @@ int cmd_bench(int argc, char **argv)
         goto out;
     }
     /* A fixed pseudo-random prompt: the speed does not depend on the text. */
-    uint32_t state = 12345;
-    for (long i = 0; i < prompt_tokens; i++) {
-        state = state * 1664525u + 1013904223u;
-        prompt[i] = (int32_t)(state >> 8) % vocab;
-    }
+    random_ids(prompt, prompt_tokens, vocab, 12345);
 
     /* One untimed run warms caches and the page mappings. */
     for (int rep = -1; rep < n_rep; rep++) {
@@ -242,7 +384,8 @@ int cmd_bench(int argc, char **argv)
     }
     if (gp.speculative.mode != ALM_SPECULATIVE_OFF) {
         for (int rep = -1; rep < n_rep; rep++) {
-            if (spec_bench_run(model, draft_model, pool, &gp, (int)gen_tokens, rep, &sb, &err) < 0) {
+            if (spec_bench_run(model, draft_model, pool, &gp, (int)gen_tokens, rep, br.synthetic,
+                               &sb, &err) < 0) {
                 tool_fail("%s", err.message);
                 goto out;
             }
@@ -265,6 +408,7 @@ int cmd_bench(int argc, char **argv)
     json_builder_add_int_value(b, (gint64)alm_model_weight_bytes(model));
     add_summary(b, "prefill_tok_s", prefill, n_rep);
     add_summary(b, "decode_tok_s", decode, n_rep);
+    add_random_info(b, &br, model, build_seconds, median(decode, n_rep));
     double step1 = median(steps, n_rep);
     json_builder_set_member_name(b, "step_ms");
     json_builder_add_double_value(b, step1 * 1e3);
@@ -308,6 +452,19 @@ int cmd_bench(int argc, char **argv)
         json_builder_set_member_name(b, "verify_cost");
         json_builder_add_double_value(b, sb.target_passes && target_step > 0
             ? sb.target_seconds / (double)sb.target_passes / target_step : 0);
+        if (br.synthetic >= 0) {
+            /* The rate asked for, and the fraction of the proposals the
+             * target verified that it kept (the same up to chance); the
+             * runs whose output differed from the plain run's (a near-tie
+             * decided otherwise in a pass of several tokens: acceptance
+             * falls after it). */
+            json_builder_set_member_name(b, "synthetic_acceptance");
+            json_builder_add_double_value(b, br.synthetic);
+            json_builder_set_member_name(b, "verified_acceptance");
+            json_builder_add_double_value(b, sb.looked_at ? (double)sb.kept / (double)sb.looked_at : 0);
+            json_builder_set_member_name(b, "runs_diverged");
+            json_builder_add_int_value(b, sb.diverged);
+        }
     }
     json_builder_end_object(b);
     tool_print_json(b);
