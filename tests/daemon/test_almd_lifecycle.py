@@ -58,6 +58,13 @@ try:
     code, out, err = run_almd("--config", bad_yaml)
     tap.ok(code == 1 and f"{bad_yaml}:1:1:" in err and "sockt" in err,
            f"unknown key: exit 1 with FILE:LINE:COL ({err.strip()})")
+    with open(daemon.config) as f:
+        no_group_yaml = f.read().replace("socket_group: ", "socket_group: no-such-group-", 1)
+    with open(bad_yaml, "w") as f:
+        f.write(no_group_yaml)
+    code, out, err = run_almd("--config", bad_yaml)
+    tap.ok(code == 1 and "no-such-group-" in err and "no such group" in err,
+           f"a socket_group that does not exist: exit 1 ({err.strip()})")
     code, out, err = run_almd("--bogus")
     tap.ok(code == 2, "an unknown option: exit 2")
 
@@ -315,7 +322,9 @@ try:
         listener.bind(notify_path)
         listener.settimeout(60 * SLOW)
         act_socket = os.path.join(daemon.root, "activated.sock")
-        env_args = ["-E", f"NOTIFY_SOCKET={notify_path}"]
+        # WATCHDOG_USEC without WATCHDOG_PID applies to whichever process
+        # gets it: almd must then ping at least every half of it.
+        env_args = ["-E", f"NOTIFY_SOCKET={notify_path}", "-E", "WATCHDOG_USEC=400000"]
         for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
             if var in os.environ:
                 env_args += ["-E", f"{var}={os.environ[var]}"]
@@ -344,6 +353,16 @@ try:
         tap.ok(st and st["result"]["state"] == "ready" and not os.path.exists(daemon.socket),
                "... almd serves the passed socket and creates none of its own")
         ac.close()
+        listener.settimeout(3 * SLOW)
+        pings = []
+        try:
+            while len(pings) < 2:
+                m = listener.recv(4096).decode()
+                if "WATCHDOG=1" in m:
+                    pings.append(m)
+        except socket.timeout:
+            pass
+        tap.ok(len(pings) == 2, f"... WATCHDOG=1 keeps coming when WatchdogSec is set ({len(pings)})")
         proc.send_signal(signal.SIGTERM)
         try:
             code = proc.wait(30 * SLOW)

@@ -39,6 +39,10 @@ try:
            and st["pid"] == daemon.proc.pid and st["version"] and st["since"].endswith("Z"),
            f"status: ready, model, pid, version, since ({st['since']})")
 
+    mode = os.stat(daemon.socket).st_mode & 0o777
+    tap.ok(mode == 0o666 and os.stat(daemon.socket).st_gid == os.getgid(),
+           f"the socket has socket_mode and socket_group ({oct(mode)})")
+
     # ------------------------------------------------------------ generate = alm-engine
     ref = engine_generate(ENGINE, TARGET, PROMPTS[0], N_TOKENS)
     events, final = c.generate(prompt=PROMPTS[0], max_tokens=N_TOKENS, temperature=0)
