@@ -69,7 +69,8 @@ void cpu_matmul_rows(const cpu_kernels *k, const alm_weight *w,
  * bytes): 0, or -EINVAL with nothing usable in dst. The caller then sets
  * w->backend_data = dst, keeps dst unchanged while w is in use, and frees
  * it after; cpu_matmul_rows uses the copy whenever w->backend_data is one
- * made from this w by these kernels, else w's own data. Prepared
+ * made from this w by these kernels (or from a weight whose first rows w
+ * is: same data and scales, fewer rows), else w's own data. Prepared
  * activations are the same either way. Use it for every weight of a model
  * or for none: the packed kernel rounds differently in the last bits, and
  * a model's passes must agree (speculative decoding). */

@@ -40,7 +40,8 @@
 
 typedef struct pack_header {
     uint64_t magic;
-    const void *source;    /* the w->data it was made from */
+    const void *source;    /* the w->data and w->scales it was made from */
+    const void *source_scales;
     int rows, cols, group_size;
     int param_bytes;       /* 2 (F16/BF16) or 4 (F32) */
     alm_dtype scale_dtype;
@@ -65,6 +66,7 @@ static pack_header pack_geometry(const alm_weight *w)
     memset(&h, 0, sizeof h);
     h.magic = PACK_MAGIC;
     h.source = w->data;
+    h.source_scales = w->scales;
     h.rows = w->rows;
     h.cols = w->cols;
     h.group_size = w->group_size;
@@ -134,8 +136,11 @@ const void *avx512_packed_of(const alm_weight *w)
         return NULL;
     pack_header h;
     memcpy(&h, p, sizeof h);
-    if (h.magic != PACK_MAGIC || h.source != w->data || h.rows != w->rows || h.cols != w->cols ||
-        h.group_size != w->group_size || h.scale_dtype != w->scale_dtype)
+    /* A weight that is the first rows of the packed one (a vocabulary
+     * limited lm_head) uses the same blocks. */
+    if (h.magic != PACK_MAGIC || h.source != w->data || h.source_scales != w->scales ||
+        w->rows > h.rows || h.cols != w->cols || h.group_size != w->group_size ||
+        h.scale_dtype != w->scale_dtype)
         return NULL;
     return p;
 }
@@ -173,17 +178,62 @@ static inline __attribute__((always_inline)) __m512 load_params(const uint8_t *p
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* Activation bytes of one token in a chunk (2 digits x 2 streams x 64):
+ * the tokens of a tile are this far apart. */
+#define TOKEN_CHUNK_BYTES 256
+
+/* Word k of the group for tokens [0, T) (xg: token 0's high digit, even
+ * columns, at the group's first word), into the integer sums s[RB][T][C]:
+ * C = 8 chains (high and low digit x even and odd columns x even and odd
+ * words: parity tells which), 4 (the same for all words) or 2 (high, low
+ * digit). */
+static inline __attribute__((always_inline))
+void packed_word(const uint8_t *wk, size_t block_bytes, const uint8_t *xg, int k, int parity,
+                 __m512i s[][MAX_TOK][8], const int RB, const int T, const int C)
+{
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512i even[2], odd[2];
+    UNROLL
+    for (int i = 0; i < RB; i++) {
+        __m512i wv = _mm512_loadu_si512(wk + (size_t)i * block_bytes);
+        even[i] = _mm512_and_si512(wv, low4);
+        odd[i] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+    }
+    UNROLL
+    for (int j = 0; j < T; j++) {
+        /* [high digit: even, odd columns][low digit: even, odd], 64 apart */
+        const uint8_t *xp = xg + TOKEN_CHUNK_BYTES * j + 4 * k;
+        __m512i h_e = bcast32(xp), h_o = bcast32(xp + 64);
+        __m512i l_e = bcast32(xp + 128), l_o = bcast32(xp + 192);
+        UNROLL
+        for (int i = 0; i < RB; i++) {
+            if (C >= 4) {
+                const int c = C == 8 ? 4 * parity : 0;
+                s[i][j][c] = _mm512_dpbusd_epi32(s[i][j][c], even[i], h_e);
+                s[i][j][c + 1] = _mm512_dpbusd_epi32(s[i][j][c + 1], odd[i], h_o);
+                s[i][j][c + 2] = _mm512_dpbusd_epi32(s[i][j][c + 2], even[i], l_e);
+                s[i][j][c + 3] = _mm512_dpbusd_epi32(s[i][j][c + 3], odd[i], l_o);
+            } else {
+                s[i][j][0] = _mm512_dpbusd_epi32(s[i][j][0], even[i], h_e);
+                s[i][j][1] = _mm512_dpbusd_epi32(s[i][j][1], even[i], l_e);
+                s[i][j][0] = _mm512_dpbusd_epi32(s[i][j][0], odd[i], h_o);
+                s[i][j][1] = _mm512_dpbusd_epi32(s[i][j][1], odd[i], l_o);
+            }
+        }
+    }
+}
+
 /* Rows [16 b, 16 (b + RB)) x tokens [t, t + T), all columns.
  *
- * C integer chains per (block, token): 4 (high and low digit x even and odd
- * columns) while few tokens would leave too few independent dot products in
- * flight to hide their latency, else 2 (high and low digit). */
+ * C integer chains per (block, token): enough independent dot products in
+ * flight to hide their latency (4 cycles, 2 issued a cycle) with the
+ * fewest registers: 8 for one or two (block, token) pairs, 4 up to four,
+ * else 2. */
 static inline __attribute__((always_inline))
 void packed_tile(const pctx *q, int b, int t, const alm_dtype DT, const int RB, const int T)
 {
-    const int C = T <= 4 ? 4 : 2;
+    const int C = RB * T <= 2 ? 8 : RB * T <= 4 ? 4 : 2;
     const int PB = DT == ALM_DTYPE_F32 ? 4 : 2;
-    const __m512i low4 = _mm512_set1_epi8(0x0f);
     __m512 acc[2][MAX_TOK];
     UNROLL
     for (int i = 0; i < RB; i++)
@@ -191,14 +241,18 @@ void packed_tile(const pctx *q, int b, int t, const alm_dtype DT, const int RB, 
         for (int j = 0; j < T; j++)
             acc[i][j] = _mm512_setzero_ps();
     const uint8_t *wg = q->blocks + (size_t)b * q->h.block_bytes;
-    const size_t chunk_bytes = q->L.chunk_bytes;   /* per token: 2 digits x 2 streams x 64 */
+    const size_t block_bytes = q->h.block_bytes;
+    const float *heads[MAX_TOK];
+    UNROLL
+    for (int j = 0; j < T; j++)
+        heads[j] = (const float *)token_head(&q->L, q->scratch, t + j);
 
     for (int g = 0; g < q->groups; g++, wg += q->h.group_bytes) {
         /* The group's first word, in the activation layout. */
         int w0 = g * q->words;
         const uint8_t *xg = q->scratch + q->L.digits_off + q->L.chunk_stride * (size_t)(w0 >> 4) +
-                            chunk_bytes * (size_t)t + (size_t)(w0 & 15) * 4;
-        __m512i s[2][MAX_TOK][4];
+                            TOKEN_CHUNK_BYTES * (size_t)t + (size_t)(w0 & 15) * 4;
+        __m512i s[2][MAX_TOK][8];
         UNROLL
         for (int i = 0; i < RB; i++)
             UNROLL
@@ -206,51 +260,34 @@ void packed_tile(const pctx *q, int b, int t, const alm_dtype DT, const int RB, 
                 UNROLL
                 for (int c = 0; c < C; c++)
                     s[i][j][c] = _mm512_setzero_si512();
-        for (int k = 0; k < q->words; k++) {
-            __m512i even[2], odd[2];
+        /* words per group: 4, 8 or 16 */
+        for (int k = 0; k < q->words; k += 4) {
             UNROLL
-            for (int i = 0; i < RB; i++) {
-                __m512i wv = _mm512_loadu_si512(wg + (size_t)i * q->h.block_bytes + (size_t)k * 64);
-                even[i] = _mm512_and_si512(wv, low4);
-                odd[i] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
-            }
-            UNROLL
-            for (int j = 0; j < T; j++) {
-                /* [high digit: even, odd columns][low digit: even, odd] */
-                const uint8_t *xp = xg + chunk_bytes * (size_t)j + (size_t)k * 4;
-                __m512i h_e = bcast32(xp), h_o = bcast32(xp + 64);
-                __m512i l_e = bcast32(xp + 128), l_o = bcast32(xp + 192);
-                UNROLL
-                for (int i = 0; i < RB; i++) {
-                    if (C == 4) {
-                        s[i][j][0] = _mm512_dpbusd_epi32(s[i][j][0], even[i], h_e);
-                        s[i][j][1] = _mm512_dpbusd_epi32(s[i][j][1], odd[i], h_o);
-                        s[i][j][2] = _mm512_dpbusd_epi32(s[i][j][2], even[i], l_e);
-                        s[i][j][3] = _mm512_dpbusd_epi32(s[i][j][3], odd[i], l_o);
-                    } else {
-                        s[i][j][0] = _mm512_dpbusd_epi32(s[i][j][0], even[i], h_e);
-                        s[i][j][0] = _mm512_dpbusd_epi32(s[i][j][0], odd[i], h_o);
-                        s[i][j][1] = _mm512_dpbusd_epi32(s[i][j][1], even[i], l_e);
-                        s[i][j][1] = _mm512_dpbusd_epi32(s[i][j][1], odd[i], l_o);
-                    }
-                }
-            }
+            for (int kk = 0; kk < 4; kk++)
+                packed_word(wg + (size_t)(k + kk) * 64, block_bytes, xg, k + kk, kk & 1, s, RB, T, C);
         }
         /* y += (sum q xq) * scale * dx + bias * sum(x), per group: the
          * integer sum is exact (|sum| < 128 x 15 x 32640 < 2^26). */
         const uint8_t *params = wg + (size_t)q->words * 64;
         UNROLL
         for (int i = 0; i < RB; i++) {
-            const uint8_t *pi = params + (size_t)i * q->h.block_bytes;
+            const uint8_t *pi = params + (size_t)i * block_bytes;
             __m512 sc = load_params(pi, PB, DT);
             __m512 bs = load_params(pi + BLOCK_ROWS * PB, PB, DT);
             UNROLL
             for (int j = 0; j < T; j++) {
-                const float *head = (const float *)token_head(&q->L, q->scratch, t + j);
-                __m512 sums = _mm512_set1_ps(head[g]);
-                __m512 dx = _mm512_set1_ps(((const float *)((const uint8_t *)head + q->L.dx_off))[g]);
-                __m512i hi = C == 4 ? _mm512_add_epi32(s[i][j][0], s[i][j][1]) : s[i][j][0];
-                __m512i lo = C == 4 ? _mm512_add_epi32(s[i][j][2], s[i][j][3]) : s[i][j][1];
+                __m512 sums = _mm512_set1_ps(heads[j][g]);
+                __m512 dx = _mm512_set1_ps(
+                    ((const float *)((const uint8_t *)heads[j] + q->L.dx_off))[g]);
+                __m512i hi = s[i][j][0], lo = s[i][j][1];
+                if (C >= 4) {
+                    hi = _mm512_add_epi32(hi, lo);
+                    lo = _mm512_add_epi32(s[i][j][2], s[i][j][3]);
+                }
+                if (C == 8) {
+                    hi = _mm512_add_epi32(hi, _mm512_add_epi32(s[i][j][4], s[i][j][5]));
+                    lo = _mm512_add_epi32(lo, _mm512_add_epi32(s[i][j][6], s[i][j][7]));
+                }
                 __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo);
                 acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(sc, dx), acc[i][j]);
                 acc[i][j] = _mm512_fmadd_ps(bs, sums, acc[i][j]);
@@ -299,6 +336,8 @@ static const packed_tile_fn packed_pairs[3] = {
 };
 /* Tokens per tile when there are more than MAX_TOK. */
 #define PACKED_BIG_T 8
+/* Bytes of packed weights a thread sweeps once per tile of tokens. */
+#define PACKED_L2_WEIGHTS (256 * 1024)
 
 void avx512_packed_rows(const alm_weight *w, const void *packed, const void *scratch, int n_tok,
                         float *y, size_t y_stride, int r0, int r1)
@@ -316,21 +355,29 @@ void avx512_packed_rows(const alm_weight *w, const void *packed, const void *scr
     q.r1 = r1;
     int k = w->scale_dtype == ALM_DTYPE_F32 ? 0 : w->scale_dtype == ALM_DTYPE_F16 ? 1 : 2;
     int b0 = r0 / BLOCK_ROWS, b1 = (r1 + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    /* Blocks whose weights stay in L2 (with the token block's activations)
+     * while every tile of tokens passes over them. */
+    int span = (int)(PACKED_L2_WEIGHTS / q.h.block_bytes);
+    if (span < 2)
+        span = 2;
 
     for (int t0 = 0; t0 < n_tok; t0 += TOKEN_BLOCK) {
         int t1 = t0 + TOKEN_BLOCK < n_tok ? t0 + TOKEN_BLOCK : n_tok;
-        for (int t = t0; t < t1;) {
-            int T = t1 - t < MAX_TOK ? t1 - t : PACKED_BIG_T;
-            if (T == 1) {
-                int pairs = (b1 - b0) / 2 * 2;
-                if (pairs)
-                    packed_pairs[k](&q, b0, b0 + pairs, t);
-                if (b0 + pairs < b1)
-                    packed_tiles[k][0](&q, b0 + pairs, b1, t);
-            } else {
-                packed_tiles[k][T - 1](&q, b0, b1, t);
+        for (int c0 = b0; c0 < b1; c0 += span) {
+            int c1 = c0 + span < b1 ? c0 + span : b1;
+            for (int t = t0; t < t1;) {
+                int T = t1 - t < MAX_TOK ? t1 - t : PACKED_BIG_T;
+                if (T == 1) {
+                    int pairs = (c1 - c0) / 2 * 2;
+                    if (pairs)
+                        packed_pairs[k](&q, c0, c0 + pairs, t);
+                    if (c0 + pairs < c1)
+                        packed_tiles[k][0](&q, c0 + pairs, c1, t);
+                } else {
+                    packed_tiles[k][T - 1](&q, c0, c1, t);
+                }
+                t += T;
             }
-            t += T;
         }
     }
 }

@@ -4,14 +4,15 @@
  * this CPU runs. Prints JSON.
  *
  *   alm-kernel-bench [--threads-rows-split N] [--repeat N] [--isa NAME]
- *                    [--activation-bits N]
+ *                    [--activation-bits N] [--cpu-time]
  *
  * --threads-rows-split N times the share of one of N threads (rows split
  * as the CPU backend splits them); prepare is included, as each thread
  * prepares its own activations. --repeat N: timed batches per point
  * (median reported). --activation-bits N: the integer kernels' variant
- * with N-bit activations (AVX-512: 16, or 8 for 4-bit weights), where the ISA has it. Times are medians of batches of calls, monotonic
- * clock; "min_ns" / "us_per_pass_min" give the fastest batch too (on a
+ * with N-bit activations (AVX-512: 16, or 8 for 4-bit weights), where the
+ * ISA has it. Times are medians of batches of calls, monotonic clock (or
+ * the thread's CPU time with --cpu-time, for a busy machine); "min_ns" / "us_per_pass_min" give the fastest batch too (on a
  * busy machine the least disturbed). Format "4bit-g64-packed" is the same
  * 4-bit weights repacked with cpu_matmul_pack (where the ISA has a packed
  * kernel), timed in the same run. "model" lines run the matmuls of one forward pass in order (so
@@ -42,10 +43,12 @@ static const shape shapes[] = {
 static const int token_counts[] = { 1, 2, 4, 5, 8, 512 };
 #define N_COUNTS (int)(sizeof token_counts / sizeof token_counts[0])
 
-static double now_ns(void)
+/* clock: CLOCK_MONOTONIC, or with --cpu-time the thread's CPU time (on a
+ * shared machine that leaves out the time other processes hold the core). */
+static double now_ns(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
@@ -58,6 +61,7 @@ static int cmp_double(const void *a, const void *b)
 typedef struct bench {
     int split;
     int repeat;
+    clockid_t clock;
     float *x, *y;
     void *scratch;
 } bench;
@@ -81,18 +85,18 @@ static double time_median(const bench *b, const cpu_kernels *k, const alm_weight
                           int n_w, int n_tok, double *min)
 {
     /* Calibrate a batch to about 200 us. */
-    double t0 = now_ns();
+    double t0 = now_ns(b->clock);
     for (int i = 0; i < n_w; i++)
         one_call(b, k, ws[i], n_tok);
-    double once = now_ns() - t0;
+    double once = now_ns(b->clock) - t0;
     int batch = once > 200e3 ? 1 : (int)(200e3 / (once + 1.0)) + 1;
     double *samples = malloc(sizeof(double) * (size_t)b->repeat);
     for (int s = 0; s < b->repeat; s++) {
-        double a = now_ns();
+        double a = now_ns(b->clock);
         for (int it = 0; it < batch; it++)
             for (int i = 0; i < n_w; i++)
                 one_call(b, k, ws[i], n_tok);
-        samples[s] = (now_ns() - a) / batch;
+        samples[s] = (now_ns(b->clock) - a) / batch;
     }
     qsort(samples, (size_t)b->repeat, sizeof(double), cmp_double);
     double med = samples[b->repeat / 2];
@@ -103,7 +107,7 @@ static double time_median(const bench *b, const cpu_kernels *k, const alm_weight
 
 int main(int argc, char **argv)
 {
-    bench b = { .split = 1, .repeat = 31 };
+    bench b = { .split = 1, .repeat = 31, .clock = CLOCK_MONOTONIC };
     const char *only = NULL;
     int act_bits = 0;
     for (int i = 1; i < argc; i++) {
@@ -113,11 +117,13 @@ int main(int argc, char **argv)
             b.repeat = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--activation-bits") == 0 && i + 1 < argc) {
             act_bits = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--cpu-time") == 0) {
+            b.clock = CLOCK_THREAD_CPUTIME_ID;
         } else if (strcmp(argv[i], "--isa") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else {
             fprintf(stderr, "usage: %s [--threads-rows-split N] [--repeat N] [--isa NAME] "
-                            "[--activation-bits N]\n",
+                            "[--activation-bits N] [--cpu-time]\n",
                     argv[0]);
             return 2;
         }

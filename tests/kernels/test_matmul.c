@@ -382,6 +382,23 @@ static void test_pack_api(const isa_set *isas, test_rng *rng)
     wrong.backend_data = junk;
     cpu_matmul_rows(k, &wrong, scratch, x, 2, 256, got, 40, 0, 40);
     tap_ok(memcmp(want, got, sizeof want) == 0, "a backend_data that is no packed copy is ignored");
+    /* The first 23 rows of f (a vocabulary-limited lm_head shares the
+     * data) use f's packed copy: the same as those rows of the whole. */
+    alm_weight whole = f.w, prefix = f.w;
+    whole.backend_data = prefix.backend_data = buf;
+    prefix.rows = 23;
+    float all[2 * 40], part[2 * 23], part_plain[2 * 23];
+    cpu_matmul_prepare(k, &f.w, x, 2, 256, scratch);
+    cpu_matmul_rows(k, &whole, scratch, x, 2, 256, all, 40, 0, 40);
+    cpu_matmul_rows(k, &prefix, scratch, x, 2, 256, part, 23, 0, 23);
+    alm_weight plain = prefix;
+    plain.backend_data = NULL;
+    cpu_matmul_rows(k, &plain, scratch, x, 2, 256, part_plain, 23, 0, 23);
+    bool same = memcmp(all, part, sizeof(float) * 23) == 0 &&
+                memcmp(all + 40, part + 23, sizeof(float) * 23) == 0;
+    bool differs_from_plain = memcmp(part, part_plain, sizeof part) != 0;
+    tap_ok(same && differs_from_plain,
+           "the first rows of a packed weight use its packed copy (bit for bit those rows)");
     free(scratch);
     free(buf);
     fixture_weight_free(&f);
