@@ -90,6 +90,7 @@ typedef struct spec_state {
     int32_t *history;       /* prompt + output, for n-gram lookup */
     size_t history_len, history_cap;
     draft_length length;
+    const draft_override *override; /* bench-only: replaces the draft's proposals */
 } spec_state;
 
 /* Top probability of softmax(logits): the draft's confidence. */
@@ -143,6 +144,8 @@ static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_e
             if (x < 0)
                 return alm_error_set(err, x, "draft sampling failed");
         }
+        if (s->override)
+            x = s->override->propose(s->override->user, target_len + 1 + n, x);
         d[n++] = x;
         if (n == k)
             break;
@@ -265,6 +268,8 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     s->stats->draft_seconds += t1 - t0;
     s->stats->target_seconds += t2 - t1;
     draft_length_update(&s->length, n, accepted, t1 - t0, t2 - t1);
+    if (s->override && s->override->verified)
+        s->override->verified(s->override->user, n, accepted);
 
     /* The caches forget the rejected proposals; the draft catches up on
      * the rest at its next step. */
@@ -299,14 +304,19 @@ static void spec_state_clear(spec_state *s)
     free(s->history);
 }
 
-int speculative_decode(gen_session *g, alm_seq *target, alm_seq *draft, alm_pool *pool,
-                       int32_t cur, alm_speculative_stats *stats, alm_error *err)
+int speculative_decode_overridden(gen_session *g, alm_seq *target, alm_seq *draft,
+                                  alm_pool *pool, int32_t cur, const draft_override *override,
+                                  alm_speculative_stats *stats, alm_error *err)
 {
     const alm_generate_params *gp = g->params;
     _cleanup_(spec_state_clear) spec_state s = {
         .g = g, .target = target, .pool = pool, .params = &gp->speculative, .stats = stats,
-        .greedy = gp->sampling.temperature == 0.0f, .vocab = g->vocab,
+        .greedy = gp->sampling.temperature == 0.0f, .vocab = g->vocab, .override = override,
     };
+    /* A replaced token has no draft probability: only greedy verification
+     * makes sense of it. */
+    if (override && (!s.greedy || gp->speculative.mode != ALM_SPECULATIVE_DRAFT))
+        return alm_error_set(err, -EINVAL, "a draft override needs a draft model and greedy decoding");
     if (gp->speculative.mode == ALM_SPECULATIVE_DRAFT) {
         /* Proposals from the first draft_vocab ids only. Exactness does
          * not suffer: q is the distribution the proposal was drawn from,
@@ -357,4 +367,10 @@ int speculative_decode(gen_session *g, alm_seq *target, alm_seq *draft, alm_pool
             return r;
     }
     return 0;
+}
+
+int speculative_decode(gen_session *g, alm_seq *target, alm_seq *draft, alm_pool *pool,
+                       int32_t cur, alm_speculative_stats *stats, alm_error *err)
+{
+    return speculative_decode_overridden(g, target, draft, pool, cur, NULL, stats, err);
 }
