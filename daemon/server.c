@@ -21,6 +21,9 @@
  * worth, if more) waiting before it is dropped: generation never waits for
  * a client. */
 #define CLIENT_OUTPUT_LIMIT ((size_t)16 << 20)
+/* Requests of one connection in flight (queued or running) before almd
+ * stops reading from it. */
+#define CLIENT_MAX_OUTSTANDING 64u
 /* How long shutdown waits for clients to take their last lines. */
 #define STOP_FLUSH_USEC (3 * 1000000ULL)
 
@@ -169,7 +172,8 @@ static bool client_settle(client *c)
         client_drop(c);
         return false;
     }
-    uint32_t events = (done_reading ? 0 : EPOLLIN) | (pending ? EPOLLOUT : 0);
+    bool room = c->outstanding < CLIENT_MAX_OUTSTANDING;
+    uint32_t events = (done_reading || !room ? 0 : EPOLLIN) | (pending ? EPOLLOUT : 0);
     sd_event_source_set_io_events(c->io, events);
     return true;
 }
@@ -192,9 +196,35 @@ static void client_handle_line(client *c, const char *line, size_t len)
     protocol_request_clear(&req);
 }
 
+/* Handles the complete lines buffered, while the client has room for more
+ * requests in flight. */
+static void client_process_lines(client *c)
+{
+    char *line;
+    size_t len;
+    int r;
+    while (!c->close_after_flush && !c->dead && c->outstanding < CLIENT_MAX_OUTSTANDING &&
+           (r = protocol_line_reader_next(&c->reader, &line, &len)) != 0) {
+        if (r == -EMSGSIZE) {
+            client_send(c, protocol_error_line(NULL, PROTOCOL_ERROR_TOO_LARGE,
+                                               "request line over max_request_bytes (%zu)",
+                                               c->srv->config->max_request_bytes));
+            c->close_after_flush = true;
+            return;
+        }
+        if (r < 0) {
+            c->dead = true;
+            return;
+        }
+        client_handle_line(c, line, len);
+    }
+}
+
 static void client_read(client *c)
 {
-    for (;;) {
+    /* At the limit, what the client sends waits in the socket: it learns
+     * to slow down, and almd's memory stays bounded. */
+    while (c->outstanding < CLIENT_MAX_OUTSTANDING && !c->read_closed) {
         ssize_t n = protocol_line_reader_read_fd(&c->reader, c->fd);
         if (n == -EAGAIN)
             return;
@@ -206,25 +236,8 @@ static void client_read(client *c)
         }
         if (n == 0)
             c->read_closed = true;
-        char *line;
-        size_t len;
-        int r;
-        while (!c->close_after_flush && !c->dead &&
-               (r = protocol_line_reader_next(&c->reader, &line, &len)) != 0) {
-            if (r == -EMSGSIZE) {
-                client_send(c, protocol_error_line(NULL, PROTOCOL_ERROR_TOO_LARGE,
-                                                   "request line over max_request_bytes (%zu)",
-                                                   c->srv->config->max_request_bytes));
-                c->close_after_flush = true;
-                break;
-            }
-            if (r < 0) {
-                c->dead = true;
-                break;
-            }
-            client_handle_line(c, line, len);
-        }
-        if (n == 0 || c->close_after_flush || c->dead)
+        client_process_lines(c);
+        if (c->close_after_flush || c->dead)
             return;
     }
 }
@@ -327,8 +340,9 @@ static int on_mailbox(sd_event_source *s, int fd, uint32_t revents, void *userda
             continue;   /* gone: its lines have no reader */
         client_send(c, m->line);
         m->line = NULL;
-        if (m->final && c->outstanding > 0)
-            c->outstanding--;
+        if (m->final && c->outstanding > 0 && c->outstanding-- == CLIENT_MAX_OUTSTANDING &&
+            !srv->stopping)
+            client_process_lines(c);   /* requests that waited for room */
         g_hash_table_add(touched, &c->id);
     }
     /* Settle each client once, after all its lines are queued. */

@@ -107,6 +107,24 @@ try:
             tap.diag(f"client {i}: {final} {text[:200]}")
     tap.ok(good == n_clients, f"32 clients generating at once: {good} got exactly their own output")
 
+    # One connection pipelining more requests than almd takes in flight from
+    # it (64): the rest wait in the socket, and every one is answered.
+    pipe = daemon.client(timeout=300)
+    n_pipelined = 100
+    for i in range(n_pipelined):
+        pipe.send("generate", {"prompt": PROMPTS[i % 4], "max_tokens": 1, "temperature": 0}, id=i)
+    answered = {}
+    while len(answered) < n_pipelined:
+        m = pipe.read_line()
+        if m is None:
+            break
+        if m.get("event") != "token":
+            answered[m["id"]] = m
+    tap.ok(list(answered) == list(range(n_pipelined))
+           and all(answered[i]["result"]["ids"] == expected[PROMPTS[i % 4]][:1] for i in answered),
+           f"{n_pipelined} requests pipelined on one connection: all answered, first in first out")
+    pipe.close()
+
     # ------------------------------------------------------------ killed client
     killer = subprocess.Popen([sys.executable, "-c", f"""
 import json, socket, sys
