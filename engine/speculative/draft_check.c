@@ -14,6 +14,14 @@ int alm_check_draft(const alm_model *target, const alm_model *draft, alm_error *
                              "the draft model cannot speculate for the target: vocabulary sizes differ "
                              "(target %d, draft %d)", tv, dv);
     const alm_tokenizer *tt = alm_model_tokenizer(target), *dt = alm_model_tokenizer(draft);
+    /* Random-weight models have no tokenizer: ids are all they share. */
+    if (!tt && !dt)
+        return 0;
+    if (!tt || !dt)
+        return alm_error_set(err, -EINVAL,
+                             "the draft model cannot speculate for the target: the %s has no tokenizer "
+                             "(random weights), the %s has one", tt ? "draft" : "target",
+                             tt ? "target" : "draft");
     int32_t tn = alm_tokenizer_vocab_size(tt), dn = alm_tokenizer_vocab_size(dt);
     if (tn != dn)
         return alm_error_set(err, -EINVAL,
