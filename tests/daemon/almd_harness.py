@@ -130,6 +130,10 @@ class Almd:
         self.log = os.path.join(self.root, "almd.log")
         dirs = list(model_dirs or []) + [DEFAULT_MODELS, TINY]
         group = "root" if os.getuid() == 0 else _own_group()
+        # Not root: the user's own group makes it an admin, unless the test
+        # wants otherwise.
+        if os.getuid() != 0 and "admin_group:" not in extra_yaml:
+            extra_yaml += f"admin_group: {group}\n"
         with open(self.config, "w") as f:
             f.write(f"socket: {self.socket}\n"
                     f"socket_mode: 0666\n"
