@@ -340,6 +340,22 @@ static void test_pass_size(const isa_set *isas, test_rng *rng)
     }
 }
 
+/* The same for dense weights (a BF16 model's verify passes). */
+static void test_pass_size_dense(const isa_set *isas, test_rng *rng)
+{
+    static const alm_dtype dts[] = { ALM_DTYPE_BF16, ALM_DTYPE_F16, ALM_DTYPE_F32 };
+    for (int di = 0; di < 3; di++) {
+        fixture_weight f;
+        fixture_dense(&f, rng, 133, 384, dts[di]);
+        char what[64];
+        snprintf(what, sizeof what, "dense %s 133x384", dtype_name(dts[di]));
+        for (int ki = 0; ki < isas->n; ki++)
+            if (cpu_kernels_activation_bits(isas->k[ki]) != 8)
+                check_pass_size(isas->k[ki], &f.w, what, rng);
+        fixture_weight_free(&f);
+    }
+}
+
 /* cpu_matmul_pack: only where a packed kernel exists, never into a short
  * or misaligned buffer; a backend_data that is not a copy made from this
  * very weight is ignored (the weight's own data is used). */
@@ -612,6 +628,7 @@ int main(void)
     test_special_values(&isas, &rng);
     test_quantized(&isas, &rng);
     test_pass_size(&isas, &rng);
+    test_pass_size_dense(&isas, &rng);
     test_pack_api(&isas, &rng);
     test_dense(&isas, &rng);
     return tap_done();
