@@ -88,7 +88,11 @@ cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_tabl
 
 size_t cuda_attention_partial_floats(int head_dim) { return (size_t)head_dim + 2u; }
 
-/* PER_LANE: head-dimension values each lane holds (head_dim <= 32 * PER_LANE). */
+/* PER_LANE: head-dimension values each lane holds (head_dim <= 32 * PER_LANE).
+ * A warp takes 32 keys at a time, one per lane: each lane computes its
+ * key's score from the whole query (no shuffles per key), the warp takes
+ * the tile's max and sum once, then adds the 32 value rows with the
+ * lanes splitting the head dimension (coalesced). */
 template <int PER_LANE>
 static __global__ void attention_kernel(cuda_attention_shape a, const float *q, int pos0,
                                         int span, const float *k_cache, const float *v_cache,
@@ -96,8 +100,8 @@ static __global__ void attention_kernel(cuda_attention_shape a, const float *q, 
 {
     __shared__ float warp_max[ATTN_WARPS], warp_sum_[ATTN_WARPS];
     __shared__ float warp_acc[ATTN_WARPS][32 * PER_LANE];
+    __shared__ __align__(16) float qs[32 * PER_LANE];
     const int head = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
-    const int n_tok = gridDim.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d = a.head_dim;
     const int kv_head = head / (a.n_heads / a.n_kv_heads);
     const int pos = pos0 + t;
@@ -107,33 +111,48 @@ static __global__ void attention_kernel(cuda_attention_shape a, const float *q, 
 
     const float scale = 1.0f / sqrtf((float)d);
     const float *qh = q + ((size_t)t * a.n_heads + head) * d;
-    float qv[PER_LANE], acc[PER_LANE];
+    for (int c = threadIdx.x; c < d; c += blockDim.x)
+        qs[c] = qh[c] * scale;
+    __syncthreads();
+    float acc[PER_LANE];
 #pragma unroll
-    for (int i = 0; i < PER_LANE; i++) {
-        int c = i * 32 + lane;
-        qv[i] = c < d ? qh[c] * scale : 0.0f;
+    for (int i = 0; i < PER_LANE; i++)
         acc[i] = 0.0f;
-    }
     const size_t kv_row = (size_t)a.n_kv_heads * d;
+    const float *kbase = k_cache + (size_t)kv_head * d, *vbase = v_cache + (size_t)kv_head * d;
     float m = -INFINITY, l = 0.0f;
-    for (int p = lo + warp; p < hi; p += ATTN_WARPS) {
-        const float *kr = k_cache + (size_t)p * kv_row + (size_t)kv_head * d;
-        const float *vr = v_cache + (size_t)p * kv_row + (size_t)kv_head * d;
-        float dot = 0.0f;
-#pragma unroll
-        for (int i = 0; i < PER_LANE; i++) {
-            int c = i * 32 + lane;
-            if (c < d)
-                dot += qv[i] * kr[c];
+    for (int base = lo + warp * 32; base < hi; base += ATTN_WARPS * 32) {
+        int p = base + lane;
+        float score = -INFINITY;
+        if (p < hi) {
+            const float4 *kr = reinterpret_cast<const float4 *>(kbase + (size_t)p * kv_row);
+            float dot = 0.0f;
+            for (int c = 0; c < d / 4; c++) {
+                float4 k4 = __ldg(kr + c);
+                dot += qs[4 * c] * k4.x + qs[4 * c + 1] * k4.y + qs[4 * c + 2] * k4.z + qs[4 * c + 3] * k4.w;
+            }
+            score = dot;
         }
-        dot = warp_sum(dot);
-        float new_max = fmaxf(m, dot);
-        float corr = expf(m - new_max), e = expf(dot - new_max);
-        l = l * corr + e;
+        float tile_max = score;
+        for (int o = 16; o > 0; o >>= 1)
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
+        float new_max = fmaxf(m, tile_max);
+        float corr = expf(m - new_max);
+        float e = p < hi ? expf(score - new_max) : 0.0f;
+        l = l * corr + warp_sum(e);
 #pragma unroll
-        for (int i = 0; i < PER_LANE; i++) {
-            int c = i * 32 + lane;
-            acc[i] = acc[i] * corr + (c < d ? e * vr[c] : 0.0f);
+        for (int i = 0; i < PER_LANE; i++)
+            acc[i] *= corr;
+        int n = min(32, hi - base);
+        for (int j = 0; j < n; j++) {
+            float pj = __shfl_sync(0xffffffffu, e, j);
+            const float *vr = vbase + (size_t)(base + j) * kv_row;
+#pragma unroll
+            for (int i = 0; i < PER_LANE; i++) {
+                int c = i * 32 + lane;
+                if (c < d)
+                    acc[i] += pj * vr[c];
+            }
         }
         m = new_max;
     }
@@ -175,7 +194,6 @@ static __global__ void attention_kernel(cuda_attention_shape a, const float *q, 
             part[2 + c] = v;
         }
     }
-    (void)n_tok;
 }
 
 static __global__ void merge_splits(int n_heads, int d, int splits, const float *partials, float *out)
@@ -206,7 +224,8 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
                            const float *k_cache, const float *v_cache, float *out,
                            float *partials, size_t max_parts, cudaStream_t s)
 {
-    if (a->head_dim > MAX_HEAD_DIM || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads)
+    if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 4 || a->n_kv_heads < 1 ||
+        a->n_heads % a->n_kv_heads)
         return cudaErrorInvalidValue;
     /* Splits of a fixed number of keys, so that a token's result does not
      * depend on the other tokens of its pass: verifying draft tokens then
@@ -214,9 +233,11 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
      * pass too large for the partials (long prompts) takes longer splits. */
     int span = pos0 + n_tok, rows = a->n_heads * n_tok;
     int chunk = CUDA_ATTENTION_SPLIT_KEYS;
-    while ((size_t)rows * (size_t)((span + chunk - 1) / chunk) > max_parts)
-        chunk *= 2;
     int splits = (span + chunk - 1) / chunk;
+    while (splits > 1 && (size_t)rows * (size_t)splits > max_parts) {
+        chunk *= 2;
+        splits = (span + chunk - 1) / chunk;
+    }
     span = splits * chunk;
     dim3 grid((unsigned)a->n_heads, (unsigned)n_tok, (unsigned)splits);
     int threads = 32 * ATTN_WARPS;

@@ -53,7 +53,10 @@ typedef struct cuda_workspace {
     float *copy;                 /* [max_tokens][max_width]: MoE input */
     float *hidden;               /* [max_width]: one expert's hidden layer */
     float *router;               /* [max_tokens][MOE_MAX_EXPERTS] */
-    float *logits;               /* [CUDA_MATMUL_TOKENS][max_rows] */
+    float *logits;               /* [max_tokens][max_rows] */
+    float *logits_host;          /* pinned copy of logits, handed over after the pass */
+    float *logits_dst;           /* where run() copies them (the caller's buffer) */
+    size_t logits_floats;
     float *partials;             /* attention splits */
     size_t max_parts;
     int max_rows;
@@ -332,6 +335,7 @@ static void cuda_workspace_free(backend *base, void *p)
     cudaFree(ws->hidden);
     cudaFree(ws->router);
     cudaFree(ws->logits);
+    cudaFreeHost(ws->logits_host);
     cudaFree(ws->partials);
     if (ws->stream)
         cudaStreamDestroy(ws->stream);
@@ -357,10 +361,11 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     ws->shape.max_width = width;
     size_t tokens = (size_t)shape->max_tokens;
     size_t frag = cuda_fragment_bytes(shape->max_tokens, width);
-    /* Attention splits for up to CUDA_MATMUL_TOKENS tokens over the whole
-     * context (a verification pass); longer passes take longer splits. */
+    /* Attention splits for a verification pass (up to ALM_MAX_DRAFT_TOKENS
+     * + 1 tokens) over the whole context, so that its results equal those
+     * of decoding token by token; longer passes take longer splits. */
     size_t splits = (size_t)(shape->max_context + CUDA_ATTENTION_SPLIT_KEYS - 1) / CUDA_ATTENTION_SPLIT_KEYS;
-    ws->max_parts = (size_t)shape->n_heads * CUDA_MATMUL_TOKENS * (splits ? splits : 1);
+    ws->max_parts = (size_t)shape->n_heads * (ALM_MAX_DRAFT_TOKENS + 1) * (splits ? splits : 1);
     size_t partial = ws->max_parts * cuda_attention_partial_floats(shape->head_dim);
     cudaError_t e = cudaSetDevice(be->device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&ws->stream, cudaStreamNonBlocking);
@@ -371,8 +376,10 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->copy, tokens * (size_t)width * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->hidden, (size_t)width * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->router, tokens * MOE_MAX_EXPERTS * sizeof(float));
-    if (e == cudaSuccess)
-        e = cudaMalloc((void **)&ws->logits, (size_t)CUDA_MATMUL_TOKENS * (size_t)ws->max_rows * sizeof(float));
+    /* Logits of a whole pass (a verification asks for every token's). */
+    size_t logits_bytes = tokens * (size_t)ws->max_rows * sizeof(float);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->logits, logits_bytes);
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->logits_host, logits_bytes);
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->partials, partial * sizeof(float));
     if (e != cudaSuccess) {
         cuda_workspace_free(base, ws);
@@ -387,8 +394,13 @@ static void cuda_run(backend *base, alm_pool *pool, void *workspace,
     cuda_backend *be = (cuda_backend *)base;
     backend_exec ex = { be, workspace };
     check(&ex, cudaSetDevice(be->device), "selecting the GPU");
+    ex.ws->logits_dst = NULL;
     body(ctx, &ex);
     check(&ex, cudaStreamSynchronize(ex.ws->stream), "running a pass");
+    /* The logits came to pinned memory (fast, asynchronous); now they are
+     * final, hand them over. */
+    if (ex.ws->logits_dst)
+        memcpy(ex.ws->logits_dst, ex.ws->logits_host, sizeof(float) * ex.ws->logits_floats);
 }
 
 static int cuda_take_error(backend *base, void *workspace, alm_error *err)
@@ -430,10 +442,22 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
                               w[0]->rows, 0, 1.0f, ws->stream), "gate/up matmul");
         return;
     }
-    for (int i = 0; i < n_w; i++) {
-        const float *b = bias ? device_vector_for(ex, bias[i], (size_t)w[i]->rows) : NULL;
-        check(ex, cuda_matmul(matrix_of(w[i]), NULL, ws->frag, n_tok, b, NULL, y[i], w[i]->rows,
-                              0, 1.0f, ws->stream), "matmul");
+    /* q, k and v (or any weights of one format) in one launch */
+    const cuda_matrix *mats[3];
+    const float *biases[3];
+    float *outs[3];
+    for (int i0 = 0; i0 < n_w;) {
+        int n = 0;
+        while (i0 + n < n_w && n < 3 &&
+               (n == 0 || (matrix_of(w[i0 + n])->bits == mats[0]->bits &&
+                           matrix_of(w[i0 + n])->n_kb == mats[0]->n_kb))) {
+            mats[n] = matrix_of(w[i0 + n]);
+            biases[n] = bias ? device_vector_for(ex, bias[i0 + n], (size_t)w[i0 + n]->rows) : NULL;
+            outs[n] = y[i0 + n];
+            n++;
+        }
+        check(ex, cuda_matmul_many(mats, n, ws->frag, n_tok, biases, outs, ws->stream), "matmul");
+        i0 += n;
     }
 }
 
@@ -542,16 +566,19 @@ static void cuda_op_logits(backend_exec *ex, const float *x, int first, int n_ou
     cuda_workspace *ws = ex->ws;
     int dim = w->cols, rows = w->rows;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
-    for (int c0 = 0; c0 < n_out; c0 += CUDA_MATMUL_TOKENS) {
-        int nc = n_out - c0 < CUDA_MATMUL_TOKENS ? n_out - c0 : CUDA_MATMUL_TOKENS;
-        check(ex, cuda_to_fragments(x + (size_t)(first + c0) * dim, nc, dim, dnorm, eps, ws->frag,
-                                    ws->stream), "final norm");
-        check(ex, cuda_matmul(matrix_of(w), NULL, ws->frag, nc, NULL, NULL, ws->logits, rows, 0,
-                              1.0f, ws->stream), "lm_head");
-        check(ex, cudaMemcpyAsync(logits + (size_t)c0 * rows, ws->logits,
-                                  sizeof(float) * (size_t)nc * (size_t)rows, cudaMemcpyDeviceToHost,
-                                  ws->stream), "copying the logits");
-    }
+    check(ex, cuda_to_fragments(x + (size_t)first * dim, n_out, dim, dnorm, eps, ws->frag,
+                                ws->stream), "final norm");
+    /* w may ask for the first rows only (a limited vocabulary): a prefix
+     * of whole tiles of the resident matrix. */
+    cuda_matrix head = *matrix_of(w);
+    if (rows < head.rows)
+        head.rows = rows;
+    check(ex, cuda_matmul(&head, NULL, ws->frag, n_out, NULL, NULL, ws->logits, rows, 0, 1.0f,
+                          ws->stream), "lm_head");
+    ws->logits_floats = (size_t)n_out * (size_t)rows;
+    check(ex, cudaMemcpyAsync(ws->logits_host, ws->logits, sizeof(float) * ws->logits_floats,
+                              cudaMemcpyDeviceToHost, ws->stream), "copying the logits");
+    ws->logits_dst = logits;
 }
 
 /* ------------------------------------------------------------ lifetime */

@@ -65,12 +65,17 @@ cudaError_t cuda_repack_weight(const cuda_raw_weight *raw, cuda_matrix *m, cudaS
 cudaError_t cuda_to_fragments(const float *x, int n_tok, int dim, const float *norm,
                               float eps, void *frag, cudaStream_t s);
 
-/* y[t][r] (=|+=) alpha * (W x[t])[r] + bias[r] for the tokens in frag.
- * up != NULL: SwiGLU, y = silu(W x + bias) * (up x + up_bias).
- * y rows are y_stride floats apart. */
+/* y[t][r] (=|+=) alpha * (W x[t])[r] + bias[r] for the tokens in frag and
+ * r < y_stride <= W.rows (fewer: a prefix of whole tiles of rows).
+ * up != NULL: SwiGLU, y = silu(W x + bias) * (up x + up_bias). */
 cudaError_t cuda_matmul(const cuda_matrix *w, const cuda_matrix *up, const void *frag,
                         int n_tok, const float *bias, const float *up_bias, float *y,
                         int y_stride, int accumulate, float alpha, cudaStream_t s);
+
+/* y_i[t] = W_i x[t] + bias_i for n_w <= 3 matrices of the same input
+ * (columns and bits), in one launch; y_i rows are W_i.rows floats apart. */
+cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *frag, int n_tok,
+                             const float *const *bias, float *const *y, cudaStream_t s);
 
 /* x[t] = table row tokens[t] (tokens in device memory). */
 cudaError_t cuda_embed(const cuda_matrix *table, const int32_t *tokens, int n_tok, float *x,
@@ -90,7 +95,7 @@ cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_tabl
 /* Partial results per split of the key range: (max, sum, head_dim values). */
 size_t cuda_attention_partial_floats(int head_dim);
 /* Keys per split. */
-#define CUDA_ATTENTION_SPLIT_KEYS 256
+#define CUDA_ATTENTION_SPLIT_KEYS 128
 
 /* out = softmax(q K^T / sqrt(d) + mask) V, split along the keys when the
  * context is long (partials: room for max_parts splits). */

@@ -1,0 +1,129 @@
+/* GPU timings of one model against the memory roofline, as one JSON line:
+ *   cuda-bench PRESET|DIR [BITS]
+ * PRESET builds random weights of a real shape (alm_model_new_random, BITS
+ * 0 for BF16, default 4); DIR loads a model folder. Reports the device's
+ * copy bandwidth, the bytes a decode step reads, and so the roofline; then
+ * prefill of 512 tokens, decode steps, and passes over 2..16 tokens (the
+ * verification of k draft tokens) as multiples of one decode step. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alm.h"
+#include "core/clock.h"
+#include "cuda/cuda_backend.h"
+
+#define PROMPT 512
+#define STEPS 64
+#define REPEAT 5
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: cuda-bench PRESET|DIR [BITS]\n");
+        return 2;
+    }
+    alm_error err = { 0 };
+    double gbs = 0.0;
+    if (cuda_copy_bandwidth((size_t)1 << 30, 3, &gbs, &err) < 0) {
+        fprintf(stderr, "cuda-bench: %s\n", err.message);
+        return 1;
+    }
+    alm_model_params mp = alm_model_default_params();
+    mp.device = "cuda";
+    alm_model *model = NULL;
+    double t0 = alm_now_seconds();
+    int r;
+    if (strchr(argv[1], '/')) {
+        r = alm_model_load(argv[1], &mp, &model, &err);
+    } else {
+        alm_random_params rp = alm_random_default_params();
+        if (argc > 2)
+            rp.bits = atoi(argv[2]);
+        r = alm_model_new_random(argv[1], &rp, &mp, &model, &err);
+    }
+    if (r < 0) {
+        fprintf(stderr, "cuda-bench: %s\n", err.message);
+        return 1;
+    }
+    double load_s = alm_now_seconds() - t0;
+    alm_pool *pool = NULL;
+    alm_pool_new(1, &pool);
+    alm_seq *seq = NULL;
+    if (alm_seq_new(model, PROMPT + STEPS + 64, &seq, &err) < 0) {
+        fprintf(stderr, "cuda-bench: %s\n", err.message);
+        return 1;
+    }
+    int vocab = alm_model_vocab_size(model);
+    int32_t *tokens = malloc(sizeof *tokens * (PROMPT + STEPS + 64));
+    for (int i = 0; i < PROMPT + STEPS + 64; i++)
+        tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
+    float *logits = malloc(sizeof(float) * (size_t)vocab * 16);
+
+    /* prefill: 512 tokens, logits of the last */
+    double prefill[REPEAT];
+    for (int rep = -1; rep < REPEAT; rep++) {
+        alm_seq_truncate(seq, 0);
+        double s = alm_now_seconds();
+        r = alm_seq_forward(seq, pool, tokens, PROMPT, 1, logits, &err);
+        if (rep >= 0)
+            prefill[rep] = alm_now_seconds() - s;
+        if (r < 0)
+            break;
+    }
+    /* decode: STEPS single-token passes after the prompt */
+    double decode[REPEAT];
+    for (int rep = 0; rep < REPEAT && r == 0; rep++) {
+        alm_seq_truncate(seq, PROMPT);
+        double s = alm_now_seconds();
+        for (int i = 0; i < STEPS && r == 0; i++)
+            r = alm_seq_forward(seq, pool, &tokens[PROMPT + i], 1, 1, logits, &err);
+        decode[rep] = (alm_now_seconds() - s) / STEPS;
+    }
+    if (r < 0) {
+        fprintf(stderr, "cuda-bench: %s\n", err.message);
+        return 1;
+    }
+    double step = median(decode, REPEAT);
+    size_t bytes = alm_model_decode_bytes(model);
+    /* A copy of n bytes reads n and writes n: the memory moves gbs. */
+    double roofline = (double)bytes / (gbs * 1e9);
+    printf("{\"model\": \"%s\", \"bits\": \"%s\", \"load_s\": %.1f, \"copy_read_plus_write_gb_s\": %.0f, "
+           "\"decode_bytes\": %zu, \"roofline_ms\": %.3f, \"prefill_tok_s\": %.0f, \"decode_ms\": %.3f, "
+           "\"decode_tok_s\": %.1f, \"roofline_fraction\": %.3f, \"pass_cost\": {",
+           argv[1], argc > 2 ? argv[2] : "default", load_s, gbs, bytes, roofline * 1e3,
+           PROMPT / median(prefill, REPEAT), step * 1e3, 1.0 / step, roofline / step);
+    static const int sizes[] = { 2, 4, 5, 8, 9, 16 };
+    for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
+        int n = sizes[j];
+        double t[REPEAT];
+        for (int rep = 0; rep < REPEAT && r == 0; rep++) {
+            double s = alm_now_seconds();
+            for (int i = 0; i < 16 && r == 0; i++) {
+                alm_seq_truncate(seq, PROMPT);
+                r = alm_seq_forward(seq, pool, &tokens[PROMPT], n, n, logits, &err);
+            }
+            t[rep] = (alm_now_seconds() - s) / 16;
+        }
+        printf("%s\"%d\": %.3f", j ? ", " : "", n, median(t, REPEAT) / step);
+    }
+    printf("}}\n");
+    free(tokens);
+    free(logits);
+    alm_seq_free(seq);
+    alm_pool_free(pool);
+    alm_model_free(model);
+    return r < 0;
+}

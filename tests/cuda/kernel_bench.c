@@ -1,0 +1,145 @@
+/* Times each CUDA kernel alone on shapes of Llama 3 8B (4-bit, groups of
+ * 64), as JSON lines: microseconds per launch (200 back to back) and the
+ * bandwidth that means for the matmuls. Tells which kernel holds a decode
+ * step back from the memory roofline. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cuda_runtime_api.h>
+
+#include "cuda/cuda_kernels.h"
+
+#define LAUNCHES 200
+
+static float *device_floats(size_t n, float value)
+{
+    float *host = malloc(n * sizeof *host), *dev = NULL;
+    for (size_t i = 0; i < n; i++)
+        host[i] = value * (float)((i * 2654435761u) % 1000u) / 1000.0f;
+    cudaMalloc((void **)&dev, n * sizeof *dev);
+    cudaMemcpy(dev, host, n * sizeof *dev, cudaMemcpyHostToDevice);
+    free(host);
+    return dev;
+}
+
+static cuda_matrix make_matrix(int rows, int cols, int bits)
+{
+    cuda_raw_weight raw = { .rows = rows, .cols = cols, .bits = bits, .group_size = 64,
+                            .dtype = CUDA_BF16, .scale_dtype = CUDA_BF16 };
+    size_t data = bits ? (size_t)rows * cols * bits / 8 : (size_t)rows * cols * 2;
+    size_t scales = (size_t)rows * (cols / 64) * 2;
+    void *d = NULL, *sc = NULL;
+    cudaMalloc(&d, data);
+    cudaMemset(d, 0x5a, data);
+    cudaMalloc(&sc, scales);
+    cudaMemset(sc, 0x3c, scales);
+    raw.data = d;
+    raw.scales = raw.biases = sc;
+    cuda_matrix m = { 0 };
+    int b = bits ? bits : 16;
+    cudaMalloc((void **)&m.tiles, cuda_matrix_tile_bytes(rows, cols, b));
+    if (bits)
+        cudaMalloc(&m.scale_bias, cuda_matrix_scale_bytes(rows, cols, 64));
+    cuda_repack_weight(&raw, &m, 0);
+    cudaDeviceSynchronize();
+    cudaFree(d);
+    cudaFree(sc);
+    return m;
+}
+
+static cudaEvent_t ev0, ev1;
+
+static void start(void) { cudaEventRecord(ev0, 0); }
+
+static double stop_us(void)
+{
+    float ms = 0.0f;
+    cudaEventRecord(ev1, 0);
+    cudaEventSynchronize(ev1);
+    cudaEventElapsedTime(&ms, ev0, ev1);
+    return ms * 1e3 / LAUNCHES;
+}
+
+static void bench_matmul(const char *name, int rows, int cols, int bits, int n_tok, int swiglu)
+{
+    cuda_matrix w = make_matrix(rows, cols, bits), up = { 0 };
+    if (swiglu)
+        up = make_matrix(rows, cols, bits);
+    float *x = device_floats((size_t)n_tok * cols, 1.0f), *y = device_floats((size_t)n_tok * rows, 0.0f);
+    void *frag = NULL;
+    cudaMalloc(&frag, cuda_fragment_bytes(n_tok, cols));
+    cuda_to_fragments(x, n_tok, cols, NULL, 0.0f, frag, 0);
+    for (int i = 0; i < 10; i++)
+        cuda_matmul(&w, swiglu ? &up : NULL, frag, n_tok, NULL, NULL, y, rows, 0, 1.0f, 0);
+    start();
+    for (int i = 0; i < LAUNCHES; i++)
+        cuda_matmul(&w, swiglu ? &up : NULL, frag, n_tok, NULL, NULL, y, rows, 0, 1.0f, 0);
+    double us = stop_us();
+    int b = bits ? bits : 16;
+    double bytes = (double)(cuda_matrix_tile_bytes(rows, cols, b) +
+                            (bits ? cuda_matrix_scale_bytes(rows, cols, 64) : 0)) * (swiglu ? 2 : 1);
+    printf("{\"kernel\": \"matmul\", \"shape\": \"%s\", \"bits\": %d, \"n_tok\": %d, \"us\": %.2f, \"gb_s\": %.0f, \"error\": \"%s\"}\n",
+           name, b, n_tok, us, bytes / (us * 1e-6) / 1e9, cudaGetErrorString(cudaGetLastError()));
+    cudaFree(w.tiles);
+    cudaFree(w.scale_bias);
+    cudaFree(up.tiles);
+    cudaFree(up.scale_bias);
+    cudaFree(x);
+    cudaFree(y);
+    cudaFree(frag);
+}
+
+static void bench_small(int n_tok, int pos0)
+{
+    const int hidden = 4096, heads = 32, kv = 8, d = 128, ctx = 4096;
+    cuda_attention_shape a = { heads, kv, d, 0 };
+    float *x = device_floats((size_t)n_tok * 14336, 1.0f), *norm = device_floats(14336, 1.0f);
+    float *q = device_floats((size_t)n_tok * heads * d, 1.0f), *k = device_floats((size_t)n_tok * kv * d, 1.0f);
+    float *v = device_floats((size_t)n_tok * kv * d, 1.0f), *out = device_floats((size_t)n_tok * heads * d, 0.0f);
+    float *kc = device_floats((size_t)ctx * kv * d, 0.5f), *vc = device_floats((size_t)ctx * kv * d, 0.5f);
+    float *cs = device_floats((size_t)ctx * d / 2, 1.0f), *sn = device_floats((size_t)ctx * d / 2, 1.0f);
+    size_t parts = (size_t)heads * 32 * (ctx / CUDA_ATTENTION_SPLIT_KEYS);
+    float *partials = device_floats(parts * cuda_attention_partial_floats(d), 0.0f);
+    void *frag = NULL;
+    cudaMalloc(&frag, cuda_fragment_bytes(n_tok, 14336));
+    static const int dims[] = { 4096, 14336 };
+    for (int i = 0; i < 2; i++) {
+        start();
+        for (int r = 0; r < LAUNCHES; r++)
+            cuda_to_fragments(x, n_tok, dims[i], norm, 1e-5f, frag, 0);
+        printf("{\"kernel\": \"to_fragments\", \"dim\": %d, \"n_tok\": %d, \"us\": %.2f}\n", dims[i], n_tok, stop_us());
+    }
+    start();
+    for (int r = 0; r < LAUNCHES; r++)
+        cuda_rope_store(&a, cs, sn, NULL, NULL, 1e-5f, q, k, v, n_tok, pos0, kc, vc, 0);
+    printf("{\"kernel\": \"rope_store\", \"n_tok\": %d, \"us\": %.2f}\n", n_tok, stop_us());
+    start();
+    for (int r = 0; r < LAUNCHES; r++)
+        cuda_attention(&a, q, n_tok, pos0, kc, vc, out, partials, parts, 0);
+    printf("{\"kernel\": \"attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"error\": \"%s\"}\n", n_tok,
+           pos0, stop_us(), cudaGetErrorString(cudaGetLastError()));
+    (void)hidden;
+    cudaFree(x); cudaFree(norm); cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(out);
+    cudaFree(kc); cudaFree(vc); cudaFree(cs); cudaFree(sn); cudaFree(partials); cudaFree(frag);
+}
+
+int main(void)
+{
+    cudaEventCreate(&ev0);
+    cudaEventCreate(&ev1);
+    static const int toks[] = { 1, 5, 32 };
+    for (int i = 0; i < 3; i++) {
+        bench_matmul("q_proj 4096x4096", 4096, 4096, 4, toks[i], 0);
+        bench_matmul("k_proj 1024x4096", 1024, 4096, 4, toks[i], 0);
+        bench_matmul("gate+up 14336x4096", 14336, 4096, 4, toks[i], 1);
+        bench_matmul("down 4096x14336", 4096, 14336, 4, toks[i], 0);
+        bench_matmul("lm_head 128256x4096", 128256, 4096, 4, toks[i], 0);
+    }
+    bench_matmul("q_proj bf16", 4096, 4096, 0, 1, 0);
+    bench_matmul("down bf16", 4096, 14336, 0, 1, 0);
+    bench_small(1, 540);
+    bench_small(1, 4000);
+    bench_small(5, 540);
+    bench_small(32, 0);
+    return 0;
+}
