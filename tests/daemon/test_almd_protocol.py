@@ -125,6 +125,32 @@ try:
            f"{n_pipelined} requests pipelined on one connection: all answered, first in first out")
     pipe.close()
 
+    # Fairness: A queues three requests, B one while A's first runs; B gets
+    # its turn before A's third. The request log (written as each finishes)
+    # tells the order; prompts of different lengths tell the requests apart.
+    import sqlite3
+    a, b = daemon.client(), daemon.client()
+    line = "x = 1\n"
+    for k, n in ((1, 64), (2, 4), (3, 4)):
+        a.send("generate", {"prompt": line * k, "max_tokens": n, "temperature": 0}, id=f"a{k}")
+    first_a = a.read_line()
+    b.send("generate", {"prompt": line * 5, "max_tokens": 4, "temperature": 0}, id="b")
+    b.read_until_end("b")
+    ends = 0
+    while ends < 3:
+        m = a.read_line()
+        if m is None:
+            break
+        ends += m.get("event") != "token"
+    db = sqlite3.connect(f"file:{daemon.database}?mode=ro", uri=True)
+    rows = [r[0] for r in db.execute("SELECT prompt_tokens FROM request_log ORDER BY id DESC LIMIT 4")]
+    db.close()
+    rows.reverse()
+    tap.ok(first_a and first_a.get("id") == "a1" and len(rows) == 4 and rows[2] > rows[3] > rows[1] > rows[0],
+           f"fair queue: A1, A2, then B, then A3 (prompt tokens in finishing order {rows})")
+    a.close()
+    b.close()
+
     # ------------------------------------------------------------ killed client
     killer = subprocess.Popen([sys.executable, "-c", f"""
 import json, socket, sys
