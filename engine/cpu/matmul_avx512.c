@@ -145,8 +145,8 @@ static const dense_tile_fn dense_tiles[3][MAX_TOK][3] = {
 /* log2 of the rows per tile, [T - 1]. Passes of up to MAX_TOK tokens
  * (decode, verify): one row, which streams the weights best (BF16
  * coder-target's matrices, one thread, busy machine: one token 7% faster
- * than with 4 rows; 2 and 4 tokens cost 0.9x and 1.25x one token, against
- * 1.2x and 1.9x with 4 and 2 rows per tile).
+ * than with 4 rows; 2 and 4 tokens cost 1.0-1.1x and 1.4-1.5x one token,
+ * against 1.15x and 1.9-2.3x with 4 and 2 rows per tile).
  * Prefill tiles: 2 rows x 4 tokens, FMA-bound. A token's result is the
  * same in any tile (tests/kernels), so the choice is free. */
 static const int dense_small_rlog2[MAX_TOK] = { 0, 0, 0, 0, 0, 0, 0, 0 };

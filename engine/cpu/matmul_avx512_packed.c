@@ -5,7 +5,8 @@
  * one row in a vector, so every 64 bytes of weights it must convert,
  * permute the group scales and fma per row and token, and sum 16 lanes
  * horizontally at the end: 11 vector operations per 4 dot products at one
- * token (56% of the dpbusd rate). Here lane j of a vector holds one u32
+ * token (26% of the vpdpbusd peak of a Zen 5 core, measured; this kernel
+ * 44%, and 73% at 8 tokens: docs/BENCHMARKS.md). Here lane j of a vector holds one u32
  * word (8 columns) of row r + j, so a vector is 16 rows x 8 columns: the
  * activations of those 8 columns are the same for all lanes (a broadcast
  * memory operand of vpdpbusd), a lane stays in one (row, group) for the
