@@ -23,6 +23,10 @@ struct attention_block {
 typedef struct attention_block attention_block;
 
 #define ATTN_KEY_TILE 64   /* keys per step of the online softmax (multiple of 16) */
+/* Passes of up to this many query tokens compute every row exactly as a
+ * one-token pass would (the same score kernel, tiles on the same grid), so
+ * that speculative verification reproduces plain decoding bit for bit. */
+#define ATTN_EXACT_TOKENS 16
 #define ATTN_ROW_PAD 16    /* rows padded to a multiple of this (any VLEN divides it) */
 #define ATTN_KEY_PAD 16    /* score rows a kernel may write past a tile */
 

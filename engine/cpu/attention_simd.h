@@ -416,9 +416,16 @@ static void attention_block_simd(const attention_args *a, const attention_block 
         return;
     }
     block_ctx c;
-    const bool by_rows = scores_by_rows(b->n_tok * b->n_heads, a->head_dim);
+    /* A row's result must not depend on the pass it is in (up to
+     * ATTN_EXACT_TOKENS tokens): the two score kernels round differently,
+     * so those passes all take the one a one-token pass takes, and every
+     * block walks the keys on the same grid of tiles (multiples of the
+     * tile from position 0): keys before a row's first are masked, and a
+     * tile a row sees nothing of leaves its state unchanged exactly. */
+    const bool by_rows = a->n_tok > ATTN_EXACT_TOKENS &&
+                         scores_by_rows(b->n_tok * b->n_heads, a->head_dim);
     block_setup(&c, a, b, scratch, by_rows);
-    for (int kt0 = c.lo; kt0 <= c.hi; kt0 += ATTN_KEY_TILE) {
+    for (int kt0 = c.lo / ATTN_KEY_TILE * ATTN_KEY_TILE; kt0 <= c.hi; kt0 += ATTN_KEY_TILE) {
         int nk = c.hi + 1 - kt0 < ATTN_KEY_TILE ? c.hi + 1 - kt0 : ATTN_KEY_TILE;
         if (by_rows) {
             qk_by_rows(&c, kt0, nk);

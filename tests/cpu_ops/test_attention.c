@@ -447,6 +447,63 @@ static void test_validation(void)
     tap_ok(monotone, "scratch size needs no pointers, grows with n_tok (%zu floats at 100)", prev);
 }
 
+/* A token's output must not depend on the pass it is computed in, for
+ * passes of up to ATTN_EXACT_TOKENS tokens: speculative verification runs
+ * k + 1 tokens at once and must reproduce one-token decoding bit for bit.
+ * Every token of a 16-token pass, and of shorter passes at every offset,
+ * against its own one-token pass (with the head groups split, as a decode
+ * step on several threads does). */
+static void test_pass_size_invariance(const cpu_vector_ops *const *ops, int n_ops)
+{
+    static const int groups[][2] = { { 6, 2 }, { 4, 4 }, { 12, 4 }, { 3, 1 }, { 16, 1 } };
+    static const int dims[] = { 64, 128, 24 };
+    static const int starts[] = { 0, 70, 200 };
+    static const int wins[] = { 0, 16, 100 };
+    const int N = ATTN_EXACT_TOKENS;
+    for (int o = 0; o < n_ops; o++) {
+        long compared = 0, differ = 0;
+        for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+            for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+                for (size_t si = 0; si < sizeof starts / sizeof starts[0]; si++)
+                    for (size_t wi = 0; wi < sizeof wins / sizeof wins[0]; wi++) {
+                        shape sh = { groups[g][0], groups[g][1], dims[di], N, starts[si], wins[wi] };
+                        problem p;
+                        fill_problem(&p, &sh, 7 + g * 131 + di * 17 + si * 5 + wi);
+                        size_t row = (size_t)sh.n_heads * (size_t)sh.head_dim;
+                        float *single = malloc(sizeof(float) * row * (size_t)N);
+                        float *out = malloc(sizeof(float) * row * (size_t)N);
+                        attention_args whole = args_for(&p, out, 0);
+                        size_t scratch_n = cpu_attention_scratch_floats(&whole);
+                        float *scratch = malloc(sizeof(float) * (scratch_n ? scratch_n : 1));
+                        for (int t = 0; t < N; t++) {
+                            attention_args a = args_for(&p, single + (size_t)t * row, 2);
+                            a.q = p.q + (size_t)t * row;
+                            a.n_tok = 1;
+                            a.pos0 = sh.pos0 + t;
+                            cpu_attention_run(ops[o], &a, 0, cpu_attention_items(&a), scratch);
+                        }
+                        for (int n = 2; n <= N; n *= 2) {
+                            for (int t0 = 0; t0 + n <= N; t0 += n) {
+                                attention_args a = args_for(&p, out + (size_t)t0 * row, 0);
+                                a.q = p.q + (size_t)t0 * row;
+                                a.n_tok = n;
+                                a.pos0 = sh.pos0 + t0;
+                                cpu_attention_run(ops[o], &a, 0, cpu_attention_items(&a), scratch);
+                            }
+                            compared++;
+                            differ += memcmp(single, out, sizeof(float) * row * (size_t)N) != 0;
+                        }
+                        free(scratch);
+                        free(out);
+                        free(single);
+                        free_problem(&p);
+                    }
+        tap_ok(differ == 0,
+               "%s: passes of 2..%d tokens give every token the bits of its one-token pass (%ld of %ld configurations differ)",
+               isa_label(ops[o]->isa), N, differ, compared);
+    }
+}
+
 int main(void)
 {
     const cpu_vector_ops *ops[3];
@@ -466,6 +523,7 @@ int main(void)
     test_head_splits(ops, n_ops);
     test_in_place(ops, n_ops);
     test_scale(ops, n_ops);
+    test_pass_size_invariance(ops, n_ops);
     test_balance();
     test_validation();
     return tap_done();
