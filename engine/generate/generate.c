@@ -7,6 +7,7 @@
 #include "core/cleanup.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "generate/generate.h"
 #include "generate/session.h"
 #include "speculative/speculative.h"
 
@@ -56,10 +57,10 @@ static int plain_decode(gen_session *g, alm_seq *seq, alm_pool *pool, float *log
 
 static void session_clearp(gen_session *g) { session_clear(g); }
 
-int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *prompt,
+int generate_run(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *prompt,
                  size_t n_prompt, const alm_generate_params *p, alm_text_fn on_text,
-                 void *user, int32_t **ids_out, size_t *n_ids_out, alm_generate_stats *stats,
-                 alm_error *err)
+                 void *user, const draft_override *override, int32_t **ids_out,
+                 size_t *n_ids_out, alm_generate_stats *stats, alm_error *err)
 {
     const alm_speculative_params *spec = &p->speculative;
     if (n_prompt == 0)
@@ -103,7 +104,8 @@ int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *pr
         if (spec->mode == ALM_SPECULATIVE_OFF)
             r = plain_decode(&g, seq, pool, logits, first, err);
         else
-            r = speculative_decode(&g, seq, draft, pool, first, &st.speculative, err);
+            r = speculative_decode_overridden(&g, seq, draft, pool, first, override,
+                                              &st.speculative, err);
         if (r < 0)
             return r;
     }
@@ -126,4 +128,13 @@ int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *pr
     if (ids_out)
         *ids_out = TAKE_PTR(g.ids);
     return 0;
+}
+
+int alm_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *prompt,
+                 size_t n_prompt, const alm_generate_params *p, alm_text_fn on_text,
+                 void *user, int32_t **ids, size_t *n_ids, alm_generate_stats *stats,
+                 alm_error *err)
+{
+    return generate_run(seq, draft, pool, prompt, n_prompt, p, on_text, user, NULL, ids, n_ids,
+                        stats, err);
 }

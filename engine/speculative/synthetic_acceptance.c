@@ -6,10 +6,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "core/cleanup.h"
-#include "core/clock.h"
 #include "core/error.h"
-#include "generate/session.h"
+#include "generate/generate.h"
 #include "speculative/speculative.h"
 
 static uint64_t next_random(uint64_t *state)
@@ -55,8 +53,6 @@ static void verified(void *user, int n, int accepted)
     sa->looked_at += accepted < n ? accepted + 1 : accepted;
 }
 
-static void session_clearp(gen_session *g) { session_clear(g); }
-
 int synthetic_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *prompt,
                        size_t n_prompt, const alm_generate_params *p,
                        synthetic_acceptance *sa, int32_t **ids_out, size_t *n_ids_out,
@@ -67,61 +63,7 @@ int synthetic_generate(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32
                              "synthetic acceptance needs greedy decoding (temperature 0) and a draft model");
     if (!(sa->rate >= 0.0 && sa->rate <= 1.0))
         return alm_error_set(err, -EINVAL, "synthetic acceptance %g: expected a rate in [0, 1]", sa->rate);
-    if (n_prompt == 0)
-        return alm_error_set(err, -EINVAL, "the prompt is empty: generation needs at least one token");
-    int r = speculative_check_params(&p->speculative, draft, err);
-    if (r == 0)
-        r = alm_check_draft(alm_seq_model(seq), alm_seq_model(draft), err);
-    if (r < 0)
-        return r;
-
-    _cleanup_(session_clearp) gen_session g;
-    r = session_init(&g, alm_seq_model(seq), p, NULL, NULL, err);
-    if (r < 0)
-        return r;
-    _cleanup_free_ float *logits = malloc(sizeof(float) * (size_t)g.vocab);
-    if (!logits)
-        return alm_error_set(err, -ENOMEM, "out of memory");
-
-    alm_generate_stats st = { .prompt_tokens = (int)n_prompt };
-    double t0 = alm_now_seconds();
-    r = alm_seq_forward(seq, pool, prompt, (int)n_prompt, 1, logits, err);
-    if (r == 0)
-        r = speculative_prefill_draft(draft, seq, pool, err);
-    if (r < 0)
-        return r;
-    int32_t first = -1;
-    if (!g.done) {
-        first = sampler_sample(g.sampler, logits, g.vocab);
-        if (first < 0)
-            return alm_error_set(err, first, "sampling failed: the logits are not finite");
-        r = session_emit(&g, first, err);
-        if (r < 0)
-            return r;
-    }
-    double t1 = alm_now_seconds();
     draft_override override = { propose, verified, sa };
-    if (!g.done) {
-        r = speculative_decode_overridden(&g, seq, draft, pool, first, &override, &st.speculative, err);
-        if (r < 0)
-            return r;
-    }
-    double t2 = alm_now_seconds();
-    r = session_finish(&g, err);
-    if (r < 0)
-        return r;
-
-    st.generated_tokens = (int)g.n_ids;
-    st.finish = g.finish;
-    st.prefill_seconds = t1 - t0;
-    st.decode_seconds = t2 - t1;
-    st.prefill_tok_s = st.prefill_seconds > 0 ? (double)n_prompt / st.prefill_seconds : 0.0;
-    st.decode_tok_s = g.n_ids > 1 && st.decode_seconds > 0 ? (double)(g.n_ids - 1) / st.decode_seconds : 0.0;
-    if (stats)
-        *stats = st;
-    if (n_ids_out)
-        *n_ids_out = g.n_ids;
-    if (ids_out)
-        *ids_out = TAKE_PTR(g.ids);
-    return 0;
+    return generate_run(seq, draft, pool, prompt, n_prompt, p, NULL, NULL, &override, ids_out,
+                        n_ids_out, stats, err);
 }
