@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/moe_routing.h"
 #include "core/error.h"
 #include "cpu/attention.h"
 #include "cpu/matmul.h"
@@ -497,33 +498,10 @@ static void cpu_moe_add(backend_exec *ex, const float *norm, float eps,
         /* Router: tiny, computed by every thread. */
         cpu_matmul_prepare(k, router, nt, 1, (size_t)dim, ex->space->prep);
         cpu_matmul_rows(k, router, ex->space->prep, nt, 1, (size_t)dim, logits, (size_t)n_experts, 0, n_experts);
-        float max = -INFINITY;
-        for (int e = 0; e < n_experts; e++)
-            if (logits[e] > max)
-                max = logits[e];
-        float sum = 0.0f;
-        for (int e = 0; e < n_experts; e++)
-            sum += (weights[e] = expf(logits[e] - max));
-        for (int e = 0; e < n_experts; e++)
-            weights[e] /= sum;
-        /* Top k by probability, lowest index first on ties (as torch.topk
-         * on CPU/CUDA returns for distinct values). */
-        float picked_sum = 0.0f;
-        for (int j = 0; j < top_k; j++) {
-            int best = -1;
-            for (int e = 0; e < n_experts; e++) {
-                bool taken = false;
-                for (int m = 0; m < j; m++)
-                    taken |= chosen[m] == e;
-                if (!taken && (best < 0 || weights[e] > weights[best]))
-                    best = e;
-            }
-            chosen[j] = best;
-            picked_sum += weights[best];
-        }
+        moe_route(logits, n_experts, top_k, chosen, weights);
         for (int j = 0; j < top_k; j++) {
             int e = chosen[j];
-            float wgt = weights[e] / picked_sum;
+            float wgt = weights[j];
             const alm_weight *gate = experts[e].gate, *up = experts[e].up, *down = experts[e].down;
             int r0, r1;
             share(ex, inter, &r0, &r1);

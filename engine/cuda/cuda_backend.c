@@ -20,6 +20,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backend/moe_routing.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_kernels.h"
@@ -522,27 +523,7 @@ static void cuda_op_moe_add(backend_exec *ex, const float *norm, float eps,
         const float *lg = logits + (size_t)t * n_experts;
         float weights[MOE_MAX_EXPERTS];
         int chosen[MOE_MAX_EXPERTS];
-        float max = -INFINITY, sum = 0.0f;
-        for (int e = 0; e < n_experts; e++)
-            if (lg[e] > max)
-                max = lg[e];
-        for (int e = 0; e < n_experts; e++)
-            sum += (weights[e] = expf(lg[e] - max));
-        for (int e = 0; e < n_experts; e++)
-            weights[e] /= sum;
-        float picked = 0.0f;
-        for (int j = 0; j < top_k; j++) {
-            int best = -1;
-            for (int e = 0; e < n_experts; e++) {
-                bool taken = false;
-                for (int m = 0; m < j; m++)
-                    taken |= chosen[m] == e;
-                if (!taken && (best < 0 || weights[e] > weights[best]))
-                    best = e;
-            }
-            chosen[j] = best;
-            picked += weights[best];
-        }
+        moe_route(lg, n_experts, top_k, chosen, weights);
         check(ex, cuda_to_fragments(ws->copy + (size_t)t * dim, 1, dim, dnorm, eps, ws->frag,
                                     ws->stream), "rmsnorm");
         for (int j = 0; j < top_k; j++) {
@@ -553,7 +534,7 @@ static void cuda_op_moe_add(backend_exec *ex, const float *norm, float eps,
             check(ex, cuda_to_fragments(ws->hidden, 1, inter, NULL, 0.0f, ws->frag_hidden, ws->stream),
                   "fragments");
             check(ex, cuda_matmul(matrix_of(E->down), NULL, ws->frag_hidden, 1, NULL, NULL,
-                                  x + (size_t)t * dim, dim, 1, weights[chosen[j]] / picked, ws->stream),
+                                  x + (size_t)t * dim, dim, 1, weights[j], ws->stream),
                   "expert down");
         }
     }
