@@ -6,7 +6,6 @@ one message on stderr, nothing on stdout). TAP output."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -14,35 +13,11 @@ ENGINE = sys.argv[1]
 DATA = os.environ["ALM_TEST_DATA"]
 MODELS = os.environ["ALM_DEFAULT_MODELS"]
 TINY = os.path.join(DATA, "models", "tiny", "llama3-rope")
-count = failed = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from engine_cli import EngineCli  # noqa: E402
 
-
-def ok(cond, what):
-    global count, failed
-    count += 1
-    if not cond:
-        failed += 1
-    print(f"{'ok' if cond else 'not ok'} {count} - {what}", flush=True)
-    return cond
-
-
-def run(*args):
-    p = subprocess.run([ENGINE, *args], capture_output=True, text=True, timeout=300)
-    return p.returncode, p.stdout, p.stderr
-
-
-def run_json(*args):
-    code, out, err = run(*args)
-    if code != 0:
-        print(f"# {' '.join(args)}: exit {code}: {err.strip()}")
-        return None
-    return json.loads(out)
-
-
-def expect_error(what, needle, *args):
-    code, out, err = run(*args)
-    ok(code != 0 and out == "" and needle in err and err.count("\n") == 1,
-       f"{what}: exit {code}, message {err.strip()!r} mentions {needle!r}")
+cli = EngineCli(ENGINE)
+ok, run, run_json, expect_error = cli.ok, cli.run, cli.run_json, cli.expect_error
 
 
 QUICK = ["--prompt-tokens", "16", "--gen-tokens", "24", "--repeat", "1"]
@@ -113,5 +88,4 @@ try:
 finally:
     shutil.rmtree(tmp)
 
-print(f"1..{count}")
-sys.exit(1 if failed else 0)
+cli.done()

@@ -4,7 +4,6 @@ references, sampling options, stop strings, and clear errors (non-zero exit,
 one message on stderr, nothing on stdout) for bad input. TAP output."""
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -13,35 +12,11 @@ DATA = os.environ["ALM_TEST_DATA"]
 MODELS = os.environ["ALM_DEFAULT_MODELS"]
 TARGET = os.path.join(MODELS, "coder-target-4bit")
 SPM = os.path.join(DATA, "models", "tiny", "llama2-spm")
-count = failed = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_cli import EngineCli  # noqa: E402
 
-
-def ok(cond, what):
-    global count, failed
-    count += 1
-    if not cond:
-        failed += 1
-    print(f"{'ok' if cond else 'not ok'} {count} - {what}", flush=True)
-    return cond
-
-
-def run(*args):
-    p = subprocess.run([ENGINE, *args], capture_output=True, text=True, timeout=300)
-    return p.returncode, p.stdout, p.stderr
-
-
-def run_json(*args):
-    code, out, err = run(*args)
-    if code != 0:
-        print(f"# {' '.join(args)}: exit {code}: {err.strip()}")
-        return None
-    return json.loads(out)
-
-
-def expect_error(what, needle, *args):
-    code, out, err = run(*args)
-    ok(code != 0 and out == "" and needle in err and err.count("\n") == 1,
-       f"{what}: exit {code}, message {err.strip()!r} mentions {needle!r}")
+cli = EngineCli(ENGINE)
+ok, run, run_json, expect_error = cli.ok, cli.run, cli.run_json, cli.expect_error
 
 
 greedy = json.load(open(os.path.join(DATA, "refs", "greedy.json")))["models"]["coder-target-4bit"]
@@ -123,5 +98,4 @@ with tempfile.TemporaryDirectory() as d:
         dst.write(src.read()[:100000])
     expect_error("truncated weights", "model.safetensors", "generate", "--model", d, "--prompt", "x", "--max-tokens", "1")
 
-print(f"1..{count}")
-sys.exit(1 if failed else 0)
+cli.done()
