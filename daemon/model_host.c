@@ -214,9 +214,9 @@ static int build_model_set(model_host *h, const load_job *job, model_set **out, 
         r = alm_seq_new(set->draft, capacity, &set->draft_seq, err);
     if (r < 0)
         goto out;
-    set->memory_bytes = alm_model_weight_bytes(set->target) + alm_seq_memory_bytes(set->seq);
+    set->memory_bytes = alm_model_memory_bytes(set->target) + alm_seq_memory_bytes(set->seq);
     if (set->draft)
-        set->memory_bytes += alm_model_weight_bytes(set->draft) +
+        set->memory_bytes += alm_model_memory_bytes(set->draft) +
                              alm_seq_memory_bytes(set->draft_seq);
     set->loaded_at = now_unix();
     *out = set;

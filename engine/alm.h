@@ -98,6 +98,11 @@ int alm_model_max_context(const alm_model *model);
 const char *alm_model_architecture(const alm_model *model);
 /* Bytes of weights (mapped from the files, or held in memory). */
 size_t alm_model_weight_bytes(const alm_model *model);
+/* Host memory the weights take now: what stays mapped from the files (or
+ * held in memory) plus the backend's own copies (the CPU's repacked 4-bit
+ * weights, after which the files' pages of them are let go). A GPU's
+ * copies live on the GPU and are not counted. */
+size_t alm_model_memory_bytes(const alm_model *model);
 /* Bytes of weights one decode step reads: every matrix once (the routed
  * experts only), one row of the embedding table. Memory bandwidth divided
  * by this is the decode roofline. */

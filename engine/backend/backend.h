@@ -173,6 +173,9 @@ typedef struct backend_ops {
 
 struct backend {
     const backend_ops *ops;
+    /* Host memory the backend's own copies of the weights take
+     * (prepare_weights; 0 when it reads the files' mapping). */
+    size_t host_copy_bytes;
 };
 
 /* The CPU backend (its threads come from the pool given to run). */

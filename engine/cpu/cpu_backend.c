@@ -113,6 +113,7 @@ static int cpu_prepare_weights(backend *base, const alm_weight *const *weights, 
                 return alm_error_set(err, -ENOMEM, "out of memory for the repacked weights (%zu bytes)",
                                      bytes);
             be->packed[be->n_packed++] = copy;
+            be->base.host_copy_bytes += bytes;
             int r = cpu_matmul_pack(be->kernels, w, copy, bytes);
             if (r < 0)
                 return alm_error_set(err, r, "repacking a %dx%d weight failed", w->rows, w->cols);

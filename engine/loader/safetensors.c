@@ -7,6 +7,8 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -34,6 +36,7 @@ typedef struct mapped_file {
     char *path;
     void *base;
     size_t size;
+    bool anonymous;    /* the memory of tensor_store_new_memory, not a file */
 } mapped_file;
 
 struct tensor_store {
@@ -642,6 +645,7 @@ int tensor_store_new_memory(const char *source, size_t bytes, tensor_store **out
 #endif
     files->base = p;
     files->size = size;
+    files->anonymous = true;
     s->mapped_bytes = bytes;
     *out = s;
     *base = p;
@@ -680,4 +684,25 @@ int tensor_store_seal(tensor_store *s, alm_error *err)
     if (s->by_name)
         return alm_error_set(err, -EINVAL, "%s: the store is already sealed", s->source);
     return finish_store(s, err);
+}
+
+size_t tensor_store_release(tensor_store *s, const void *p, size_t len)
+{
+    uintptr_t begin = (uintptr_t)p, end = begin + len;
+    for (size_t i = 0; i < s->n_files; i++) {
+        const mapped_file *f = &s->files[i];
+        uintptr_t base = (uintptr_t)f->base;
+        if (f->anonymous || begin < base || end > base + f->size)
+            continue;
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+        if (last <= first)
+            return 0;
+        /* A read-only private file mapping never written: dropping the
+         * pages loses nothing. */
+        if (madvise((void *)first, last - first, MADV_DONTNEED) < 0)
+            return 0;
+        return last - first;
+    }
+    return 0;
 }

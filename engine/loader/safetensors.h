@@ -62,6 +62,11 @@ size_t tensor_store_count(const tensor_store *store);
 const stored_tensor *tensor_store_at(const tensor_store *store, size_t i);
 /* Bytes mapped, over all files (or the memory region). */
 size_t tensor_store_mapped_bytes(const tensor_store *store);
+/* Lets the pages wholly inside [p, p + len) of a mapped file leave this
+ * process's memory (they come back from the file if read again): for
+ * tensors a backend keeps its own copy of. A memory store's pages are the
+ * only copy and stay. Returns the bytes released. */
+size_t tensor_store_release(tensor_store *store, const void *p, size_t len);
 /* The file or folder the store was opened from (for messages). */
 const char *tensor_store_source(const tensor_store *store);
 

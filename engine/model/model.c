@@ -137,6 +137,23 @@ static int read_folder(alm_model *m, void *ctx, alm_error *err)
     return r;
 }
 
+/* Once the backend holds its own copy of a weight (repacked for the CPU's
+ * kernels, uploaded to a GPU), the file's pages of it need not stay
+ * resident: a model would otherwise take its size twice. They come back
+ * from the file if anything reads them again (an embedding row). */
+static void release_copied_weights(alm_model *m)
+{
+    for (size_t i = 0; i < m->n_all_weights; i++) {
+        const alm_weight *w = m->all_weights[i];
+        bool seen = false;   /* tied matrices: one release */
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = m->all_weights[j]->data == w->data;
+        if (w->backend_data && !seen)
+            m->released_bytes += tensor_store_release(m->store, w->data,
+                                                      alm_weight_row_bytes(w) * (size_t)w->rows);
+    }
+}
+
 int model_create(const char *name, const alm_model_params *params, model_source_fn read_source,
                  void *ctx, alm_model **out, alm_error *err)
 {
@@ -167,6 +184,8 @@ int model_create(const char *name, const alm_model_params *params, model_source_
         r = build_rope(m, err);
     if (r == 0 && m->be->ops->prepare_weights)
         r = m->be->ops->prepare_weights(m->be, m->all_weights, m->n_all_weights, err);
+    if (r == 0)
+        release_copied_weights(m);
     if (r < 0) {
         alm_model_free(m);
         return r;
@@ -209,4 +228,9 @@ int32_t alm_model_vocab_size(const alm_model *m) { return m->cfg.vocab_size; }
 int alm_model_max_context(const alm_model *m) { return m->rope.max_positions; }
 const char *alm_model_architecture(const alm_model *m) { return model_arch_name(m->cfg.arch); }
 size_t alm_model_weight_bytes(const alm_model *m) { return tensor_store_mapped_bytes(m->store); }
+
+size_t alm_model_memory_bytes(const alm_model *m)
+{
+    return tensor_store_mapped_bytes(m->store) - m->released_bytes + m->be->host_copy_bytes;
+}
 const char *alm_model_dir(const alm_model *m) { return m->dir; }

@@ -28,6 +28,9 @@ struct alm_model {
     /* Every weight, for sizing workspaces. */
     const alm_weight **all_weights;
     size_t n_all_weights;
+    /* Bytes of the files' mapping let go because the backend keeps its own
+     * copy of those weights (alm_model_memory_bytes). */
+    size_t released_bytes;
 };
 
 struct alm_seq {
