@@ -57,7 +57,7 @@ static int bad_option(const char *name, const char *value, const char *expected)
  * one table of them and says what is wrong). */
 static int parse_options(int argc, char **argv, generate_options *o)
 {
-    enum { OPT_TOP_P = 256, OPT_TOP_K, OPT_MIN_P, OPT_NO_DRAFT, OPT_JSON, OPT_STATS };
+    enum { OPT_TOP_P = 256, OPT_TOP_K, OPT_MIN_P, OPT_NO_DRAFT, OPT_IGNORE_EOS, OPT_JSON, OPT_STATS };
     static const struct option options[] = {
         { "max-tokens", required_argument, NULL, 'n' },
         { "temperature", required_argument, NULL, 't' },
@@ -66,6 +66,7 @@ static int parse_options(int argc, char **argv, generate_options *o)
         { "min-p", required_argument, NULL, OPT_MIN_P },
         { "seed", required_argument, NULL, 's' },
         { "no-draft", no_argument, NULL, OPT_NO_DRAFT },
+        { "ignore-eos", no_argument, NULL, OPT_IGNORE_EOS },
         { "chat", no_argument, NULL, 'c' },
         { "json", no_argument, NULL, OPT_JSON },
         { "stats", no_argument, NULL, OPT_STATS },
@@ -105,6 +106,9 @@ static int parse_options(int argc, char **argv, generate_options *o)
             if (!parse_number(optarg, &d))
                 return bad_option("min-p", optarg, "a number");
             json_object_set_double_member(o->params, "min_p", d);
+            break;
+        case OPT_IGNORE_EOS:
+            json_object_set_boolean_member(o->params, "ignore_eos", true);
             break;
         case OPT_NO_DRAFT:
             json_object_set_boolean_member(o->params, "draft", false);

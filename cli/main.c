@@ -37,6 +37,7 @@ static const cli_command commands[] = {
       "      --min-p P          drop tokens below P times the top one (0 = off)\n"
       "  -s, --seed S           same seed, same output\n"
       "      --no-draft         do not speculate with the draft model\n"
+      "      --ignore-eos       keep going past end-of-sequence tokens\n"
       "  -c, --chat             wrap the prompt in the model's chat template\n"
       "      --json             print one JSON object at the end: ids, text, stats\n"
       "      --stats            print a summary line to stderr after the text\n"

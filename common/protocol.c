@@ -109,6 +109,8 @@ static const protocol_param generate_params[] = {
       .help = "random seed (default: random)" },
     { .name = "draft", .type = PROTOCOL_PARAM_BOOL,
       .help = "false: do not use the draft model for this request" },
+    { .name = "ignore_eos", .type = PROTOCOL_PARAM_BOOL,
+      .help = "keep generating past end-of-sequence tokens (up to max_tokens or the context)" },
 };
 
 static const protocol_method methods[PROTOCOL_METHOD_COUNT_] = {

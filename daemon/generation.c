@@ -138,6 +138,7 @@ static alm_generate_params request_params(const generation_env *h, const model_s
     p.sampling.min_p = (float)(req->has_min_p ? req->min_p
                                               : settings_effective_number(st, "min_p", &warn));
     p.sampling.seed = req->has_seed ? req->seed : random_seed();
+    p.ignore_eos = req->ignore_eos;
 
     char *mode = NULL;
     alm_error merr = { 0 };

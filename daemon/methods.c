@@ -260,6 +260,7 @@ static void method_generate(server *srv, client *c, const protocol_request *req)
     g->use_draft = true;
     protocol_param_bool(req, "chat", &g->chat);
     protocol_param_bool(req, "draft", &g->use_draft);
+    protocol_param_bool(req, "ignore_eos", &g->ignore_eos);
     int64_t v;
     if ((g->has_max_tokens = protocol_param_int(req, "max_tokens", &v)))
         g->max_tokens = (int)v;

@@ -47,6 +47,7 @@ typedef struct generate_request {
     char *prompt;
     bool chat;
     bool use_draft;            /* false: no speculation for this request */
+    bool ignore_eos;           /* keep going past end-of-sequence tokens */
     bool has_max_tokens, has_temperature, has_top_p, has_top_k, has_min_p, has_seed;
     int max_tokens, top_k;
     double temperature, top_p, min_p;

@@ -179,6 +179,24 @@ def test_generate(sock):
         same = False
     ok(same, "the same seed gives the same ids")
 
+    # --ignore-eos: sampled with this seed, the text ends at an
+    # end-of-sequence token after 23 tokens (as alm-engine generate gives);
+    # with the option it runs to the token limit.
+    args = ["--json", "--no-draft", "--max-tokens", "64", "--seed", "6", "--temperature", "1.5", PROMPT]
+    code, out, _ = alm(sock, "generate", *args)
+    code2, out2, _ = alm(sock, "generate", "--ignore-eos", *args)
+    try:
+        a, b = json.loads(out)["stats"], json.loads(out2)["stats"]
+        good = (code == 0 and code2 == 0 and a["finish_reason"] == "eos" and
+                a["generated_tokens"] < 64 and b["finish_reason"] == "length" and
+                b["generated_tokens"] == 64)
+    except (ValueError, KeyError, TypeError):
+        a = b = None
+        good = False
+    ok(good, f"--ignore-eos runs past the end-of-sequence token ({a and a.get('finish_reason')} "
+             f"at {a and a.get('generated_tokens')}, then {b and b.get('finish_reason')} at "
+             f"{b and b.get('generated_tokens')})")
+
     code, out, err = alm(sock, "generate", "--temperature", "hot", PROMPT)
     ok(code == 2 and out == "" and one_line_error(err) and "--temperature" in err,
        f"a malformed option is a usage error: {err.strip()}")

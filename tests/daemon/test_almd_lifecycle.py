@@ -280,7 +280,10 @@ try:
     # ------------------------------------------------------------ SIGTERM with work
     c.call("config.set", {"key": "speculative", "value": "off"})
     c1, c2 = daemon.client(), daemon.client()
-    r1 = c1.send("generate", {"prompt": PROMPT, "max_tokens": 100000, "temperature": 0.8})
+    # ignore_eos: it must still be running when SIGTERM comes (it runs to
+    # the end of the context, about a second even on a fast machine)
+    r1 = c1.send("generate", {"prompt": PROMPT, "max_tokens": 100000, "temperature": 0.8,
+                              "ignore_eos": True})
     r2 = c2.send("generate", {"prompt": PROMPT, "max_tokens": 10, "temperature": 0})
     first = c1.read_line()
     # Both are read while almd stops: a reader that waited for the exit
