@@ -16,7 +16,7 @@
 /* Longest model name or path accepted (PATH_MAX). */
 #define SETTINGS_MODEL_MAX 4096
 
-static const char *const speculative_choices[] = { "draft", "ngram", "off", NULL };
+static const char *const speculative_choices[] = { "draft", "ngram", "hybrid", "off", NULL };
 static const char *const device_choices[] = { "cpu", "cuda", NULL };
 
 static const settings_key settings_keys[] = {
@@ -34,8 +34,8 @@ static const settings_key settings_keys[] = {
       .help = "tokens drafted per step (auto adapts to the acceptance rate)" },
     { .name = "speculative", .type = SETTINGS_TYPE_CHOICE, .default_value = "draft",
       .choices = speculative_choices,
-      .expected = "one of draft, ngram, off",
-      .help = "draft: use draft_model when one is set; ngram: prompt lookup; off: plain decoding" },
+      .expected = "one of draft, ngram, hybrid, off",
+      .help = "draft: use draft_model when one is set; ngram: prompt lookup; hybrid: prompt lookup where it finds a match, else draft_model; off: plain decoding" },
     { .name = "draft_p_min", .type = SETTINGS_TYPE_NUMBER, .default_value = "0",
       .min = 0, .max = 1, .has_max = true, .max_open = true,
       .expected = "a number p with 0 <= p < 1",

@@ -149,6 +149,9 @@ static alm_generate_params request_params(const generation_env *h, const model_s
     if (req->use_draft && mode && strcmp(mode, "draft") == 0 && set->draft_seq) {
         p.speculative.mode = ALM_SPECULATIVE_DRAFT;
         *with_draft = true;
+    } else if (req->use_draft && mode && strcmp(mode, "hybrid") == 0 && set->draft_seq) {
+        p.speculative.mode = ALM_SPECULATIVE_HYBRID;
+        *with_draft = true;
     } else if (req->use_draft && mode && strcmp(mode, "ngram") == 0) {
         p.speculative.mode = ALM_SPECULATIVE_NGRAM;
     }
@@ -188,10 +191,7 @@ static JsonObject *done_result(const int32_t *ids, size_t n_ids, const char *tex
     json_object_set_double_member(stats, "prefill_tok_s", st->prefill_tok_s);
     json_object_set_double_member(stats, "decode_tok_s", st->decode_tok_s);
     json_object_set_string_member(stats, "finish_reason", alm_finish_reason_name(st->finish));
-    const char *mode = p->speculative.mode == ALM_SPECULATIVE_DRAFT   ? "draft"
-                       : p->speculative.mode == ALM_SPECULATIVE_NGRAM ? "ngram"
-                                                                      : "off";
-    json_object_set_string_member(stats, "speculative", mode);
+    json_object_set_string_member(stats, "speculative", alm_speculative_mode_name(p->speculative.mode));
     json_object_set_int_member(stats, "drafted", s->drafted);
     json_object_set_int_member(stats, "accepted", s->accepted);
     json_object_set_double_member(stats, "acceptance_rate",

@@ -187,7 +187,13 @@ typedef enum alm_speculative_mode {
     ALM_SPECULATIVE_OFF,
     ALM_SPECULATIVE_DRAFT,   /* needs a draft sequence */
     ALM_SPECULATIVE_NGRAM,   /* prompt lookup: no second model */
+    ALM_SPECULATIVE_HYBRID,  /* prompt lookup where it finds a match, else the
+                                draft model (needs a draft sequence) */
 } alm_speculative_mode;
+
+/* "off", "draft", "ngram", "hybrid"; and whether the mode runs a draft model. */
+const char *alm_speculative_mode_name(alm_speculative_mode m);
+bool alm_speculative_uses_draft(alm_speculative_mode m);
 
 #define ALM_MAX_DRAFT_TOKENS 16
 
@@ -228,6 +234,7 @@ typedef struct alm_speculative_stats {
     long accepted;           /* of which the target kept */
     long target_passes;      /* verification passes */
     long draft_passes;       /* draft model passes */
+    long lookup_passes;      /* hybrid: verifications of n-gram lookup's proposals */
     long drafted_by_position[ALM_MAX_DRAFT_TOKENS];   /* [i]: proposals at depth i + 1 */
     long accepted_by_position[ALM_MAX_DRAFT_TOKENS];  /* [i]: of those, kept */
     double draft_seconds;    /* drafting, with the draft's sampling */

@@ -21,6 +21,22 @@ alm_generate_params alm_generate_default_params(void)
     };
 }
 
+const char *alm_speculative_mode_name(alm_speculative_mode m)
+{
+    switch (m) {
+    case ALM_SPECULATIVE_OFF: return "off";
+    case ALM_SPECULATIVE_DRAFT: return "draft";
+    case ALM_SPECULATIVE_NGRAM: return "ngram";
+    case ALM_SPECULATIVE_HYBRID: return "hybrid";
+    }
+    return "unknown";
+}
+
+bool alm_speculative_uses_draft(alm_speculative_mode m)
+{
+    return m == ALM_SPECULATIVE_DRAFT || m == ALM_SPECULATIVE_HYBRID;
+}
+
 const char *alm_finish_reason_name(alm_finish_reason r)
 {
     switch (r) {
@@ -68,7 +84,7 @@ int generate_run(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *pr
     int r = speculative_check_params(spec, draft, err);
     if (r < 0)
         return r;
-    if (spec->mode == ALM_SPECULATIVE_DRAFT) {
+    if (alm_speculative_uses_draft(spec->mode)) {
         r = alm_check_draft(alm_seq_model(seq), alm_seq_model(draft), err);
         if (r < 0)
             return r;
@@ -85,7 +101,7 @@ int generate_run(alm_seq *seq, alm_seq *draft, alm_pool *pool, const int32_t *pr
     alm_generate_stats st = { .prompt_tokens = (int)n_prompt };
     double t0 = alm_now_seconds();
     r = alm_seq_forward(seq, pool, prompt, (int)n_prompt, 1, logits, err);
-    if (r == 0 && spec->mode == ALM_SPECULATIVE_DRAFT)
+    if (r == 0 && alm_speculative_uses_draft(spec->mode))
         r = speculative_prefill_draft(draft, seq, pool, err);
     if (r < 0)
         return r;

@@ -23,13 +23,16 @@ int speculative_check_params(const alm_speculative_params *p, const alm_seq *dra
     if (!(p->draft_p_min >= 0.0f && p->draft_p_min < 1.0f))
         return alm_error_set(err, -EINVAL, "draft_p_min %g: expected a probability in [0, 1)",
                              (double)p->draft_p_min);
-    if (p->mode == ALM_SPECULATIVE_DRAFT && !draft)
-        return alm_error_set(err, -EINVAL, "draft speculation needs a draft model");
-    if (p->mode == ALM_SPECULATIVE_DRAFT &&
+    bool uses_draft = p->mode == ALM_SPECULATIVE_DRAFT || p->mode == ALM_SPECULATIVE_HYBRID;
+    bool uses_ngram = p->mode == ALM_SPECULATIVE_NGRAM || p->mode == ALM_SPECULATIVE_HYBRID;
+    if (uses_draft && !draft)
+        return alm_error_set(err, -EINVAL, "%s speculation needs a draft model",
+                             p->mode == ALM_SPECULATIVE_DRAFT ? "draft" : "hybrid");
+    if (uses_draft &&
         (p->draft_vocab < 0 || p->draft_vocab > alm_model_vocab_size(alm_seq_model(draft))))
         return alm_error_set(err, -EINVAL, "draft_vocab %d: expected 0 (all) to %d",
                              p->draft_vocab, alm_model_vocab_size(alm_seq_model(draft)));
-    if (p->mode == ALM_SPECULATIVE_NGRAM &&
+    if (uses_ngram &&
         (p->ngram_min < 1 || p->ngram_max < p->ngram_min || p->ngram_max > 64))
         return alm_error_set(err, -EINVAL, "n-gram lengths %d..%d: expected 1 <= min <= max <= 64",
                              p->ngram_min, p->ngram_max);
@@ -87,6 +90,7 @@ typedef struct spec_state {
     float *q;               /* [k][vocab]: the draft's processed distributions */
     float *p;               /* [vocab] */
     int32_t *feed;          /* [target capacity + 1]: the draft's catch-up */
+    bool history_wanted;    /* n-gram lookup proposes (ngram or hybrid) */
     int32_t *history;       /* prompt + output, for n-gram lookup */
     size_t history_len, history_cap;
     draft_length length;
@@ -189,7 +193,7 @@ static int history_push(spec_state *s, int32_t id)
 /* Emits a token into the session (and the n-gram history). */
 static int emit(spec_state *s, int32_t id, alm_error *err)
 {
-    if (s->params->mode == ALM_SPECULATIVE_NGRAM && history_push(s, id) < 0)
+    if (s->history_wanted && history_push(s, id) < 0)
         return alm_error_set(err, -ENOMEM, "out of memory");
     return session_emit(s->g, id, err);
 }
@@ -213,8 +217,26 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     double t0 = alm_now_seconds();
     int n = 0;
     if (k > 0) {
-        n = s->params->mode == ALM_SPECULATIVE_DRAFT ? draft_with_model(s, *cur, k, d, err)
-                                                     : draft_with_ngram(s, k, d);
+        switch (s->params->mode) {
+        case ALM_SPECULATIVE_NGRAM:
+            n = draft_with_ngram(s, k, d);
+            break;
+        case ALM_SPECULATIVE_HYBRID:
+            /* A continuation found in the text costs nothing; the draft
+             * model runs only where lookup has none. One source per step,
+             * chosen from the text alone (never from the target's
+             * randomness), so each proposal's q is the distribution it
+             * was drawn from and the acceptance rule stays exact. */
+            n = draft_with_ngram(s, k, d);
+            if (n == 0)
+                n = draft_with_model(s, *cur, k, d, err);
+            else
+                s->stats->lookup_passes++;
+            break;
+        default:
+            n = draft_with_model(s, *cur, k, d, err);
+            break;
+        }
         if (n < 0)
             return n;
     }
@@ -317,7 +339,8 @@ int speculative_decode_overridden(gen_session *g, alm_seq *target, alm_seq *draf
      * makes sense of it. */
     if (override && (!s.greedy || gp->speculative.mode != ALM_SPECULATIVE_DRAFT))
         return alm_error_set(err, -EINVAL, "a draft override needs a draft model and greedy decoding");
-    if (gp->speculative.mode == ALM_SPECULATIVE_DRAFT) {
+    if (gp->speculative.mode == ALM_SPECULATIVE_DRAFT ||
+        gp->speculative.mode == ALM_SPECULATIVE_HYBRID) {
         /* Proposals from the first draft_vocab ids only. Exactness does
          * not suffer: q is the distribution the proposal was drawn from,
          * zero outside those ids, and the acceptance rule and the residual
@@ -345,7 +368,9 @@ int speculative_decode_overridden(gen_session *g, alm_seq *target, alm_seq *draf
         if (r < 0)
             return r;
     }
-    if (gp->speculative.mode == ALM_SPECULATIVE_NGRAM) {
+    s.history_wanted = gp->speculative.mode == ALM_SPECULATIVE_NGRAM ||
+                       gp->speculative.mode == ALM_SPECULATIVE_HYBRID;
+    if (s.history_wanted) {
         /* The history: what the target holds, then cur. */
         int len = alm_seq_length(target);
         const int32_t *t = alm_seq_tokens(target);

@@ -320,7 +320,8 @@ int cmd_bench(int argc, char **argv)
         double draft_seconds;
         if (build_random(br.draft_preset, &br, &mp, &draft_model, &draft_seconds) < 0)
             goto out;
-        gp.speculative.mode = ALM_SPECULATIVE_DRAFT;
+        if (!alm_speculative_uses_draft(gp.speculative.mode))
+            gp.speculative.mode = ALM_SPECULATIVE_DRAFT;
     }
     if (draft_model && alm_check_draft(model, draft_model, &err) < 0) {
         tool_fail("%s", err.message);
@@ -427,7 +428,7 @@ int cmd_bench(int argc, char **argv)
         double target_step = sb.plain_tokens ? sb.plain_seconds / (double)sb.plain_tokens : 0;
         double plain = median(sb.plain, n_rep), sped = median(sb.spec, n_rep);
         json_builder_set_member_name(b, "speculative");
-        json_builder_add_string_value(b, gp.speculative.mode == ALM_SPECULATIVE_DRAFT ? "draft" : "ngram");
+        json_builder_add_string_value(b, alm_speculative_mode_name(gp.speculative.mode));
         json_builder_set_member_name(b, "temperature");
         json_builder_add_double_value(b, temperature);
         json_builder_set_member_name(b, "num_draft_tokens");

@@ -37,12 +37,14 @@ int spec_options_resolve(const spec_options *o, alm_speculative_params *out,
         p.mode = ALM_SPECULATIVE_DRAFT;
     else if (strcmp(mode, "ngram") == 0)
         p.mode = ALM_SPECULATIVE_NGRAM;
+    else if (strcmp(mode, "hybrid") == 0)
+        p.mode = ALM_SPECULATIVE_HYBRID;
     else if (strcmp(mode, "off") == 0)
         p.mode = ALM_SPECULATIVE_OFF;
     else
-        return tool_fail("--speculative: expected draft, ngram or off, got \"%s\"", mode), -1;
-    if (p.mode == ALM_SPECULATIVE_DRAFT && !o->draft_dir)
-        return tool_fail("--speculative draft needs --draft DIR"), -1;
+        return tool_fail("--speculative: expected draft, ngram, hybrid or off, got \"%s\"", mode), -1;
+    if (alm_speculative_uses_draft(p.mode) && !o->draft_dir)
+        return tool_fail("--speculative %s needs --draft DIR", mode), -1;
     if (o->k) {
         long k;
         if (strcmp(o->k, "auto") == 0)
@@ -78,7 +80,7 @@ int spec_options_resolve(const spec_options *o, alm_speculative_params *out,
         p.ngram_max = max;
         p.ngram_min = min;
     }
-    if (p.mode == ALM_SPECULATIVE_DRAFT) {
+    if (alm_speculative_uses_draft(p.mode)) {
         alm_error err = { 0 };
         alm_model_params mp = tool_model_params(o->device);
         if (alm_model_load(o->draft_dir, &mp, draft_model, &err) < 0)

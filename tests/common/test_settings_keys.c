@@ -163,7 +163,7 @@ static void test_choices(void)
     check_good("speculative", "draft", "draft");
     check_good("speculative", "ngram", "ngram");
     check_good("speculative", "OFF", "off");
-    check_bad("speculative", "on", "speculative: expected one of draft, ngram, off, got \"on\"");
+    check_bad("speculative", "on", "speculative: expected one of draft, ngram, hybrid, off, got \"on\"");
     check_bad("speculative", "", "got \"\"");
 
     check_good("device", "cpu", "cpu");

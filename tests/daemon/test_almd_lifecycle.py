@@ -175,6 +175,12 @@ try:
     _, nodraft = c.generate(prompt=PROMPT, max_tokens=24, temperature=0, draft=False)
     tap.ok(nodraft["result"]["ids"] == base_ids and nodraft["result"]["stats"]["drafted"] == 0,
            "draft: false generates without the draft")
+    c.call("config.set", {"key": "speculative", "value": "hybrid"})
+    _, hyb = c.generate(prompt=PROMPT, max_tokens=24, temperature=0)
+    hs = hyb["result"]["stats"]
+    tap.ok(hyb["result"]["ids"] == base_ids and hs["speculative"] == "hybrid" and hs["drafted"] > 0,
+           f"speculative hybrid (lookup, else the draft): same ids, drafted {hs['drafted']}")
+    c.call("config.unset", {"key": "speculative"})
     stats = c.call("stats")["result"]
     tap.ok(stats["drafted"] >= s["drafted"] and stats["accepted"] >= s["accepted"]
            and 0 < stats["acceptance_rate"] <= 1 and stats["draft_model"] == "coder-draft-4bit"

@@ -84,20 +84,23 @@ static void greedy_equal(const char *label, alm_model *target, alm_model *draft,
         gp.ignore_eos = true;
         size_t n_plain;
         int32_t *plain = run(target, NULL, prompt, n_prompt, &gp, &n_plain, NULL);
-        for (int mode = 0; mode < (draft ? 2 : 1); mode++) {
+        /* draft, n-gram, hybrid (n-gram where lookup finds a match, else the draft) */
+        static const alm_speculative_mode modes[] = { ALM_SPECULATIVE_NGRAM, ALM_SPECULATIVE_DRAFT,
+                                                      ALM_SPECULATIVE_HYBRID };
+        for (int mode = 0; mode < (draft ? 3 : 1); mode++) {
             for (int j = 0; j < n_ks; j++) {
-                gp.speculative.mode = draft && mode == 0 ? ALM_SPECULATIVE_DRAFT : ALM_SPECULATIVE_NGRAM;
+                gp.speculative.mode = modes[mode];
                 gp.speculative.num_draft_tokens = ks[j];
                 gp.speculative.draft_vocab = draft_vocab;
                 size_t n;
                 alm_generate_stats st;
-                int32_t *ids = run(target, gp.speculative.mode == ALM_SPECULATIVE_DRAFT ? draft : NULL,
+                int32_t *ids = run(target, alm_speculative_uses_draft(gp.speculative.mode) ? draft : NULL,
                                    prompt, n_prompt, &gp, &n, &st);
                 runs++;
                 if (!ids || !plain || n != n_plain || memcmp(ids, plain, n * sizeof *ids) != 0) {
                     mismatches++;
                     tap_diag("%s prompt %u, %s, k=%d: differs from plain greedy", label, i,
-                             mode == 0 && draft ? "draft" : "ngram", ks[j]);
+                             alm_speculative_mode_name(modes[mode]), ks[j]);
                 }
                 stats_ok += ids && stats_add_up(&st.speculative, st.generated_tokens);
                 drafted += st.speculative.drafted;
@@ -117,8 +120,11 @@ static void greedy_equal(const char *label, alm_model *target, alm_model *draft,
 
 /* Exact joint distribution of the first two sampled tokens, and the
  * empirical one from seeded speculative runs: their total variation. */
+/* ngram: the n-gram length lookup needs (0: the default 3..1); a length
+ * longer than the prompt never matches, so hybrid always drafts. */
 static double joint_tv(alm_model *target, alm_model *draft, alm_speculative_mode mode,
-                       int draft_vocab, const int32_t *prompt, size_t n_prompt, int runs)
+                       int draft_vocab, int ngram, const int32_t *prompt, size_t n_prompt,
+                       int runs)
 {
     int vocab = alm_model_vocab_size(target);
     sampling_params sp = { .temperature = 0.8f, .top_k = 4, .top_p = 1.0f, .min_p = 0.0f };
@@ -154,6 +160,8 @@ static double joint_tv(alm_model *target, alm_model *draft, alm_speculative_mode
     gp.speculative.mode = mode;
     gp.speculative.num_draft_tokens = 3;
     gp.speculative.draft_vocab = draft_vocab;
+    if (ngram)
+        gp.speculative.ngram_min = gp.speculative.ngram_max = ngram;
     int used = 0;
     /* The caches keep the prompt but its last token between runs, so that
      * each run is one prefill token and one speculative step. */
@@ -326,18 +334,25 @@ int main(void)
     JsonObject *o = json_array_get_object_element(prompts, 0);
     size_t n_prompt;
     int32_t *prompt = test_int_array(json_object_get_array_member(o, "prompt_ids"), &n_prompt);
-    double tv = joint_tv(target, draft, ALM_SPECULATIVE_DRAFT, 0, prompt, n_prompt, 3000);
+    double tv = joint_tv(target, draft, ALM_SPECULATIVE_DRAFT, 0, 0, prompt, n_prompt, 3000);
     tap_ok(tv < 0.05, "draft speculation, T=0.8 top-k 4: first two tokens distributed as the target's (TV %.4f)", tv);
     /* Proposals from the first 40 ids only: mostly rejected, so the
      * residual carries the distribution. */
-    tv = joint_tv(target, draft, ALM_SPECULATIVE_DRAFT, 40, prompt, n_prompt, 3000);
+    tv = joint_tv(target, draft, ALM_SPECULATIVE_DRAFT, 40, 0, prompt, n_prompt, 3000);
     tap_ok(tv < 0.05, "draft vocabulary 40, T=0.8 top-k 4: first two tokens distributed as the target's (TV %.4f)", tv);
     /* n-gram: a prompt that repeats itself, so that proposals are made */
     int32_t repeating[64];
     for (int i = 0; i < 64; i++)
         repeating[i] = prompt[i % n_prompt];
-    tv = joint_tv(target, NULL, ALM_SPECULATIVE_NGRAM, 0, repeating, 64, 3000);
+    tv = joint_tv(target, NULL, ALM_SPECULATIVE_NGRAM, 0, 0, repeating, 64, 3000);
     tap_ok(tv < 0.05, "n-gram speculation, T=0.8 top-k 4: first two tokens distributed as the target's (TV %.4f)", tv);
+    /* hybrid: where lookup finds the continuation (the repeating prompt)
+     * its point masses are verified, else the draft's proposals (an n-gram
+     * longer than the prompt never matches) */
+    tv = joint_tv(target, draft, ALM_SPECULATIVE_HYBRID, 0, 0, repeating, 64, 3000);
+    tap_ok(tv < 0.05, "hybrid speculation, lookup proposes, T=0.8 top-k 4: first two tokens distributed as the target's (TV %.4f)", tv);
+    tv = joint_tv(target, draft, ALM_SPECULATIVE_HYBRID, 0, 64, prompt, n_prompt, 3000);
+    tap_ok(tv < 0.05, "hybrid speculation, the draft proposes, T=0.8 top-k 4: first two tokens distributed as the target's (TV %.4f)", tv);
     free(prompt);
 
     g_object_unref(parser);
