@@ -35,7 +35,7 @@ static const settings_key settings_keys[] = {
     { .name = "speculative", .type = SETTINGS_TYPE_CHOICE, .default_value = "draft",
       .choices = speculative_choices,
       .expected = "one of draft, ngram, hybrid, off",
-      .help = "draft: use draft_model when one is set; ngram: prompt lookup; hybrid: prompt lookup where it finds a match, else draft_model; off: plain decoding" },
+      .help = "draft: use draft_model when one is set; ngram: prompt lookup; hybrid: prompt lookup where it finds a match, else draft_model (lookup alone without one); off: plain decoding" },
     { .name = "draft_p_min", .type = SETTINGS_TYPE_NUMBER, .default_value = "0",
       .min = 0, .max = 1, .has_max = true, .max_open = true,
       .expected = "a number p with 0 <= p < 1",

@@ -152,7 +152,8 @@ static alm_generate_params request_params(const generation_env *h, const model_s
     } else if (req->use_draft && mode && strcmp(mode, "hybrid") == 0 && set->draft_seq) {
         p.speculative.mode = ALM_SPECULATIVE_HYBRID;
         *with_draft = true;
-    } else if (req->use_draft && mode && strcmp(mode, "ngram") == 0) {
+    } else if (req->use_draft && mode && (strcmp(mode, "ngram") == 0 || strcmp(mode, "hybrid") == 0)) {
+        /* hybrid without a draft model: lookup alone */
         p.speculative.mode = ALM_SPECULATIVE_NGRAM;
     }
     free(mode);

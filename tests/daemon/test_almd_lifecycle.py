@@ -148,6 +148,13 @@ try:
     m = c.call("config.set", {"key": "draft_model", "value": "coder-draft-4bit"})["result"]
     tap.ok(m["value"] == "coder-draft-4bit" and m["restart_needed"], "config.set draft_model: restart_needed")
     c.call("config.set", {"key": "num_draft_tokens", "value": 3})
+    # the draft loads at the restart below: until then hybrid has no draft model
+    c.call("config.set", {"key": "speculative", "value": "hybrid"})
+    _, lookup = c.generate(prompt=PROMPT, max_tokens=24, temperature=0)
+    tap.ok(lookup["result"]["ids"] == base_ids and lookup["result"]["stats"]["speculative"] == "ngram",
+           f"speculative hybrid without a draft model: lookup alone, same ids "
+           f"({lookup['result']['stats']['speculative']})")
+    c.call("config.unset", {"key": "speculative"})
     rid = c.send("restart")
     second = c.send("restart")
     # Lines of both come interleaved: the busy reply comes at once.
