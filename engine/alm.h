@@ -234,7 +234,7 @@ typedef struct alm_speculative_stats {
     long accepted;           /* of which the target kept */
     long target_passes;      /* verification passes */
     long draft_passes;       /* draft model passes */
-    long lookup_passes;      /* hybrid: verifications of n-gram lookup's proposals */
+    long lookup_passes;      /* verification passes of n-gram lookup's proposals (ngram, hybrid) */
     long drafted_by_position[ALM_MAX_DRAFT_TOKENS];   /* [i]: proposals at depth i + 1 */
     long accepted_by_position[ALM_MAX_DRAFT_TOKENS];  /* [i]: of those, kept */
     double draft_seconds;    /* drafting, with the draft's sampling */

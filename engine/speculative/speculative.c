@@ -220,6 +220,8 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
         switch (s->params->mode) {
         case ALM_SPECULATIVE_NGRAM:
             n = draft_with_ngram(s, k, d);
+            if (n > 0)
+                s->stats->lookup_passes++;
             break;
         case ALM_SPECULATIVE_HYBRID:
             /* A continuation found in the text costs nothing; the draft

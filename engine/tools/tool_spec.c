@@ -121,6 +121,8 @@ void spec_stats_add(JsonBuilder *b, const alm_speculative_stats *s, int generate
     json_builder_add_int_value(b, s->target_passes);
     json_builder_set_member_name(b, "draft_passes");
     json_builder_add_int_value(b, s->draft_passes);
+    json_builder_set_member_name(b, "lookup_passes");
+    json_builder_add_int_value(b, s->lookup_passes);
     json_builder_set_member_name(b, "draft_seconds");
     json_builder_add_double_value(b, s->draft_seconds);
     json_builder_set_member_name(b, "target_seconds");

@@ -59,6 +59,21 @@ stats = r["stats"] if r else {}
 ok(all(k in stats for k in ("prompt_tokens", "generated_tokens", "prefill_tok_s", "decode_tok_s"))
    and stats["prompt_tokens"] == len(case["prompt_ids"]) and stats["generated_tokens"] == 48,
    "generate: stats present and counted")
+DRAFT = os.path.join(MODELS, "coder-draft-4bit")
+for mode in ("draft", "ngram", "hybrid"):
+    spec = ["--speculative", mode] + (["--draft", DRAFT] if mode != "ngram" else [])
+    r3 = run_json("generate", "--model", TARGET, "--prompt-ids", ids, "--max-tokens", "48", "--ignore-eos",
+                  "--num-draft-tokens", "3", *spec)
+    s3 = r3["stats"] if r3 else {}
+    # verification passes: each one's proposals come from lookup or the draft
+    lookup_ok = {"draft": s3.get("lookup_passes") == 0,
+                 "ngram": s3.get("draft_passes") == 0 and s3.get("lookup_passes", 0) > 0,
+                 "hybrid": 0 < s3.get("lookup_passes", 0) <= s3.get("target_passes", 0)}[mode]
+    ok(r3 is not None and r3["ids"] == case["greedy_ids"] and s3.get("drafted", 0) > 0 and lookup_ok,
+       f"generate --speculative {mode}: greedy ids equal the reference (drafted {s3.get('drafted')}, "
+       f"lookup passes {s3.get('lookup_passes')}, draft passes {s3.get('draft_passes')})")
+expect_error("hybrid without a draft", "--draft", "generate", "--model", TARGET, "--prompt", "x",
+             "--max-tokens", "1", "--speculative", "hybrid")
 r2 = run_json("generate", "--model", TARGET, "--prompt", case["prompt"], "--max-tokens", "48", "--ignore-eos")
 ok(r2 is not None and r2["ids"] == case["greedy_ids"], "generate --prompt encodes like the reference")
 
