@@ -23,11 +23,11 @@ int speculative_check_params(const alm_speculative_params *p, const alm_seq *dra
     if (!(p->draft_p_min >= 0.0f && p->draft_p_min < 1.0f))
         return alm_error_set(err, -EINVAL, "draft_p_min %g: expected a probability in [0, 1)",
                              (double)p->draft_p_min);
-    bool uses_draft = p->mode == ALM_SPECULATIVE_DRAFT || p->mode == ALM_SPECULATIVE_HYBRID;
+    bool uses_draft = alm_speculative_uses_draft(p->mode);
     bool uses_ngram = p->mode == ALM_SPECULATIVE_NGRAM || p->mode == ALM_SPECULATIVE_HYBRID;
     if (uses_draft && !draft)
         return alm_error_set(err, -EINVAL, "%s speculation needs a draft model",
-                             p->mode == ALM_SPECULATIVE_DRAFT ? "draft" : "hybrid");
+                             alm_speculative_mode_name(p->mode));
     if (uses_draft &&
         (p->draft_vocab < 0 || p->draft_vocab > alm_model_vocab_size(alm_seq_model(draft))))
         return alm_error_set(err, -EINVAL, "draft_vocab %d: expected 0 (all) to %d",
@@ -341,8 +341,7 @@ int speculative_decode_overridden(gen_session *g, alm_seq *target, alm_seq *draf
      * makes sense of it. */
     if (override && (!s.greedy || gp->speculative.mode != ALM_SPECULATIVE_DRAFT))
         return alm_error_set(err, -EINVAL, "a draft override needs a draft model and greedy decoding");
-    if (gp->speculative.mode == ALM_SPECULATIVE_DRAFT ||
-        gp->speculative.mode == ALM_SPECULATIVE_HYBRID) {
+    if (alm_speculative_uses_draft(gp->speculative.mode)) {
         /* Proposals from the first draft_vocab ids only. Exactness does
          * not suffer: q is the distribution the proposal was drawn from,
          * zero outside those ids, and the acceptance rule and the residual
