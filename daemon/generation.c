@@ -146,15 +146,15 @@ static alm_generate_params request_params(const generation_env *h, const model_s
         mode = NULL;
     *with_draft = false;
     p.speculative.mode = ALM_SPECULATIVE_OFF;
-    if (req->use_draft && mode && strcmp(mode, "draft") == 0 && set->draft_seq) {
-        p.speculative.mode = ALM_SPECULATIVE_DRAFT;
-        *with_draft = true;
-    } else if (req->use_draft && mode && strcmp(mode, "hybrid") == 0 && set->draft_seq) {
-        p.speculative.mode = ALM_SPECULATIVE_HYBRID;
-        *with_draft = true;
-    } else if (req->use_draft && mode && (strcmp(mode, "ngram") == 0 || strcmp(mode, "hybrid") == 0)) {
-        /* hybrid without a draft model: lookup alone */
-        p.speculative.mode = ALM_SPECULATIVE_NGRAM;
+    if (req->use_draft && mode) {
+        bool draft = strcmp(mode, "draft") == 0, hybrid = strcmp(mode, "hybrid") == 0;
+        if ((draft || hybrid) && set->draft_seq) {
+            p.speculative.mode = draft ? ALM_SPECULATIVE_DRAFT : ALM_SPECULATIVE_HYBRID;
+            *with_draft = true;
+        } else if (hybrid || strcmp(mode, "ngram") == 0) {
+            /* hybrid without a draft model: lookup alone */
+            p.speculative.mode = ALM_SPECULATIVE_NGRAM;
+        }
     }
     free(mode);
     p.speculative.num_draft_tokens = (int)settings_effective_int(st, "num_draft_tokens", &warn);

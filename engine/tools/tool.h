@@ -27,7 +27,7 @@ void tool_add_ids(JsonBuilder *b, const char *member, const int32_t *ids, size_t
 /* The speculative-decoding options that generate and bench share. */
 typedef struct spec_options {
     const char *draft_dir;   /* --draft DIR */
-    const char *mode;        /* --speculative draft|ngram|off */
+    const char *mode;        /* --speculative draft|ngram|hybrid|off */
     const char *k;           /* --num-draft-tokens K|auto */
     const char *p_min;       /* --draft-p-min P */
     const char *ngram;       /* --ngram MAX[:MIN] */
@@ -52,7 +52,7 @@ alm_model_params tool_model_params(const char *device);
     DEVICE_LONG_OPTION
 
 #define SPEC_USAGE                                                                      \
-    "         [--draft DIR] [--speculative draft|ngram|off] [--num-draft-tokens K|auto]\n" \
+    "         [--draft DIR] [--speculative draft|ngram|hybrid|off] [--num-draft-tokens K|auto]\n" \
     "         [--draft-p-min P] [--draft-vocab N] [--ngram MAX[:MIN]] " DEVICE_USAGE "\n"
 
 /* Records option c if it is one of SPEC_LONG_OPTIONS; returns 1 if taken. */

@@ -84,7 +84,7 @@ static void greedy_equal(const char *label, alm_model *target, alm_model *draft,
         gp.ignore_eos = true;
         size_t n_plain;
         int32_t *plain = run(target, NULL, prompt, n_prompt, &gp, &n_plain, NULL);
-        /* draft, n-gram, hybrid (n-gram where lookup finds a match, else the draft) */
+        /* n-gram, and with a draft: draft, hybrid (lookup where it finds a match, else the draft) */
         static const alm_speculative_mode modes[] = { ALM_SPECULATIVE_NGRAM, ALM_SPECULATIVE_DRAFT,
                                                       ALM_SPECULATIVE_HYBRID };
         for (int mode = 0; mode < (draft ? 3 : 1); mode++) {
