@@ -90,16 +90,20 @@ typedef struct backend_ops {
     /* Zeroed memory for activations and caches; NULL when out of memory. */
     void *(*alloc)(backend *be, size_t bytes);
     void (*free)(backend *be, void *p);
+    /* Optional (NULL: host memory, nothing to say): the backend memory free
+     * now and in all, for messages when an allocation fails. */
+    int (*memory_info)(backend *be, size_t *free_bytes, size_t *total_bytes);
     /* Copies host data into backend memory. */
     void (*upload)(backend *be, void *dst, const void *src, size_t bytes);
     /* Copies backend memory to the host. */
     void (*download)(backend *be, void *dst, const void *src, size_t bytes);
     /* Scratch space for one sequence's passes: sized for batches of up to
      * shape->max_tokens tokens through the given weights, attention over up
-     * to shape->max_context positions, and n_threads CPU threads. */
+     * to shape->max_context positions, and n_threads CPU threads. NULL with
+     * err set (what was needed, what was free) when it cannot be made. */
     void *(*workspace_new)(backend *be, const workspace_shape *shape,
                            const alm_weight *const *weights, size_t n_weights,
-                           int n_threads);
+                           int n_threads, alm_error *err);
     void (*workspace_free)(backend *be, void *workspace);
     /* Executes body (see above) with the workspace; the CPU backend uses
      * the pool's threads (at most the n_threads the workspace was made for).

@@ -145,12 +145,14 @@ static void cpu_workspace_free(backend *be, void *p)
 
 static void *cpu_workspace_new(backend *base, const workspace_shape *shape,
                                const alm_weight *const *weights, size_t n_weights,
-                               int n_threads)
+                               int n_threads, alm_error *err)
 {
     cpu_backend *be = (cpu_backend *)base;
     cpu_workspace *ws = calloc(1, sizeof *ws);
-    if (!ws)
+    if (!ws) {
+        alm_error_set(err, -ENOMEM, "out of memory for the work buffers");
         return NULL;
+    }
     ws->shape = *shape;
     ws->n_threads = n_threads > 0 ? n_threads : 1;
     for (size_t i = 0; i < n_weights; i++) {
@@ -162,6 +164,7 @@ static void *cpu_workspace_new(backend *base, const workspace_shape *shape,
     ws->shared = aligned_zalloc(sizeof(float) * (size_t)shape->max_width);
     if (!ws->threads || !ws->shared) {
         cpu_workspace_free(base, ws);
+        alm_error_set(err, -ENOMEM, "out of memory for the work buffers");
         return NULL;
     }
     size_t act = sizeof(float) * (size_t)shape->max_tokens * (size_t)shape->max_width;
@@ -178,6 +181,8 @@ static void *cpu_workspace_new(backend *base, const workspace_shape *shape,
         t->scores = aligned_zalloc(sizeof(float) * attention_floats);
         t->prep = aligned_zalloc(ws->prep_bytes);
         if (!t->normed || !t->tmp || !t->scores || !t->prep) {
+            alm_error_set(err, -ENOMEM, "out of memory for the work buffers of %d threads",
+                          ws->n_threads);
             cpu_workspace_free(base, ws);
             return NULL;
         }

@@ -24,12 +24,13 @@ static __device__ inline float warp_sum(float v)
 static __global__ void rope_store_kernel(cuda_attention_shape a, const float *cos_table,
                                          const float *sin_table, const float *q_norm,
                                          const float *k_norm, float eps, float *q, const float *k,
-                                         const float *v, int pos0, float *k_cache, float *v_cache)
+                                         const float *v, int pos0, const int *pos_dev,
+                                         float *k_cache, float *v_cache)
 {
     __shared__ float buf[MAX_HEAD_DIM];
     __shared__ float partial[32];
     const int t = blockIdx.x, head = blockIdx.y, d = a.head_dim, half = d / 2;
-    const int pos = pos0 + t;
+    const int pos = (pos_dev ? *pos_dev : pos0) + t;
     const float *src, *norm;
     float *dst;
     if (head < a.n_heads) {
@@ -73,14 +74,15 @@ static __global__ void rope_store_kernel(cuda_attention_shape a, const float *co
 cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_table,
                             const float *sin_table, const float *q_norm, const float *k_norm,
                             float eps, float *q, const float *k, const float *v, int n_tok,
-                            int pos0, float *k_cache, float *v_cache, cudaStream_t s)
+                            int pos0, const int *pos_dev, float *k_cache, float *v_cache,
+                            cudaStream_t s)
 {
     if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 2)
         return cudaErrorInvalidValue;
     dim3 grid((unsigned)n_tok, (unsigned)(a->n_heads + a->n_kv_heads));
     int threads = (a->head_dim + 31) / 32 * 32;
     rope_store_kernel<<<grid, threads, 0, s>>>(*a, cos_table, sin_table, q_norm, k_norm, eps, q,
-                                               k, v, pos0, k_cache, v_cache);
+                                               k, v, pos0, pos_dev, k_cache, v_cache);
     return cudaGetLastError();
 }
 
@@ -95,8 +97,8 @@ size_t cuda_attention_partial_floats(int head_dim) { return (size_t)head_dim + 2
  * lanes splitting the head dimension (coalesced). */
 template <int PER_LANE>
 static __global__ void attention_kernel(cuda_attention_shape a, const float *q, int pos0,
-                                        int span, const float *k_cache, const float *v_cache,
-                                        float *out, float *partials)
+                                        const int *pos_dev, int span, const float *k_cache,
+                                        const float *v_cache, float *out, float *partials)
 {
     __shared__ float warp_max[ATTN_WARPS], warp_sum_[ATTN_WARPS];
     __shared__ float warp_acc[ATTN_WARPS][32 * PER_LANE];
@@ -104,7 +106,9 @@ static __global__ void attention_kernel(cuda_attention_shape a, const float *q, 
     const int head = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d = a.head_dim;
     const int kv_head = head / (a.n_heads / a.n_kv_heads);
-    const int pos = pos0 + t;
+    /* splits past the context (a grid sized for a longer one) find no
+     * keys and leave a partial of max -infinity, which the merge skips */
+    const int pos = (pos_dev ? *pos_dev : pos0) + t;
     int first = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
     int chunk = (span + splits - 1) / splits;
     int lo = max(first, split * chunk), hi = min(pos + 1, (split + 1) * chunk);
@@ -221,8 +225,9 @@ static __global__ void merge_splits(int n_heads, int d, int splits, const float 
 }
 
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
-                           const float *k_cache, const float *v_cache, float *out,
-                           float *partials, size_t max_parts, cudaStream_t s)
+                           const int *pos_dev, int max_span, const float *k_cache,
+                           const float *v_cache, float *out, float *partials, size_t max_parts,
+                           cudaStream_t s)
 {
     if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 4 || a->n_kv_heads < 1 ||
         a->n_heads % a->n_kv_heads)
@@ -231,7 +236,7 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
      * depend on the other tokens of its pass: verifying draft tokens then
      * gives bit for bit the logits of decoding them one by one. Only a
      * pass too large for the partials (long prompts) takes longer splits. */
-    int span = pos0 + n_tok, rows = a->n_heads * n_tok;
+    int span = pos_dev ? max_span : pos0 + n_tok, rows = a->n_heads * n_tok;
     int chunk = CUDA_ATTENTION_SPLIT_KEYS;
     int splits = (span + chunk - 1) / chunk;
     while (splits > 1 && (size_t)rows * (size_t)splits > max_parts) {
@@ -242,13 +247,13 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
     dim3 grid((unsigned)a->n_heads, (unsigned)n_tok, (unsigned)splits);
     int threads = 32 * ATTN_WARPS;
     if (a->head_dim <= 32)
-        attention_kernel<1><<<grid, threads, 0, s>>>(*a, q, pos0, span, k_cache, v_cache, out, partials);
+        attention_kernel<1><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials);
     else if (a->head_dim <= 64)
-        attention_kernel<2><<<grid, threads, 0, s>>>(*a, q, pos0, span, k_cache, v_cache, out, partials);
+        attention_kernel<2><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials);
     else if (a->head_dim <= 128)
-        attention_kernel<4><<<grid, threads, 0, s>>>(*a, q, pos0, span, k_cache, v_cache, out, partials);
+        attention_kernel<4><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials);
     else
-        attention_kernel<8><<<grid, threads, 0, s>>>(*a, q, pos0, span, k_cache, v_cache, out, partials);
+        attention_kernel<8><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || splits == 1)
         return e;

@@ -10,7 +10,16 @@
  * time an operation sees it and found again by its host address.
  *
  * Operations return nothing (backend.h), so the first CUDA error of a pass
- * is kept in the workspace and handed to the caller by take_error. */
+ * is kept in the workspace and handed to the caller by take_error.
+ *
+ * Small passes (decoding, verifying draft tokens) run as CUDA graphs
+ * (cuda_graphs.h): run() first calls the body in "record" mode, where the
+ * operations only stage their host inputs and add their arguments to the
+ * pass's signature; a graph captured earlier for that signature is then
+ * replayed, or the body runs again under stream capture to make one. Larger
+ * passes, and those with host work in the middle (MoE routing), run
+ * directly. The position, the one argument that changes every step, is
+ * read by the kernels from device memory (slot 0 of the token buffer). */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -23,10 +32,16 @@
 #include "backend/moe_routing.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/cuda_graphs.h"
 #include "cuda/cuda_kernels.h"
 
 #define MIN_MAJOR 8
 #define MIB (1024.0 * 1024.0)
+/* Passes of up to this many tokens become graphs: decoding and verifying. */
+#define GRAPH_MAX_TOKENS (ALM_MAX_DRAFT_TOKENS + 1)
+#define GRAPH_CACHE_SIZE 16
+
+typedef enum pass_mode { PASS_DIRECT, PASS_RECORD, PASS_CAPTURE } pass_mode;
 
 typedef struct device_vector {
     const float *host;
@@ -48,8 +63,8 @@ typedef struct cuda_backend {
 typedef struct cuda_workspace {
     workspace_shape shape;
     cudaStream_t stream;
-    int32_t *tokens_host;        /* pinned [max_tokens] */
-    int32_t *tokens;             /* device [max_tokens] */
+    int32_t *tokens_host;        /* pinned [1 + max_tokens]: the position, then the tokens */
+    int32_t *tokens;             /* device copy of tokens_host */
     void *frag, *frag_hidden;    /* fragments of [max_tokens][max_width] */
     float *copy;                 /* [max_tokens][max_width]: MoE input */
     float *hidden;               /* [max_width]: one expert's hidden layer */
@@ -61,7 +76,15 @@ typedef struct cuda_workspace {
     float *partials;             /* attention splits */
     size_t max_parts;
     int max_rows;
+    int max_splits;              /* attention splits of the whole context */
     alm_error error;             /* first failure since take_error */
+
+    bool use_graphs;             /* ALM_CUDA_GRAPHS=0: never */
+    pass_mode mode;
+    bool graph_ok;               /* recording: the pass can be a graph */
+    int graph_pos0;              /* recording: the pass's position, -1 before one is seen */
+    cuda_signature sig;
+    cuda_graph_cache *graphs;
 } cuda_workspace;
 
 struct backend_exec {
@@ -73,6 +96,9 @@ struct backend_exec {
 
 static int cuda_fail(alm_error *err, cudaError_t e, const char *what)
 {
+    /* A failed call also sets the runtime's last error, which a later
+     * launch's check would report as its own: clear it. */
+    (void)cudaGetLastError();
     int code = e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
     return alm_error_set(err, code, "CUDA: %s: %s (%s)", what, cudaGetErrorString(e),
                          cudaGetErrorName(e));
@@ -92,8 +118,10 @@ static void *cuda_alloc(backend *base, size_t bytes)
 {
     cuda_backend *be = (cuda_backend *)base;
     void *p = NULL;
-    if (cudaSetDevice(be->device) != cudaSuccess || cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess)
+    if (cudaSetDevice(be->device) != cudaSuccess || cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError();   /* not a later launch's failure */
         return NULL;
+    }
     if (cudaMemset(p, 0, bytes) != cudaSuccess) {
         cudaFree(p);
         return NULL;
@@ -338,19 +366,32 @@ static void cuda_workspace_free(backend *base, void *p)
     cudaFree(ws->logits);
     cudaFreeHost(ws->logits_host);
     cudaFree(ws->partials);
+    cuda_graph_cache_free(ws->graphs);
+    cuda_signature_free(&ws->sig);
     if (ws->stream)
         cudaStreamDestroy(ws->stream);
     free(ws);
 }
 
+static int cuda_memory_info(backend *base, size_t *free_bytes, size_t *total_bytes)
+{
+    cuda_backend *be = (cuda_backend *)base;
+    if (cudaSetDevice(be->device) != cudaSuccess ||
+        cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess)
+        return -EIO;
+    return 0;
+}
+
 static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
                                 const alm_weight *const *weights, size_t n_weights,
-                                int n_threads)
+                                int n_threads, alm_error *err)
 {
     cuda_backend *be = (cuda_backend *)base;
     cuda_workspace *ws = calloc(1, sizeof *ws);
-    if (!ws)
+    if (!ws) {
+        alm_error_set(err, -ENOMEM, "out of memory");
         return NULL;
+    }
     ws->shape = *shape;
     int width = shape->max_width;
     for (size_t i = 0; i < n_weights; i++) {
@@ -366,12 +407,13 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
      * + 1 tokens) over the whole context, so that its results equal those
      * of decoding token by token; longer passes take longer splits. */
     size_t splits = (size_t)(shape->max_context + CUDA_ATTENTION_SPLIT_KEYS - 1) / CUDA_ATTENTION_SPLIT_KEYS;
-    ws->max_parts = (size_t)shape->n_heads * (ALM_MAX_DRAFT_TOKENS + 1) * (splits ? splits : 1);
+    ws->max_splits = splits ? (int)splits : 1;
+    ws->max_parts = (size_t)shape->n_heads * GRAPH_MAX_TOKENS * (size_t)ws->max_splits;
     size_t partial = ws->max_parts * cuda_attention_partial_floats(shape->head_dim);
     cudaError_t e = cudaSetDevice(be->device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&ws->stream, cudaStreamNonBlocking);
-    if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->tokens_host, tokens * sizeof(int32_t));
-    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->tokens, tokens * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->tokens_host, (1 + tokens) * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->tokens, (1 + tokens) * sizeof(int32_t));
     if (e == cudaSuccess) e = cudaMalloc(&ws->frag, frag);
     if (e == cudaSuccess) e = cudaMalloc(&ws->frag_hidden, cuda_fragment_bytes(1, width));
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->copy, tokens * (size_t)width * sizeof(float));
@@ -382,11 +424,73 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->logits, logits_bytes);
     if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->logits_host, logits_bytes);
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->partials, partial * sizeof(float));
+    const char *graphs = getenv("ALM_CUDA_GRAPHS");
+    ws->use_graphs = !(graphs && strcmp(graphs, "0") == 0);
+    if (e == cudaSuccess && ws->use_graphs && !(ws->graphs = cuda_graph_cache_new(GRAPH_CACHE_SIZE)))
+        e = cudaErrorMemoryAllocation;
     if (e != cudaSuccess) {
+        (void)cudaGetLastError();   /* not a later launch's failure */
         cuda_workspace_free(base, ws);
+        size_t device_bytes = 2 * frag + tokens * (size_t)width * sizeof(float) +
+                              (size_t)width * sizeof(float) +
+                              tokens * MOE_MAX_EXPERTS * sizeof(float) + logits_bytes +
+                              partial * sizeof(float) + (1 + tokens) * sizeof(int32_t);
+        size_t free_bytes = 0, total_bytes = 0;
+        if (e == cudaErrorMemoryAllocation && cuda_memory_info(base, &free_bytes, &total_bytes) == 0)
+            alm_error_set(err, -ENOMEM,
+                          "not enough GPU memory for the work buffers of a pass of %d tokens: "
+                          "they need %.0f MiB (and %.0f MiB of pinned host memory), %.0f MiB of "
+                          "%.0f MiB are free",
+                          shape->max_tokens, device_bytes / MIB, (logits_bytes + tokens * 4.0) / MIB,
+                          free_bytes / MIB, total_bytes / MIB);
+        else
+            cuda_fail(err, e, "making the work buffers");
         return NULL;
     }
     return ws;
+}
+
+/* Records the pass as a graph (first time) and launches it; false when the
+ * pass cannot be one, or capturing failed (the pass then runs directly). */
+static bool run_as_graph(backend_exec *ex, void (*body)(void *ctx, backend_exec *ex), void *ctx)
+{
+    cuda_workspace *ws = ex->ws;
+    ws->mode = PASS_RECORD;
+    ws->graph_ok = true;
+    ws->graph_pos0 = -1;
+    cuda_signature_clear(&ws->sig);
+    body(ctx, ex);
+    ws->mode = PASS_DIRECT;
+    if (!ws->graph_ok || ws->sig.out_of_memory || ws->error.code)
+        return false;
+    cudaGraphExec_t exec = cuda_graph_cache_find(ws->graphs, &ws->sig);
+    if (!exec) {
+        cudaGraph_t graph = NULL;
+        ws->mode = PASS_CAPTURE;
+        cudaError_t e = cudaStreamBeginCapture(ws->stream, cudaStreamCaptureModeRelaxed);
+        if (e == cudaSuccess) {
+            body(ctx, ex);
+            e = cudaStreamEndCapture(ws->stream, &graph);
+        }
+        ws->mode = PASS_DIRECT;
+        if (e == cudaSuccess && ws->error.code == 0)
+            e = cudaGraphInstantiate(&exec, graph, 0);
+        if (graph)
+            cudaGraphDestroy(graph);
+        if (e != cudaSuccess || ws->error.code) {
+            /* Not for this workspace, then: run it the plain way, which
+             * reports any real failure. */
+            (void)cudaGetLastError();
+            memset(&ws->error, 0, sizeof ws->error);
+            ws->use_graphs = false;
+            return false;
+        }
+        if (!cuda_graph_cache_add(ws->graphs, &ws->sig, exec))
+            return false;
+    }
+    ws->tokens_host[0] = ws->graph_pos0 < 0 ? 0 : ws->graph_pos0;
+    check(ex, cudaGraphLaunch(exec, ws->stream), "launching a pass's graph");
+    return true;
 }
 
 static void cuda_run(backend *base, alm_pool *pool, void *workspace,
@@ -396,7 +500,11 @@ static void cuda_run(backend *base, alm_pool *pool, void *workspace,
     backend_exec ex = { be, workspace };
     check(&ex, cudaSetDevice(be->device), "selecting the GPU");
     ex.ws->logits_dst = NULL;
-    body(ctx, &ex);
+    if (!ex.ws->use_graphs || !run_as_graph(&ex, body, ctx)) {
+        ex.ws->mode = PASS_DIRECT;
+        ex.ws->logits_dst = NULL;
+        body(ctx, &ex);
+    }
     check(&ex, cudaStreamSynchronize(ex.ws->stream), "running a pass");
     /* The logits came to pinned memory (fast, asynchronous); now they are
      * final, hand them over. */
@@ -418,14 +526,66 @@ static int cuda_take_error(backend *base, void *workspace, alm_error *err)
 
 /* ------------------------------------------------------------ operations */
 
+enum { OP_EMBED = 1, OP_NORM_MATMUL, OP_MATMUL_ADD, OP_ROPE_STORE, OP_ATTENTION, OP_LOGITS };
+
+/* Recording a pass: adds the operation and its arguments (a struct zeroed
+ * before it was filled, so no padding byte differs) to the signature and
+ * returns true, and the operation enqueues nothing. */
+static bool recording(backend_exec *ex, int op, const void *args, size_t n)
+{
+    cuda_workspace *ws = ex->ws;
+    if (ws->mode != PASS_RECORD)
+        return false;
+    cuda_signature_add(&ws->sig, &op, sizeof op);
+    cuda_signature_add(&ws->sig, args, n);
+    return true;
+}
+
+/* Where the kernels read the position from: NULL (the argument itself) in
+ * a direct pass, slot 0 of the device token buffer in a graph. */
+static const int *position_source(backend_exec *ex, int pos0)
+{
+    cuda_workspace *ws = ex->ws;
+    if (ws->mode == PASS_RECORD) {
+        if (ws->graph_pos0 < 0)
+            ws->graph_pos0 = pos0;
+        else if (ws->graph_pos0 != pos0)
+            ws->graph_ok = false;
+    }
+    return ws->mode == PASS_CAPTURE ? ws->tokens : NULL;
+}
+
+/* Keys a graph's attention launch covers: the context rounded up to a
+ * power of two of splits (a new graph each time the context doubles). */
+static int graph_span(const cuda_workspace *ws, int pos0, int n_tok)
+{
+    int need = (pos0 + n_tok + CUDA_ATTENTION_SPLIT_KEYS - 1) / CUDA_ATTENTION_SPLIT_KEYS, splits = 1;
+    while (splits < need)
+        splits *= 2;
+    if (splits > ws->max_splits)
+        splits = ws->max_splits > need ? ws->max_splits : need;
+    return splits * CUDA_ATTENTION_SPLIT_KEYS;
+}
+
 static void cuda_op_embed(backend_exec *ex, const alm_weight *table, const int32_t *tokens,
                           int n_tok, float *x)
 {
     cuda_workspace *ws = ex->ws;
-    memcpy(ws->tokens_host, tokens, sizeof(int32_t) * (size_t)n_tok);
-    check(ex, cudaMemcpyAsync(ws->tokens, ws->tokens_host, sizeof(int32_t) * (size_t)n_tok,
+    /* staged in every mode: a replayed graph copies them from here */
+    memcpy(ws->tokens_host + 1, tokens, sizeof(int32_t) * (size_t)n_tok);
+    struct { const void *table; int n_tok; float *x; } args;
+    memset(&args, 0, sizeof args);
+    args.table = matrix_of(table);
+    args.n_tok = n_tok;
+    args.x = x;
+    if (n_tok > GRAPH_MAX_TOKENS)
+        ws->graph_ok = false;
+    if (recording(ex, OP_EMBED, &args, sizeof args))
+        return;
+    /* the position (slot 0) travels with the tokens */
+    check(ex, cudaMemcpyAsync(ws->tokens, ws->tokens_host, sizeof(int32_t) * (size_t)(1 + n_tok),
                               cudaMemcpyHostToDevice, ws->stream), "copying the tokens");
-    check(ex, cuda_embed(matrix_of(table), ws->tokens, n_tok, x, ws->stream), "embedding");
+    check(ex, cuda_embed(matrix_of(table), ws->tokens + 1, n_tok, x, ws->stream), "embedding");
 }
 
 static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, const float *norm,
@@ -435,6 +595,30 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
     cuda_workspace *ws = ex->ws;
     int dim = w[0]->cols;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
+    struct {
+        const float *x, *norm;
+        int n_tok, n_w, swiglu;
+        float eps;
+        const void *w[4];
+        const float *bias[4];
+        float *y[4];
+    } args;
+    memset(&args, 0, sizeof args);
+    args.x = x;
+    args.norm = dnorm;
+    args.n_tok = n_tok;
+    args.n_w = n_w;
+    args.swiglu = swiglu;
+    args.eps = eps;
+    for (int i = 0; i < n_w && i < 4; i++) {
+        args.w[i] = matrix_of(w[i]);
+        args.bias[i] = bias ? device_vector_for(ex, bias[i], (size_t)w[i]->rows) : NULL;
+        args.y[i] = y[i];
+    }
+    if (n_w > 4)
+        ws->graph_ok = false;
+    if (recording(ex, OP_NORM_MATMUL, &args, sizeof args))
+        return;
     check(ex, cuda_to_fragments(x, n_tok, dim, dnorm, eps, ws->frag, ws->stream), "rmsnorm");
     if (swiglu) {
         const float *gb = bias ? device_vector_for(ex, bias[0], (size_t)w[0]->rows) : NULL;
@@ -451,7 +635,8 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
         int n = 0;
         while (i0 + n < n_w && n < 3 &&
                (n == 0 || (matrix_of(w[i0 + n])->bits == mats[0]->bits &&
-                           matrix_of(w[i0 + n])->n_kb == mats[0]->n_kb))) {
+                           matrix_of(w[i0 + n])->n_kb == mats[0]->n_kb &&
+                           matrix_of(w[i0 + n])->group_shift == mats[0]->group_shift))) {
             mats[n] = matrix_of(w[i0 + n]);
             biases[n] = bias ? device_vector_for(ex, bias[i0 + n], (size_t)w[i0 + n]->rows) : NULL;
             outs[n] = y[i0 + n];
@@ -467,6 +652,15 @@ static void cuda_op_matmul_add(backend_exec *ex, const alm_weight *w, const floa
 {
     cuda_workspace *ws = ex->ws;
     const float *b = device_vector_for(ex, bias, (size_t)w->rows);
+    struct { const void *w; const float *bias, *h; int n_tok; float *x; } args;
+    memset(&args, 0, sizeof args);
+    args.w = matrix_of(w);
+    args.bias = b;
+    args.h = h;
+    args.n_tok = n_tok;
+    args.x = x;
+    if (recording(ex, OP_MATMUL_ADD, &args, sizeof args))
+        return;
     check(ex, cuda_to_fragments(h, n_tok, w->cols, NULL, 0.0f, ws->frag, ws->stream), "fragments");
     check(ex, cuda_matmul(matrix_of(w), NULL, ws->frag, n_tok, b, NULL, x, w->rows, 1, 1.0f,
                           ws->stream), "matmul");
@@ -480,16 +674,60 @@ static void cuda_op_rope_store(backend_exec *ex, const attention_shape *s, const
     cuda_attention_shape a = { s->n_heads, s->n_kv_heads, s->head_dim, s->window };
     const float *qn = device_vector_for(ex, q_norm, (size_t)s->head_dim);
     const float *kn = device_vector_for(ex, k_norm, (size_t)s->head_dim);
-    check(ex, cuda_rope_store(&a, rope->cos, rope->sin, qn, kn, eps, q, k, v, n_tok, pos0,
+    const int *pos_dev = position_source(ex, pos0);
+    struct {
+        cuda_attention_shape a;
+        const float *cos, *sin, *qn, *kn;
+        float eps;
+        float *q;
+        const float *k, *v;
+        int n_tok;
+        float *kc, *vc;
+    } args;
+    memset(&args, 0, sizeof args);
+    args.a = a;
+    args.cos = rope->cos;
+    args.sin = rope->sin;
+    args.qn = qn;
+    args.kn = kn;
+    args.eps = eps;
+    args.q = q;
+    args.k = k;
+    args.v = v;
+    args.n_tok = n_tok;
+    args.kc = cache.k;
+    args.vc = cache.v;
+    if (recording(ex, OP_ROPE_STORE, &args, sizeof args))
+        return;
+    check(ex, cuda_rope_store(&a, rope->cos, rope->sin, qn, kn, eps, q, k, v, n_tok, pos0, pos_dev,
                               cache.k, cache.v, ex->ws->stream), "rope");
 }
 
 static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const float *q,
                               int n_tok, int pos0, kv_layer cache, float *out)
 {
+    cuda_workspace *ws = ex->ws;
     cuda_attention_shape a = { s->n_heads, s->n_kv_heads, s->head_dim, s->window };
-    check(ex, cuda_attention(&a, q, n_tok, pos0, cache.k, cache.v, out, ex->ws->partials,
-                             ex->ws->max_parts, ex->ws->stream), "attention");
+    const int *pos_dev = position_source(ex, pos0);
+    struct {
+        cuda_attention_shape a;
+        const float *q;
+        int n_tok, span;
+        const float *kc, *vc;
+        float *out;
+    } args;
+    memset(&args, 0, sizeof args);
+    args.a = a;
+    args.q = q;
+    args.n_tok = n_tok;
+    args.span = graph_span(ws, pos0, n_tok);
+    args.kc = cache.k;
+    args.vc = cache.v;
+    args.out = out;
+    if (recording(ex, OP_ATTENTION, &args, sizeof args))
+        return;
+    check(ex, cuda_attention(&a, q, n_tok, pos0, pos_dev, args.span, cache.k, cache.v, out,
+                             ws->partials, ws->max_parts, ws->stream), "attention");
 }
 
 /* Routing on the host (as the CPU backend does it: softmax, top k with the
@@ -501,6 +739,10 @@ static void cuda_op_moe_add(backend_exec *ex, const float *norm, float eps,
     cuda_workspace *ws = ex->ws;
     int dim = router->cols;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
+    /* routing needs the router's logits on the host mid-pass */
+    ws->graph_ok = false;
+    if (ws->mode == PASS_RECORD)
+        return;
     size_t row_bytes = sizeof(float) * (size_t)dim;
     check(ex, cudaMemcpyAsync(ws->copy, x, row_bytes * (size_t)n_tok, cudaMemcpyDeviceToDevice,
                               ws->stream), "copying the MoE input");
@@ -547,6 +789,19 @@ static void cuda_op_logits(backend_exec *ex, const float *x, int first, int n_ou
     cuda_workspace *ws = ex->ws;
     int dim = w->cols, rows = w->rows;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
+    ws->logits_floats = (size_t)n_out * (size_t)rows;
+    ws->logits_dst = logits;
+    struct { const float *x, *norm; int first, n_out, rows; float eps; const void *w; } args;
+    memset(&args, 0, sizeof args);
+    args.x = x;
+    args.norm = dnorm;
+    args.first = first;
+    args.n_out = n_out;
+    args.rows = rows;
+    args.eps = eps;
+    args.w = matrix_of(w);
+    if (recording(ex, OP_LOGITS, &args, sizeof args))
+        return;
     check(ex, cuda_to_fragments(x + (size_t)first * dim, n_out, dim, dnorm, eps, ws->frag,
                                 ws->stream), "final norm");
     /* w may ask for the first rows only (a limited vocabulary): a prefix
@@ -556,10 +811,8 @@ static void cuda_op_logits(backend_exec *ex, const float *x, int first, int n_ou
         head.rows = rows;
     check(ex, cuda_matmul(&head, NULL, ws->frag, n_out, NULL, NULL, ws->logits, rows, 0, 1.0f,
                           ws->stream), "lm_head");
-    ws->logits_floats = (size_t)n_out * (size_t)rows;
     check(ex, cudaMemcpyAsync(ws->logits_host, ws->logits, sizeof(float) * ws->logits_floats,
                               cudaMemcpyDeviceToHost, ws->stream), "copying the logits");
-    ws->logits_dst = logits;
 }
 
 /* ------------------------------------------------------------ lifetime */
@@ -586,6 +839,7 @@ static const backend_ops cuda_ops = {
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
     .free = cuda_free,
+    .memory_info = cuda_memory_info,
     .upload = cuda_upload,
     .download = cuda_download,
     .workspace_new = cuda_workspace_new,
@@ -622,6 +876,8 @@ static int open_device(int device, alm_error *err)
                              device, prop.name, prop.major, prop.minor, MIN_MAJOR);
     if ((e = cudaSetDevice(device)) != cudaSuccess)
         return cuda_fail(err, e, "selecting the GPU");
+    if ((e = cuda_matmul_setup()) != cudaSuccess)
+        return cuda_fail(err, e, "setting up the matmul kernels");
     return 0;
 }
 

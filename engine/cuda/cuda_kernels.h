@@ -48,7 +48,8 @@ typedef struct cuda_matrix {
     int n_kb;             /* 64-column blocks */
     int n_groups;         /* groups per row, padded columns (quantized only) */
     uint32_t *tiles;      /* [rows/16][n_kb][32 lanes][bits or 16 words] */
-    void *scale_bias;     /* half2 (scale, bias) [rows/16][n_groups][16] */
+    void *scale_bias;     /* half2 (scale, bias) [rows/16][n_groups][8][2]:
+                           * rows r and r + 8 of a tile side by side */
 } cuda_matrix;
 
 /* Bytes of m->tiles and m->scale_bias for a weight of this shape and bits. */
@@ -64,6 +65,10 @@ cudaError_t cuda_repack_weight(const cuda_raw_weight *raw, cuda_matrix *m, cudaS
  * t < n_tok, rows dim floats apart; padding tokens and columns are zero. */
 cudaError_t cuda_to_fragments(const float *x, int n_tok, int dim, const float *norm,
                               float eps, void *frag, cudaStream_t s);
+
+/* Once per process, before the first matmul: lets the matmul kernels use
+ * the shared memory their pipelines need (more than the default 48 KB). */
+cudaError_t cuda_matmul_setup(void);
 
 /* y[t][r] (=|+=) alpha * (W x[t])[r] + bias[r] for the tokens in frag and
  * r < y_stride <= W.rows (fewer: a prefix of whole tiles of rows).
@@ -86,11 +91,14 @@ typedef struct cuda_attention_shape {
 } cuda_attention_shape;
 
 /* Per-head norms (optional), rotary embedding of q and k, k and v into
- * the cache at positions pos0.. (see backend.h rope_store). */
+ * the cache at positions pos0.. (see backend.h rope_store). pos_dev: NULL,
+ * or device memory the kernels read pos0 from when they run (a CUDA graph
+ * replays one launch at every position). */
 cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_table,
                             const float *sin_table, const float *q_norm, const float *k_norm,
                             float eps, float *q, const float *k, const float *v, int n_tok,
-                            int pos0, float *k_cache, float *v_cache, cudaStream_t s);
+                            int pos0, const int *pos_dev, float *k_cache, float *v_cache,
+                            cudaStream_t s);
 
 /* Partial results per split of the key range: (max, sum, head_dim values). */
 size_t cuda_attention_partial_floats(int head_dim);
@@ -98,10 +106,14 @@ size_t cuda_attention_partial_floats(int head_dim);
 #define CUDA_ATTENTION_SPLIT_KEYS 128
 
 /* out = softmax(q K^T / sqrt(d) + mask) V, split along the keys when the
- * context is long (partials: room for max_parts splits). */
+ * context is long (partials: room for max_parts splits). With pos_dev the
+ * position is read on the GPU and the launch covers contexts up to
+ * max_span keys (splits past the real context do nothing); the results
+ * are those of the launch sized for the real context, bit for bit. */
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
-                           const float *k_cache, const float *v_cache, float *out,
-                           float *partials, size_t max_parts, cudaStream_t s);
+                           const int *pos_dev, int max_span, const float *k_cache,
+                           const float *v_cache, float *out, float *partials, size_t max_parts,
+                           cudaStream_t s);
 
 /* Copies bytes device to device reps times; for the bandwidth probe. */
 cudaError_t cuda_copy_repeat(void *dst, const void *src, size_t bytes, int reps, cudaStream_t s);

@@ -8,8 +8,8 @@
  * lane's 128-bit load holds exactly the values its A fragments need, so
  * there is no shuffling; two values of one row sit 16 bits apart in a word,
  * so one AND/OR turns them into a half2 (the 0x6400 trick: the float16
- * 1024 + q), and one subtraction and one fused multiply-add make them
- * scale * q + bias. The same kernel multiplies 1 to 32 tokens: the weights
+ * 1024 + q), and two fused multiply-adds make them scale * q + bias
+ * (dequant_pair). The same kernel multiplies 1 to 32 tokens: the weights
  * are read once whatever the count, which is what verifying k + 1 draft
  * tokens needs.
  *
@@ -120,7 +120,10 @@ static __global__ void repack_scales(cuda_raw_weight w, cuda_matrix m, size_t n)
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= n)
         return;
+    /* [tile][group][g][2]: rows g and g + 8 side by side, the two a lane
+     * of group g needs, so that one 8-byte load brings both. */
     int r = (int)(idx % 16u);
+    r = (r >> 1) + ((r & 1) ? 8 : 0);
     int group = (int)(idx / 16u % (size_t)m.n_groups);
     int tile = (int)(idx / (16u * (size_t)m.n_groups));
     int row = tile * 16 + r, raw_groups = w.cols / w.group_size;
@@ -214,14 +217,17 @@ cudaError_t cuda_to_fragments(const float *x, int n_tok, int dim, const float *n
 
 /* ---------------------------------------------------------------- matmul */
 
-/* Up to three matrices of the same input: end to end (the blocks of
- * q, k and v in one launch: tile_start says where each begins), or, for
- * SwiGLU, gate and up side by side (w[0], w[1]). */
+/* Up to three matrices of the same input: end to end (the tiles of q, k
+ * and v in one launch: tile_start says where each begins), or, for SwiGLU,
+ * gate and up side by side (w[0], w[1]). split warps share a tile's
+ * columns; a block of WARPS warps takes WARPS / split tiles. */
 typedef struct matmul_params {
     cuda_matrix w[3];
     const float *bias[3];
     float *y[3];
     int tile_start[3];
+    int n_tiles;
+    int split;
     const uint2 *frag;
     int n_tok;
     int accumulate;
@@ -246,238 +252,443 @@ static __device__ inline __half2 bits_half2(uint32_t u)
     return *reinterpret_cast<__half2 *>(&u);
 }
 
-/* The four A registers of 16-column step s from a lane's words; sb holds
- * the (scale, bias) of rows g and g + 8 for steps 0-1 and for steps 2-3
- * (one group, or two of 32 columns). */
+/* The float16 pair (scale * q + bias) at pair slot ps of a lane's words.
+ * Within a byte, masking the slot's bits in place and setting the
+ * exponent of 1024 (one LOP3) gives the half 1024 + f q, f = 2^(bits * k)
+ * for the k-th slot of the byte; one fma by (1/f, -1024/f), exact, gives q;
+ * a second gives scale * q + bias. Slots of a word's upper byte come from
+ * the word shifted by 8, once per word. */
 template <int BITS>
-static __device__ inline void a_fragment(const uint32_t *words, int s, const __half2 sb[4],
-                                         uint32_t a[4])
+static __device__ __forceinline__ uint32_t dequant_pair(const uint32_t *words, int ps,
+                                                        __half2 scale, __half2 bias)
 {
-    if (BITS == 16) {
+    constexpr int PER_WORD = 16 / BITS, PER_BYTE = 8 / BITS;
+    const int slot = ps % PER_WORD, k = slot % PER_BYTE, e = k * BITS;
+    uint32_t w = words[ps / PER_WORD];
+    if (slot >= PER_BYTE)
+        w >>= 8;
+    uint32_t mask = ((1u << BITS) - 1u) << e;
+    mask |= mask << 16;
+    uint32_t u = (w & mask) | 0x64006400u;
+    /* float16 bits of 1/f = 2^-e and of -1024/f = -2^(10-e) */
+    const uint32_t inv = (uint32_t)(15 - e) << 10, off = 0x8000u | (uint32_t)(25 - e) << 10;
+    __half2 q = __hfma2(bits_half2(u), bits_half2(inv | inv << 16), bits_half2(off | off << 16));
+    return half2_bits(__hfma2(q, scale, bias));
+}
+
+/* The four A registers of 16-column step s from a lane's words; sb holds
+ * (scale, bias) of rows g and g + 8 for the step's group (groups of 32:
+ * sb[0] for steps 0-1, sb[1] for steps 2-3). */
+template <int BITS, bool GS32>
+static __device__ __forceinline__ void a_fragment(const uint32_t *words, int s, const uint2 *sb,
+                                                  uint32_t a[4])
+{
+    if constexpr (BITS == 16) {
 #pragma unroll
         for (int p = 0; p < 4; p++)
             a[p] = words[s * 4 + p];
     } else {
-        constexpr int PER_WORD = 16 / BITS;
-        constexpr uint32_t MASK = ((1u << BITS) - 1u) * 0x00010001u;
-        const __half2 lo = sb[(s >> 1) * 2], hi = sb[(s >> 1) * 2 + 1];
+        const uint2 v = sb[GS32 ? s >> 1 : 0];
+        const __half2 lo = bits_half2(v.x), hi = bits_half2(v.y);
         const __half2 scale[2] = { __low2half2(lo), __low2half2(hi) };
         const __half2 bias[2] = { __high2half2(lo), __high2half2(hi) };
-        const __half2 offset = __float2half2_rn(1024.0f);
 #pragma unroll
-        for (int p = 0; p < 4; p++) {
-            int ps = s * 4 + p;
-            uint32_t u = ((words[ps / PER_WORD] >> ((ps % PER_WORD) * BITS)) & MASK) | 0x64006400u;
-            __half2 q = __hsub2(bits_half2(u), offset);
-            a[p] = half2_bits(__hfma2(q, scale[p & 1], bias[p & 1]));
-        }
+        for (int p = 0; p < 4; p++)
+            a[p] = dequant_pair<BITS>(words, s * 4 + p, scale[p & 1], bias[p & 1]);
     }
 }
 
-template <int WPL>
-static __device__ inline void load_words(const uint32_t *src, uint32_t *dst)
-{
-    if (WPL == 2) {
-        uint2 v = __ldg(reinterpret_cast<const uint2 *>(src));
-        dst[0] = v.x;
-        dst[1] = v.y;
-    } else {
-#pragma unroll
-        for (int i = 0; i < WPL / 4; i++) {
-            uint4 v = __ldg(reinterpret_cast<const uint4 *>(src) + i);
-            dst[4 * i] = v.x;
-            dst[4 * i + 1] = v.y;
-            dst[4 * i + 2] = v.z;
-            dst[4 * i + 3] = v.w;
-        }
-    }
-}
-
-/* One block per 16-row tile; its 8 warps split the 64-column blocks and add
- * their sums through shared memory at the end. Each warp first issues every
- * load of UNROLL blocks (weights, scales, activations; indices clamped so
- * that no load waits on a branch), then computes: the loads of one
- * iteration are in flight together, which is what keeps the memory busy. */
-template <int BITS, int NT8, bool SWIGLU, int MIN_BLOCKS>
-static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matmul_params p)
-{
-    constexpr int WPL = BITS == 16 ? 16 : BITS;
-    constexpr int UNROLL = 16 / WPL;   /* 64 bytes of weights per lane in flight */
-    constexpr int NM = SWIGLU ? 2 : 1;
-    constexpr int NB = NT8 == 1 ? UNROLL : 1;   /* blocks whose activations are preloaded */
-    constexpr int NA = 1;   /* independent accumulators (more than one measured no faster) */
-    __shared__ float reduce[WARPS][NM * NT8 * 128];
-
-    int sel = 0, tile = blockIdx.x;
-    if (!SWIGLU) {
-        sel = tile >= p.tile_start[2] ? 2 : tile >= p.tile_start[1] ? 1 : 0;
-        tile -= p.tile_start[sel];
-    }
-    const cuda_matrix &w0 = p.w[sel];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int g = lane >> 2, n_kb = w0.n_kb, n_steps = n_kb * 4;
-    const int token_tiles = (p.n_tok + 7) >> 3;
-    /* Lanes whose token (g) is past the last one load no activations. */
-    bool has_token[NT8];
-#pragma unroll
-    for (int j = 0; j < NT8; j++)
-        has_token[j] = j < token_tiles && j * 8 + g < p.n_tok;
-
-    float acc[NM][NA][NT8][4];
-#pragma unroll
-    for (int m = 0; m < NM; m++)
-#pragma unroll
-        for (int a = 0; a < NA; a++)
-#pragma unroll
-            for (int j = 0; j < NT8; j++)
-                acc[m][a][j][0] = acc[m][a][j][1] = acc[m][a][j][2] = acc[m][a][j][3] = 0.0f;
-
-    const uint32_t *base[NM];
-    const __half2 *sbase[NM];
+/* What one warp streams: its tile of each matrix, its range of 64-column
+ * blocks, and the lane's pointers into them. */
+template <int NM>
+struct warp_stream {
+    const uint32_t *words[NM];   /* the lane's words of block 0 */
+    const uint2 *scales[NM];     /* the lane's (rows g, g + 8) pair of group 0 */
     int shift[NM];
-#pragma unroll
-    for (int m = 0; m < NM; m++) {
-        const cuda_matrix &wm = m == 0 ? w0 : p.w[1];
-        base[m] = wm.tiles + ((size_t)tile * (size_t)n_kb * 32u + (size_t)lane) * WPL;
-        sbase[m] = (const __half2 *)wm.scale_bias + (size_t)tile * (size_t)wm.n_groups * 16u + g;
-        shift[m] = wm.group_shift;
-    }
+    int kb_lo, kb_hi;
+};
 
-    for (int kb0 = warp; kb0 < n_kb; kb0 += WARPS * UNROLL) {
-        uint32_t words[NM][UNROLL][WPL];
-        __half2 sb[NM][UNROLL][4];
-        uint2 b[NB][4][NT8];
+/* The pipeline: each warp copies its next chunks of weights (and their
+ * group parameters) from memory into its own ring of STAGES slots of shared
+ * memory with cp.async, which needs no registers while the bytes are on
+ * their way, so that STAGES - 1 chunks are in flight while one is
+ * computed. A lane copies exactly the bytes it later reads, so no lane
+ * waits for another. */
+#define STAGES 3
+/* blocks per SM for up to 8 tokens: 24 warps (3 stages of 3 KB per warp
+ * leave room for three blocks; measured with ncu: at 2 blocks, 16 warps,
+ * the schedulers found an eligible warp only half of the time) */
+#define DECODE_BLOCKS 3
+
+template <int BITS, int NM, bool GS32>
+struct pipe_shape {
+    static constexpr int WPL = BITS == 16 ? 16 : BITS;
+    static constexpr int SBN = GS32 ? 2 : 1;
+    /* blocks per chunk: 64 bytes of weights per lane over all matrices, at most 4 */
+    static constexpr int U0 = 16 / (WPL * NM) > 0 ? 16 / (WPL * NM) : 1;
+    static constexpr int U = U0 > 4 ? 4 : U0;
+    static constexpr int LANE_BYTES = WPL * 4;                    /* one block, one matrix */
+    static constexpr int PIECE = LANE_BYTES < 16 ? LANE_BYTES : 16;
+    static constexpr int PIECES = LANE_BYTES / PIECE;
+    static constexpr int WORD_BYTES = NM * U * 32 * LANE_BYTES;   /* one chunk's weights */
+    static constexpr int SCALE_BYTES = BITS == 16 ? 0 : NM * U * SBN * 32 * 8;
+    static constexpr int SLOT_BYTES = WORD_BYTES + SCALE_BYTES;
+    static constexpr int WARP_BYTES = STAGES * SLOT_BYTES;
+};
+
+/* 16 bytes that fill whole 32-byte sectors across the warp (lanes side by
+ * side) bypass L1; smaller or strided pieces go through it, so that the
+ * sector a piece shares with the next is fetched once. */
+static __device__ __forceinline__ void cp_async(uint32_t dst, const void *src, int bytes, bool whole)
+{
+    if (bytes == 16 && whole)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+    else if (bytes == 16)
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(dst), "l"(src));
+}
+
+static __device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+template <int N>
+static __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Starts copying chunk kb0 .. kb0 + U - 1 (past the range: the last block
+ * again, never used) into slot (byte offset of the warp's slot). Weights
+ * sit in 16-byte pieces with the 32 lanes side by side (no bank
+ * conflicts), group parameters likewise per block and matrix. */
+template <int BITS, int NM, bool GS32>
+static __device__ __forceinline__ void issue_chunk(const warp_stream<NM> &st, int kb0,
+                                                   uint32_t slot, int lane)
+{
+    using P = pipe_shape<BITS, NM, GS32>;
 #pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            int kb = min(kb0 + u * WARPS, n_kb - 1);
+    for (int u = 0; u < P::U; u++) {
+        const int kb = min(kb0 + u, st.kb_hi - 1);
 #pragma unroll
-            for (int m = 0; m < NM; m++) {
-                load_words<WPL>(base[m] + (size_t)kb * 32u * WPL, words[m][u]);
-                if (BITS != 16) {
-                    int g0 = (kb * 64) >> shift[m], g1 = (kb * 64 + 32) >> shift[m];
-                    sb[m][u][0] = __ldg(sbase[m] + g0 * 16);
-                    sb[m][u][1] = __ldg(sbase[m] + g0 * 16 + 8);
-                    sb[m][u][2] = __ldg(sbase[m] + g1 * 16);
-                    sb[m][u][3] = __ldg(sbase[m] + g1 * 16 + 8);
-                }
-            }
-            if (NB == UNROLL) {
+        for (int m = 0; m < NM; m++) {
+            const uint8_t *src = (const uint8_t *)(st.words[m] + (size_t)kb * 32u * P::WPL);
 #pragma unroll
-                for (int s = 0; s < 4; s++)
-                    b[u % NB][s][0] = has_token[0]
-                        ? __ldg(p.frag + (size_t)(kb * 4 + s) * 32u + lane) : make_uint2(0u, 0u);
+            for (int i = 0; i < P::PIECES; i++)
+                cp_async(slot + (uint32_t)((((m * P::U + u) * P::PIECES + i) * 32 + lane) * P::PIECE),
+                         src + i * P::PIECE, P::PIECE, P::PIECES == 1);
+            if (BITS != 16) {
+                const uint32_t s0 = slot + P::WORD_BYTES + (uint32_t)((((m * P::U + u) * P::SBN) * 32 + lane) * 8);
+                cp_async(s0, st.scales[m] + (size_t)((kb * 64) >> st.shift[m]) * 8u, 8, false);
+                if (GS32)
+                    cp_async(s0 + 32 * 8, st.scales[m] + (size_t)((kb * 64 + 32) >> st.shift[m]) * 8u, 8, false);
             }
         }
+    }
+}
+
+/* Multiplies the chunk in slot (generic pointer) with the activations. */
+template <int BITS, int NT8, int NM, bool GS32>
+static __device__ __forceinline__ void compute_chunk(const warp_stream<NM> &st, int kb0,
+                                                     const uint8_t *slot, const uint2 *frag,
+                                                     int n_steps, int lane,
+                                                     const bool (&has_token)[NT8],
+                                                     float (&acc)[NM][NT8][4])
+{
+    using P = pipe_shape<BITS, NM, GS32>;
+    /* One token (decoding): every block's activations at once, so that
+     * their loads overlap; more tokens: block by block (registers). */
+    constexpr int NB = NT8 == 1 ? P::U : 1;
+    uint2 b[NB][4][NT8];
 #pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            int kb = kb0 + u * WARPS;
-            if (kb >= n_kb)
-                break;
-            if (NB == 1) {
+    for (int u = 0; u < P::U; u++) {
+        const int kb = kb0 + u;
+        if (kb >= st.kb_hi)
+            break;
+        if (NB == 1 || u == 0) {
+#pragma unroll
+            for (int v = 0; v < NB; v++) {
+                const int kv = min(kb + v, st.kb_hi - 1);
 #pragma unroll
                 for (int s = 0; s < 4; s++)
 #pragma unroll
                     for (int j = 0; j < NT8; j++)
-                        b[0][s][j] = has_token[j]
-                            ? __ldg(p.frag + ((size_t)j * n_steps + (size_t)(kb * 4 + s)) * 32u + lane)
+                        b[v][s][j] = has_token[j]
+                            ? __ldg(frag + ((size_t)j * n_steps + (size_t)(kv * 4 + s)) * 32u + lane)
                             : make_uint2(0u, 0u);
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < NM; m++) {
+            uint32_t w[P::WPL];
+#pragma unroll
+            for (int i = 0; i < P::PIECES; i++) {
+                const uint8_t *at = slot + (((m * P::U + u) * P::PIECES + i) * 32 + lane) * P::PIECE;
+                if (P::PIECE == 16) {
+                    uint4 v = *reinterpret_cast<const uint4 *>(at);
+                    w[4 * i] = v.x;
+                    w[4 * i + 1] = v.y;
+                    w[4 * i + 2] = v.z;
+                    w[4 * i + 3] = v.w;
+                } else {
+                    uint2 v = *reinterpret_cast<const uint2 *>(at);
+                    w[2 * i] = v.x;
+                    w[2 * i + 1] = v.y;
+                }
+            }
+            uint2 sb[P::SBN];
+            if (BITS != 16) {
+                const uint2 *s = reinterpret_cast<const uint2 *>(slot + P::WORD_BYTES) + ((m * P::U + u) * P::SBN) * 32 + lane;
+                sb[0] = s[0];
+                if (GS32)
+                    sb[GS32 ? 1 : 0] = s[32];
             }
 #pragma unroll
             for (int s = 0; s < 4; s++) {
+                uint32_t a[4];
+                a_fragment<BITS, GS32>(w, s, sb, a);
 #pragma unroll
-                for (int m = 0; m < NM; m++) {
-                    uint32_t a[4];
-                    a_fragment<BITS>(words[m][u], s, sb[m][u], a);
-#pragma unroll
-                    for (int j = 0; j < NT8; j++)
-                        mma_16816(acc[m][u % NA][j], a, b[u % NB][s][j]);
-                }
+                for (int j = 0; j < NT8; j++)
+                    mma_16816(acc[m][j], a, b[NB == 1 ? 0 : u][s][j]);
             }
         }
     }
+}
 
+/* Each warp streams one tile's columns kb_lo .. kb_hi - 1 (a 1/split share)
+ * through its pipeline. The split warps of a tile add their sums through
+ * shared memory at the end, in a fixed order. A token's result depends only
+ * on the matrix (split comes from its shape), never on the tokens beside
+ * it. */
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS>
+static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matmul_params p)
+{
+    constexpr int NM = SWIGLU ? 2 : 1;
+    using P = pipe_shape<BITS, NM, GS32>;
+    extern __shared__ __align__(16) uint8_t smem[];
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
+    const int split = p.split, per_block = WARPS / split;
+    const int tile = blockIdx.x * per_block + warp / split, part = warp % split;
+
+    float acc[NM][NT8][4];
+#pragma unroll
+    for (int m = 0; m < NM; m++)
+#pragma unroll
+        for (int j = 0; j < NT8; j++)
+            acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
+
+    if (tile < p.n_tiles) {
+        int sel = 0;
+        if (!SWIGLU)
+            sel = tile >= p.tile_start[2] ? 2 : tile >= p.tile_start[1] ? 1 : 0;
+        const int local = tile - p.tile_start[sel];
+        const int n_kb = p.w[sel].n_kb, n_steps = n_kb * 4;
+        warp_stream<NM> st;
+        st.kb_lo = part * n_kb / split;
+        st.kb_hi = (part + 1) * n_kb / split;
+#pragma unroll
+        for (int m = 0; m < NM; m++) {
+            const cuda_matrix &wm = p.w[SWIGLU ? m : sel];
+            st.words[m] = wm.tiles + ((size_t)local * (size_t)n_kb * 32u + (size_t)lane) * P::WPL;
+            st.scales[m] = (const uint2 *)wm.scale_bias + (size_t)local * (size_t)wm.n_groups * 8u + g;
+            st.shift[m] = wm.group_shift;
+        }
+        bool has_token[NT8];
+#pragma unroll
+        for (int j = 0; j < NT8; j++)
+            has_token[j] = j * 8 + g < p.n_tok;
+
+        uint8_t *ring = smem + (size_t)warp * P::WARP_BYTES;
+        const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
+        const int n_chunks = (st.kb_hi - st.kb_lo + P::U - 1) / P::U;
+#pragma unroll
+        for (int c = 0; c < STAGES - 1; c++) {
+            if (c < n_chunks)
+                issue_chunk<BITS, NM, GS32>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
+            cp_async_commit();
+        }
+        for (int c = 0; c < n_chunks; c++) {
+            cp_async_wait<STAGES - 2>();   /* chunk c has landed */
+            const int next = c + STAGES - 1;
+            if (next < n_chunks)
+                issue_chunk<BITS, NM, GS32>(st, st.kb_lo + next * P::U,
+                                            ring_addr + (next % STAGES) * P::SLOT_BYTES, lane);
+            cp_async_commit();
+            compute_chunk<BITS, NT8, NM, GS32>(st, st.kb_lo + c * P::U, ring + (c % STAGES) * P::SLOT_BYTES,
+                                               p.frag, n_steps, lane, has_token, acc);
+        }
+        cp_async_wait<0>();
+    }
+    __syncthreads();   /* the rings become the reduction buffer */
+
+    float (*reduce)[NM * NT8 * 128] = reinterpret_cast<float (*)[NM * NT8 * 128]>(smem);
 #pragma unroll
     for (int m = 0; m < NM; m++)
 #pragma unroll
         for (int j = 0; j < NT8; j++)
 #pragma unroll
             for (int i = 0; i < 4; i++)
-            {
-                float v = 0.0f;
-#pragma unroll
-                for (int a = 0; a < NA; a++)
-                    v += acc[m][a][j][i];
-                reduce[warp][(m * NT8 + j) * 128 + i * 32 + lane] = v;
-            }
+                reduce[warp][(m * NT8 + j) * 128 + i * 32 + lane] = acc[m][j][i];
     __syncthreads();
 
-    for (int e = threadIdx.x; e < NT8 * 128; e += THREADS) {
-        int j = e >> 7, i = (e >> 5) & 3, ln = e & 31;
-        int row = tile * 16 + (ln >> 2) + ((i & 2) ? 8 : 0);
-        int tok = j * 8 + (ln & 3) * 2 + (i & 1);
-        if (row >= w0.rows || tok >= p.n_tok)
+    for (int e = threadIdx.x; e < per_block * NT8 * 128; e += THREADS) {
+        const int tl = e / (NT8 * 128), r = e % (NT8 * 128);
+        const int t = blockIdx.x * per_block + tl;
+        if (t >= p.n_tiles)
+            continue;
+        int sel = 0;
+        if (!SWIGLU)
+            sel = t >= p.tile_start[2] ? 2 : t >= p.tile_start[1] ? 1 : 0;
+        const int j = r >> 7, i = (r >> 5) & 3, ln = r & 31;
+        const int row = (t - p.tile_start[sel]) * 16 + (ln >> 2) + ((i & 2) ? 8 : 0);
+        const int tok = j * 8 + (ln & 3) * 2 + (i & 1);
+        const int rows = p.w[sel].rows;
+        if (row >= rows || tok >= p.n_tok)
             continue;
         float v = 0.0f;
-        for (int w = 0; w < WARPS; w++)
-            v += reduce[w][e];
+        for (int w = tl * split; w < (tl + 1) * split; w++)
+            v += reduce[w][r];
         if (p.bias[sel])
             v += p.bias[sel][row];
         if (SWIGLU) {
             float u = 0.0f;
-            for (int w = 0; w < WARPS; w++)
-                u += reduce[w][NT8 * 128 + e];
+            for (int w = tl * split; w < (tl + 1) * split; w++)
+                u += reduce[w][NT8 * 128 + r];
             if (p.bias[1])
                 u += p.bias[1][row];
             v = v / (1.0f + expf(-v)) * u;
         }
-        float *out = p.y[sel] + (size_t)tok * (size_t)w0.rows + (size_t)row;
+        float *out = p.y[sel] + (size_t)tok * (size_t)rows + (size_t)row;
         *out = p.accumulate ? *out + p.alpha * v : p.alpha * v;
     }
 }
 
-template <int BITS, bool SWIGLU>
-static void launch_tokens(const matmul_params *p, unsigned tiles, cudaStream_t s)
+/* Dynamic shared memory of one block: the warps' rings (which then hold
+ * the reduction). */
+template <int BITS, int NT8, bool SWIGLU, bool GS32>
+static constexpr int block_smem()
 {
-    /* Up to 8 tokens (decoding, verifying): registers capped so that two
-     * blocks share an SM, which keeps more weight loads in flight (gate/up
-     * of Llama 3 8B: 56 -> 40 us). */
+    constexpr int NM = SWIGLU ? 2 : 1;
+    constexpr int rings = WARPS * pipe_shape<BITS, NM, GS32>::WARP_BYTES;
+    constexpr int reduce = WARPS * NM * NT8 * 128 * 4;
+    return rings > reduce ? rings : reduce;
+}
+
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS>
+static cudaError_t launch_one(const matmul_params *p, unsigned blocks, cudaStream_t s)
+{
+    matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS>
+        <<<blocks, THREADS, block_smem<BITS, NT8, SWIGLU, GS32>(), s>>>(*p);
+    return cudaGetLastError();
+}
+
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS>
+static cudaError_t allow_smem()
+{
+    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                block_smem<BITS, NT8, SWIGLU, GS32>());
+}
+
+/* Up to 8 tokens (decoding, verifying): DECODE_BLOCKS blocks per SM, so
+ * that more weight loads are in flight; more tokens: one. */
+template <int BITS, bool SWIGLU, bool GS32>
+static cudaError_t for_token_counts(const matmul_params *p, unsigned blocks, cudaStream_t s)
+{
+    if (!p) {
+        cudaError_t e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>();
+        if (e == cudaSuccess)
+            e = allow_smem<BITS, 2, SWIGLU, GS32, 1>();
+        if (e == cudaSuccess)
+            e = allow_smem<BITS, 4, SWIGLU, GS32, 1>();
+        return e;
+    }
     if (p->n_tok <= 8)
-        matmul_kernel<BITS, 1, SWIGLU, 2><<<tiles, THREADS, 0, s>>>(*p);
-    else if (p->n_tok <= 16)
-        matmul_kernel<BITS, 2, SWIGLU, 1><<<tiles, THREADS, 0, s>>>(*p);
-    else
-        matmul_kernel<BITS, 4, SWIGLU, 1><<<tiles, THREADS, 0, s>>>(*p);
+        return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>(p, blocks, s);
+    if (p->n_tok <= 16)
+        return launch_one<BITS, 2, SWIGLU, GS32, 1>(p, blocks, s);
+    return launch_one<BITS, 4, SWIGLU, GS32, 1>(p, blocks, s);
+}
+
+/* Launches the kernel for p's format (p NULL: allows every variant its
+ * shared memory, once per process). */
+template <bool SWIGLU>
+static cudaError_t for_formats(const matmul_params *p, int bits, bool gs32, unsigned blocks,
+                               cudaStream_t s)
+{
+    switch (bits) {
+    case 2: return gs32 ? for_token_counts<2, SWIGLU, true>(p, blocks, s) : for_token_counts<2, SWIGLU, false>(p, blocks, s);
+    case 4: return gs32 ? for_token_counts<4, SWIGLU, true>(p, blocks, s) : for_token_counts<4, SWIGLU, false>(p, blocks, s);
+    case 8: return gs32 ? for_token_counts<8, SWIGLU, true>(p, blocks, s) : for_token_counts<8, SWIGLU, false>(p, blocks, s);
+    case 16: return for_token_counts<16, SWIGLU, false>(p, blocks, s);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+cudaError_t cuda_matmul_setup(void)
+{
+    static const int formats[] = { 2, 4, 8 };
+    cudaError_t e = cudaSuccess;
+    for (int i = 0; i < 3 && e == cudaSuccess; i++)
+        for (int gs32 = 0; gs32 < 2 && e == cudaSuccess; gs32++) {
+            e = for_formats<false>(NULL, formats[i], gs32, 0, 0);
+            if (e == cudaSuccess)
+                e = for_formats<true>(NULL, formats[i], gs32, 0, 0);
+        }
+    if (e == cudaSuccess)
+        e = for_formats<false>(NULL, 16, false, 0, 0);
+    if (e == cudaSuccess)
+        e = for_formats<true>(NULL, 16, false, 0, 0);
+    return e;
 }
 
 template <bool SWIGLU>
-static cudaError_t launch_bits(const matmul_params *p, unsigned tiles, cudaStream_t s)
+static cudaError_t launch_bits(const matmul_params *p, unsigned blocks, cudaStream_t s)
 {
-    switch (p->w[0].bits) {
-    case 2: launch_tokens<2, SWIGLU>(p, tiles, s); break;
-    case 4: launch_tokens<4, SWIGLU>(p, tiles, s); break;
-    case 8: launch_tokens<8, SWIGLU>(p, tiles, s); break;
-    case 16: launch_tokens<16, SWIGLU>(p, tiles, s); break;
-    default: return cudaErrorInvalidValue;
-    }
-    return cudaGetLastError();
+    bool gs32 = p->w[0].bits != 16 && p->w[0].group_shift < 6;
+    return for_formats<SWIGLU>(p, p->w[0].bits, gs32, blocks, s);
+}
+
+/* Warps per tile: the fewest that still give every SM a full set of blocks, so that
+ * short matrices (a decode step's o and q/k/v) fill the GPU and long ones
+ * stream long runs of columns per warp. Depends on the shape only. */
+static int choose_split(int tiles, int n_kb)
+{
+    int device = 0, sms = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms < 1)
+        sms = 132;
+    int split = 1;
+    while (split < WARPS && split * 2 <= n_kb &&
+           ceil_div(tiles * split, WARPS) < DECODE_BLOCKS * sms)
+        split *= 2;
+    return split;
 }
 
 static int same_input(const cuda_matrix *a, const cuda_matrix *b)
 {
-    return a->bits == b->bits && a->n_kb == b->n_kb;
+    return a->bits == b->bits && a->n_kb == b->n_kb && a->group_shift == b->group_shift;
 }
 
-static cudaError_t launch_chunks(matmul_params *p, bool swiglu, unsigned tiles, int n_kb,
+/* split: from the whole matrices' tiles (a prefix of rows, as a limited
+ * vocabulary asks, is computed as the whole matrix would be). */
+static cudaError_t launch_chunks(matmul_params *p, bool swiglu, int tiles, int split, int n_kb,
                                  const void *frag, int n_tok, float *const *y, int n_y,
                                  cudaStream_t s)
 {
+    p->n_tiles = tiles;
+    p->split = split;
+    unsigned blocks = (unsigned)ceil_div(tiles * split, WARPS);
     size_t chunk_halves = (size_t)(CUDA_MATMUL_TOKENS / 8) * (size_t)n_kb * 4u * 32u * 4u;
     for (int t0 = 0; t0 < n_tok; t0 += CUDA_MATMUL_TOKENS) {
         p->frag = (const uint2 *)((const __half *)frag + (size_t)(t0 / CUDA_MATMUL_TOKENS) * chunk_halves);
         p->n_tok = n_tok - t0 < CUDA_MATMUL_TOKENS ? n_tok - t0 : CUDA_MATMUL_TOKENS;
         for (int i = 0; i < n_y; i++)
             p->y[i] = y[i] + (size_t)t0 * (size_t)p->w[i].rows;
-        cudaError_t e = swiglu ? launch_bits<true>(p, tiles, s) : launch_bits<false>(p, tiles, s);
+        cudaError_t e = swiglu ? launch_bits<true>(p, blocks, s) : launch_bits<false>(p, blocks, s);
         if (e != cudaSuccess)
             return e;
     }
@@ -493,15 +704,16 @@ cudaError_t cuda_matmul(const cuda_matrix *w, const cuda_matrix *up, const void 
     /* rows may be fewer than the matrix holds: a prefix of whole tiles
      * (the first logits of a limited vocabulary). */
     matmul_params p = { { *w, up ? *up : *w, *w }, { bias, up_bias, NULL }, { NULL, NULL, NULL },
-                        { 0, 1 << 30, 1 << 30 }, NULL, 0, accumulate, alpha };
+                        { 0, 1 << 30, 1 << 30 }, 0, 1, NULL, 0, accumulate, alpha };
     p.w[0].rows = y_stride;   /* the output's row length is the rows computed */
     if (y_stride > w->rows)
         return cudaErrorInvalidValue;
     if (up)
         p.w[1].rows = y_stride;
-    unsigned tiles = (unsigned)ceil_div(y_stride, CUDA_TILE_ROWS);
+    int split = choose_split(ceil_div(w->rows, CUDA_TILE_ROWS), w->n_kb);
     float *ys[2] = { y, y };
-    return launch_chunks(&p, up != NULL, tiles, w->n_kb, frag, n_tok, ys, up ? 2 : 1, s);
+    return launch_chunks(&p, up != NULL, ceil_div(y_stride, CUDA_TILE_ROWS), split, w->n_kb, frag,
+                         n_tok, ys, up ? 2 : 1, s);
 }
 
 cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *frag, int n_tok,
@@ -513,15 +725,16 @@ cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *f
         if (!same_input(w[i], w[0]))
             return cudaErrorInvalidValue;
     matmul_params p = { { *w[0], *w[0], *w[0] }, { NULL, NULL, NULL }, { NULL, NULL, NULL },
-                        { 0, 1 << 30, 1 << 30 }, NULL, 0, 0, 1.0f };
-    unsigned tiles = 0;
+                        { 0, 1 << 30, 1 << 30 }, 0, 1, NULL, 0, 0, 1.0f };
+    int tiles = 0;
     for (int i = 0; i < n_w; i++) {
         p.w[i] = *w[i];
         p.bias[i] = bias ? bias[i] : NULL;
-        p.tile_start[i] = (int)tiles;
-        tiles += (unsigned)ceil_div(w[i]->rows, CUDA_TILE_ROWS);
+        p.tile_start[i] = tiles;
+        tiles += ceil_div(w[i]->rows, CUDA_TILE_ROWS);
     }
-    return launch_chunks(&p, false, tiles, w[0]->n_kb, frag, n_tok, y, n_w, s);
+    return launch_chunks(&p, false, tiles, choose_split(tiles, w[0]->n_kb), w[0]->n_kb, frag,
+                         n_tok, y, n_w, s);
 }
 
 /* ---------------------------------------------------------------- embedding */
@@ -541,7 +754,8 @@ static __device__ inline float tile_value(const cuda_matrix *m, int row, int col
     }
     int per_word = 16 / m->bits;
     uint32_t q = (words[ps / per_word] >> ((ps % per_word) * m->bits + 16 * high)) & ((1u << m->bits) - 1u);
-    __half2 sb = ((const __half2 *)m->scale_bias)[((size_t)tile * (size_t)m->n_groups + (size_t)(col >> m->group_shift)) * 16u + (size_t)rr];
+    size_t slot = (size_t)((rr & 7) * 2 + (rr >> 3));
+    __half2 sb = ((const __half2 *)m->scale_bias)[((size_t)tile * (size_t)m->n_groups + (size_t)(col >> m->group_shift)) * 16u + slot];
     return __low2float(sb) * (float)q + __high2float(sb);
 }
 

@@ -52,8 +52,20 @@ int alm_seq_new(alm_model *m, int max_len, alm_seq **out, alm_error *err)
         ok = s->x && s->q && s->k && s->v && s->attn && s->h;
     }
     if (!ok) {
+        size_t all = 2 * (size_t)c->n_layers * kv_bytes +
+                     sizeof(float) * b * (2 * q_width + 2 * kv_width + (size_t)c->hidden_size +
+                                          (size_t)c->intermediate_size);
         alm_seq_free(s);
-        return alm_error_set(err, -ENOMEM, "out of memory for a sequence of %d tokens", max_len);
+        backend *be = m->be;
+        size_t free_bytes = 0, total_bytes = 0;
+        if (be->ops->memory_info && be->ops->memory_info(be, &free_bytes, &total_bytes) == 0)
+            return alm_error_set(err, -ENOMEM,
+                                 "not enough %s memory for a sequence of %d tokens: its KV cache and "
+                                 "buffers need %.0f MiB, %.0f MiB of %.0f MiB are free",
+                                 be->ops->name, max_len, (double)all / 1048576.0,
+                                 (double)free_bytes / 1048576.0, (double)total_bytes / 1048576.0);
+        return alm_error_set(err, -ENOMEM, "out of memory for a sequence of %d tokens (%.0f MiB)",
+                             max_len, (double)all / 1048576.0);
     }
     *out = s;
     return 0;
@@ -148,11 +160,9 @@ static int ensure_workspace(alm_seq *s, int n_threads, alm_error *err)
         .head_dim = c->head_dim,
     };
     s->workspace = be->ops->workspace_new(be, &shape, s->model->all_weights,
-                                          s->model->n_all_weights, n_threads);
+                                          s->model->n_all_weights, n_threads, err);
     s->workspace_threads = n_threads;
-    if (!s->workspace)
-        return alm_error_set(err, -ENOMEM, "out of memory for the work buffers");
-    return 0;
+    return s->workspace ? 0 : err && err->code ? err->code : -ENOMEM;
 }
 
 int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,

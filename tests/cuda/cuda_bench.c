@@ -4,7 +4,9 @@
  * 0 for BF16, default 4); DIR loads a model folder. Reports the device's
  * copy bandwidth, the bytes a decode step reads, and so the roofline; then
  * prefill of 512 tokens, decode steps, and passes over 2..16 tokens (the
- * verification of k draft tokens) as multiples of one decode step. */
+ * verification of k draft tokens) as multiples of one decode step. Decode
+ * is timed twice, interleaved: with passes replayed as CUDA graphs (the
+ * default) and launched kernel by kernel (ALM_CUDA_GRAPHS=0). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,15 +85,27 @@ int main(int argc, char **argv)
         if (r < 0)
             break;
     }
+    /* the same prompt in a sequence whose passes are launched directly */
+    alm_seq *direct = NULL;
+    setenv("ALM_CUDA_GRAPHS", "0", 1);
+    if (r == 0)
+        r = alm_seq_new(model, PROMPT + STEPS + 64, &direct, &err);
+    if (r == 0)
+        r = alm_seq_forward(direct, pool, tokens, PROMPT, 1, logits, &err);
+    unsetenv("ALM_CUDA_GRAPHS");
     /* decode: STEPS single-token passes after the prompt */
-    double decode[REPEAT];
+    double decode[REPEAT], decode_direct[REPEAT];
     for (int rep = 0; rep < REPEAT && r == 0; rep++) {
-        alm_seq_truncate(seq, PROMPT);
-        double s = alm_now_seconds();
-        for (int i = 0; i < STEPS && r == 0; i++)
-            r = alm_seq_forward(seq, pool, &tokens[PROMPT + i], 1, 1, logits, &err);
-        decode[rep] = (alm_now_seconds() - s) / STEPS;
+        for (int which = 0; which < 2 && r == 0; which++) {
+            alm_seq *sq = which ? direct : seq;
+            alm_seq_truncate(sq, PROMPT);
+            double s = alm_now_seconds();
+            for (int i = 0; i < STEPS && r == 0; i++)
+                r = alm_seq_forward(sq, pool, &tokens[PROMPT + i], 1, 1, logits, &err);
+            (which ? decode_direct : decode)[rep] = (alm_now_seconds() - s) / STEPS;
+        }
     }
+    alm_seq_free(direct);
     if (r < 0) {
         fprintf(stderr, "cuda-bench: %s\n", err.message);
         return 1;
@@ -102,9 +116,11 @@ int main(int argc, char **argv)
     double roofline = (double)bytes / (gbs * 1e9);
     printf("{\"model\": \"%s\", \"bits\": \"%s\", \"load_s\": %.1f, \"copy_read_plus_write_gb_s\": %.0f, "
            "\"decode_bytes\": %zu, \"roofline_ms\": %.3f, \"prefill_tok_s\": %.0f, \"decode_ms\": %.3f, "
-           "\"decode_tok_s\": %.1f, \"roofline_fraction\": %.3f, \"pass_cost\": {",
+           "\"decode_tok_s\": %.1f, \"roofline_fraction\": %.3f, \"decode_ms_direct\": %.3f, "
+           "\"graph_speedup\": %.3f, \"pass_cost\": {",
            argv[1], argc > 2 ? argv[2] : "default", load_s, gbs, bytes, roofline * 1e3,
-           PROMPT / median(prefill, REPEAT), step * 1e3, 1.0 / step, roofline / step);
+           PROMPT / median(prefill, REPEAT), step * 1e3, 1.0 / step, roofline / step,
+           median(decode_direct, REPEAT) * 1e3, median(decode_direct, REPEAT) / step);
     static const int sizes[] = { 2, 4, 5, 8, 9, 16 };
     for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
         int n = sizes[j];

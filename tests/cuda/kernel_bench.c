@@ -1,7 +1,9 @@
 /* Times each CUDA kernel alone on shapes of Llama 3 8B (4-bit, groups of
  * 64), as JSON lines: microseconds per launch (200 back to back) and the
  * bandwidth that means for the matmuls. Tells which kernel holds a decode
- * step back from the memory roofline. */
+ * step back from the memory roofline. A matmul cycles through copies of
+ * its weights that together exceed the L2 cache (as a decode step's
+ * layers do), so that its bandwidth is the memory's. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -60,30 +62,42 @@ static double stop_us(void)
     return ms * 1e3 / LAUNCHES;
 }
 
+#define MAX_COPIES 64
+#define COPIES_BYTES ((size_t)512 << 20)
+
 static void bench_matmul(const char *name, int rows, int cols, int bits, int n_tok, int swiglu)
 {
-    cuda_matrix w = make_matrix(rows, cols, bits), up = { 0 };
-    if (swiglu)
-        up = make_matrix(rows, cols, bits);
+    int b = bits ? bits : 16;
+    double bytes = (double)(cuda_matrix_tile_bytes(rows, cols, b) +
+                            (bits ? cuda_matrix_scale_bytes(rows, cols, 64) : 0)) * (swiglu ? 2 : 1);
+    int copies = (int)((double)COPIES_BYTES / bytes) + 1;
+    if (copies > MAX_COPIES)
+        copies = MAX_COPIES;
+    cuda_matrix w[MAX_COPIES], up[MAX_COPIES];
+    for (int c = 0; c < copies; c++) {
+        w[c] = make_matrix(rows, cols, bits);
+        up[c] = swiglu ? make_matrix(rows, cols, bits) : (cuda_matrix){ 0 };
+    }
     float *x = device_floats((size_t)n_tok * cols, 1.0f), *y = device_floats((size_t)n_tok * rows, 0.0f);
     void *frag = NULL;
     cudaMalloc(&frag, cuda_fragment_bytes(n_tok, cols));
     cuda_to_fragments(x, n_tok, cols, NULL, 0.0f, frag, 0);
     for (int i = 0; i < 10; i++)
-        cuda_matmul(&w, swiglu ? &up : NULL, frag, n_tok, NULL, NULL, y, rows, 0, 1.0f, 0);
+        cuda_matmul(&w[i % copies], swiglu ? &up[i % copies] : NULL, frag, n_tok, NULL, NULL, y,
+                    rows, 0, 1.0f, 0);
     start();
     for (int i = 0; i < LAUNCHES; i++)
-        cuda_matmul(&w, swiglu ? &up : NULL, frag, n_tok, NULL, NULL, y, rows, 0, 1.0f, 0);
+        cuda_matmul(&w[i % copies], swiglu ? &up[i % copies] : NULL, frag, n_tok, NULL, NULL, y,
+                    rows, 0, 1.0f, 0);
     double us = stop_us();
-    int b = bits ? bits : 16;
-    double bytes = (double)(cuda_matrix_tile_bytes(rows, cols, b) +
-                            (bits ? cuda_matrix_scale_bytes(rows, cols, 64) : 0)) * (swiglu ? 2 : 1);
-    printf("{\"kernel\": \"matmul\", \"shape\": \"%s\", \"bits\": %d, \"n_tok\": %d, \"us\": %.2f, \"gb_s\": %.0f, \"error\": \"%s\"}\n",
-           name, b, n_tok, us, bytes / (us * 1e-6) / 1e9, cudaGetErrorString(cudaGetLastError()));
-    cudaFree(w.tiles);
-    cudaFree(w.scale_bias);
-    cudaFree(up.tiles);
-    cudaFree(up.scale_bias);
+    printf("{\"kernel\": \"matmul\", \"shape\": \"%s\", \"bits\": %d, \"n_tok\": %d, \"copies\": %d, \"us\": %.2f, \"gb_s\": %.0f, \"error\": \"%s\"}\n",
+           name, b, n_tok, copies, us, bytes / (us * 1e-6) / 1e9, cudaGetErrorString(cudaGetLastError()));
+    for (int c = 0; c < copies; c++) {
+        cudaFree(w[c].tiles);
+        cudaFree(w[c].scale_bias);
+        cudaFree(up[c].tiles);
+        cudaFree(up[c].scale_bias);
+    }
     cudaFree(x);
     cudaFree(y);
     cudaFree(frag);
@@ -111,11 +125,11 @@ static void bench_small(int n_tok, int pos0)
     }
     start();
     for (int r = 0; r < LAUNCHES; r++)
-        cuda_rope_store(&a, cs, sn, NULL, NULL, 1e-5f, q, k, v, n_tok, pos0, kc, vc, 0);
+        cuda_rope_store(&a, cs, sn, NULL, NULL, 1e-5f, q, k, v, n_tok, pos0, NULL, kc, vc, 0);
     printf("{\"kernel\": \"rope_store\", \"n_tok\": %d, \"us\": %.2f}\n", n_tok, stop_us());
     start();
     for (int r = 0; r < LAUNCHES; r++)
-        cuda_attention(&a, q, n_tok, pos0, kc, vc, out, partials, parts, 0);
+        cuda_attention(&a, q, n_tok, pos0, NULL, 0, kc, vc, out, partials, parts, 0);
     printf("{\"kernel\": \"attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"error\": \"%s\"}\n", n_tok,
            pos0, stop_us(), cudaGetErrorString(cudaGetLastError()));
     (void)hidden;
@@ -125,6 +139,10 @@ static void bench_small(int n_tok, int pos0)
 
 int main(void)
 {
+    if (cuda_matmul_setup() != cudaSuccess) {
+        fprintf(stderr, "cuda-kernel-bench: no usable GPU\n");
+        return 1;
+    }
     cudaEventCreate(&ev0);
     cudaEventCreate(&ev1);
     static const int toks[] = { 1, 5, 32 };

@@ -9,11 +9,19 @@
  *   top-1/top-2 margin is below 1e-2;
  * - speculative greedy decoding (draft model, k = 1, 4, 8) identical to
  *   plain greedy decoding on the GPU;
- * - an unknown device is refused with the list of those built in. */
+ * - an unknown device is refused with the list of those built in;
+ * - the matmul kernel on every weight format (2/4/8-bit in groups of 32,
+ *   64 and 128, dense), several shapes (so every split of a tile's columns
+ *   among warps) and token counts, against a host computation;
+ * - with the GPU's memory taken, a sequence and its work buffers are
+ *   refused with what they need and what is free. */
 #include <errno.h>
 #include <math.h>
 
+#include <cuda_runtime_api.h>
+
 #include "alm.h"
+#include "cuda/cuda_kernels.h"
 #include "tap.h"
 #include "test_util.h"
 
@@ -217,6 +225,59 @@ static void check_speculative(const char *label, alm_model *target, alm_model *d
            label, runs, differ);
 }
 
+/* Passes replayed as CUDA graphs (the default) against passes launched one
+ * kernel at a time (ALM_CUDA_GRAPHS=0, read when a sequence makes its work
+ * buffers): the same logits bit for bit, over a context that crosses
+ * several attention sizes (a graph per power of two of 128 keys), then for
+ * passes over 5 tokens (verification). */
+static void check_graphs(const char *label, alm_model *model)
+{
+    enum { STEPS = 600, WIDE = 5 };
+    alm_error err = { 0 };
+    int vocab = alm_model_vocab_size(model);
+    alm_seq *direct = NULL, *graph = NULL;
+    float *a = malloc(sizeof(float) * (size_t)vocab * WIDE), *b = malloc(sizeof(float) * (size_t)vocab * WIDE);
+    int32_t ids[STEPS + 4 * WIDE];
+    for (int i = 0; i < STEPS + 4 * WIDE; i++)
+        ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
+    setenv("ALM_CUDA_GRAPHS", "0", 1);
+    int r = alm_seq_new(model, STEPS + 4 * WIDE, &direct, &err);
+    if (r == 0)
+        r = alm_seq_forward(direct, pool, ids, 1, 1, a, &err);
+    unsetenv("ALM_CUDA_GRAPHS");
+    if (r == 0)
+        r = alm_seq_new(model, STEPS + 4 * WIDE, &graph, &err);
+    if (r == 0)
+        r = alm_seq_forward(graph, pool, ids, 1, 1, b, &err);
+    int first_diff = -1;
+    for (int i = 1; r == 0 && i < STEPS; i++) {
+        if (first_diff < 0 && memcmp(a, b, sizeof(float) * (size_t)vocab))
+            first_diff = i - 1;
+        r = alm_seq_forward(direct, pool, &ids[i], 1, 1, a, &err);
+        if (r == 0)
+            r = alm_seq_forward(graph, pool, &ids[i], 1, 1, b, &err);
+    }
+    for (int i = 0; r == 0 && i < 4; i++) {
+        if (first_diff < 0 && memcmp(a, b, sizeof(float) * (size_t)vocab))
+            first_diff = STEPS - 1 + i;
+        const int32_t *t = &ids[STEPS + i * WIDE];
+        r = alm_seq_forward(direct, pool, t, WIDE, WIDE, a, &err);
+        if (r == 0)
+            r = alm_seq_forward(graph, pool, t, WIDE, WIDE, b, &err);
+        if (r == 0 && first_diff < 0 && memcmp(a, b, sizeof(float) * (size_t)vocab * WIDE))
+            first_diff = STEPS + i * WIDE;
+    }
+    if (first_diff >= 0)
+        tap_diag("%s: first differing logits at position %d", label, first_diff);
+    tap_ok(r == 0 && first_diff < 0,
+           "%s: %d one-token passes and 4 five-token passes as CUDA graphs give the logits of direct launches, bit for bit (%s)",
+           label, STEPS, r == 0 ? "ok" : err.message);
+    alm_seq_free(direct);
+    alm_seq_free(graph);
+    free(a);
+    free(b);
+}
+
 static void check_pair(const char *label, const char *target_dir, const char *draft_dir,
                        JsonObject *models, const char *target_ref, const char *draft_ref)
 {
@@ -229,9 +290,203 @@ static void check_pair(const char *label, const char *target_dir, const char *dr
         check_greedy(target_ref, target, json_object_get_array_member(models, target_ref));
         check_greedy(draft_ref, draft, json_object_get_array_member(models, draft_ref));
         check_speculative(label, target, draft, json_object_get_array_member(models, target_ref));
+        check_graphs(target_ref, target);
     }
     alm_model_free(draft);
     alm_model_free(target);
+}
+
+static uint32_t next_random(uint64_t *state)
+{
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(*state >> 33);
+}
+
+static float uniform(uint64_t *state, float lo, float hi)
+{
+    return lo + (hi - lo) * (float)(next_random(state) & 0xffffff) / (float)0xffffff;
+}
+
+static void *to_device(const void *host, size_t bytes)
+{
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes) != cudaSuccess)
+        return NULL;
+    cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice);
+    return p;
+}
+
+/* One weight format and shape: y = W x on the GPU against the host, with
+ * the GPU's roundings (weights dequantized to float16, activations in
+ * float16) so that only the order of the sums differs. swiglu: y =
+ * silu(W x) * (W x), W serving as gate and up. Returns the worst error
+ * relative to the largest |y|. */
+static double matmul_error(int rows, int cols, int bits, int group, int n_tok, bool swiglu)
+{
+    uint64_t rng = (uint64_t)rows * 31u + (uint64_t)cols * 7u + (uint64_t)bits * 3u + (uint64_t)group + (uint64_t)n_tok;
+    size_t n_w = (size_t)rows * (size_t)cols;
+    size_t words = bits ? n_w * (size_t)bits / 32u : 0;
+    size_t n_groups = bits ? n_w / (size_t)group : 0;
+    uint32_t *data = malloc(sizeof(uint32_t) * (words ? words : 1));
+    _Float16 *dense = malloc(sizeof(_Float16) * (bits ? 1 : n_w));
+    _Float16 *scales = malloc(sizeof(_Float16) * (n_groups ? n_groups : 1));
+    _Float16 *biases = malloc(sizeof(_Float16) * (n_groups ? n_groups : 1));
+    float *w = malloc(sizeof(float) * n_w), *x = malloc(sizeof(float) * (size_t)n_tok * cols);
+    for (size_t i = 0; i < words; i++)
+        data[i] = next_random(&rng) ^ next_random(&rng) << 16;
+    for (size_t i = 0; i < n_groups; i++) {
+        scales[i] = (_Float16)uniform(&rng, 0.001f, 0.02f);
+        biases[i] = (_Float16)uniform(&rng, -0.05f, 0.05f);
+    }
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (size_t c = 0; c < (size_t)cols; c++) {
+            size_t i = r * (size_t)cols + c;
+            if (bits) {
+                size_t bit = i * (size_t)bits;   /* rows are whole words */
+                uint32_t q = (data[bit / 32u] >> (bit % 32u)) & ((1u << bits) - 1u);
+                size_t gi = r * (size_t)(cols / group) + c / (size_t)group;
+                w[i] = (float)(_Float16)((float)q * (float)scales[gi] + (float)biases[gi]);
+            } else {
+                dense[i] = (_Float16)uniform(&rng, -0.05f, 0.05f);
+                w[i] = (float)dense[i];
+            }
+        }
+    for (size_t i = 0; i < (size_t)n_tok * cols; i++)
+        x[i] = uniform(&rng, -1.0f, 1.0f);
+
+    cuda_raw_weight raw = { .rows = rows, .cols = cols, .bits = bits, .group_size = group,
+                            .dtype = CUDA_F16, .scale_dtype = CUDA_F16 };
+    raw.data = bits ? to_device(data, sizeof(uint32_t) * words) : to_device(dense, sizeof(_Float16) * n_w);
+    raw.scales = bits ? to_device(scales, sizeof(_Float16) * n_groups) : NULL;
+    raw.biases = bits ? to_device(biases, sizeof(_Float16) * n_groups) : NULL;
+    cuda_matrix m = { 0 };
+    int b = bits ? bits : 16;
+    cudaMalloc((void **)&m.tiles, cuda_matrix_tile_bytes(rows, cols, b));
+    if (bits)
+        cudaMalloc(&m.scale_bias, cuda_matrix_scale_bytes(rows, cols, group));
+    float *xd = to_device(x, sizeof(float) * (size_t)n_tok * cols), *yd = NULL;
+    void *frag = NULL;
+    cudaMalloc(&frag, cuda_fragment_bytes(n_tok, cols));
+    cudaMalloc((void **)&yd, sizeof(float) * (size_t)n_tok * rows);
+    cudaError_t e = cuda_repack_weight(&raw, &m, 0);
+    if (e == cudaSuccess)
+        e = cuda_to_fragments(xd, n_tok, cols, NULL, 0.0f, frag, 0);
+    if (e == cudaSuccess)
+        e = cuda_matmul(&m, swiglu ? &m : NULL, frag, n_tok, NULL, NULL, yd, rows, 0, 1.0f, 0);
+    float *y = malloc(sizeof(float) * (size_t)n_tok * rows);
+    if (e == cudaSuccess)
+        e = cudaMemcpy(y, yd, sizeof(float) * (size_t)n_tok * rows, cudaMemcpyDeviceToHost);
+    double worst = e == cudaSuccess ? 0.0 : INFINITY, scale = 0.0;
+    for (int t = 0; t < n_tok && e == cudaSuccess; t++)
+        for (int r = 0; r < rows; r++) {
+            double dot = 0.0;
+            for (int c = 0; c < cols; c++)
+                dot += (double)w[(size_t)r * cols + c] * (double)(float)(_Float16)x[(size_t)t * cols + c];
+            if (swiglu)
+                dot = dot / (1.0 + exp(-dot)) * dot;
+            scale = fmax(scale, fabs(dot));
+            worst = fmax(worst, fabs(dot - (double)y[(size_t)t * rows + r]));
+        }
+    cudaFree((void *)raw.data);
+    cudaFree((void *)raw.scales);
+    cudaFree((void *)raw.biases);
+    cudaFree(m.tiles);
+    cudaFree(m.scale_bias);
+    cudaFree(xd);
+    cudaFree(yd);
+    cudaFree(frag);
+    free(data);
+    free(dense);
+    free(scales);
+    free(biases);
+    free(w);
+    free(x);
+    free(y);
+    return scale > 0.0 ? worst / scale : worst;
+}
+
+static void check_matmul_formats(void)
+{
+    static const struct { int rows, cols; } shapes[] = {
+        { 200, 384 },     /* a partial tile; 6 column blocks: 4 warps per tile */
+        { 20000, 256 },   /* 1250 tiles: 2 warps per tile */
+        { 40000, 128 },   /* 2500 tiles: one warp per tile */
+    };
+    static const int formats[][2] = { { 2, 32 }, { 2, 64 }, { 4, 32 }, { 4, 64 }, { 4, 128 },
+                                      { 8, 32 }, { 8, 64 }, { 8, 128 }, { 0, 0 } };
+    static const int toks[] = { 1, 5, 20, 40 };
+    int runs = 0, bad = 0;
+    double worst = 0.0;
+    if (!tap_ok(cuda_matmul_setup() == cudaSuccess, "matmul kernels set up"))
+        return;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++)
+            for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++)
+                for (int sw = 0; sw < 2; sw++) {
+                    if (s > 0 && (toks[t] > 5 || formats[f][0] != 4))
+                        continue;   /* the long shapes: the split paths, in the common format */
+                    double err = matmul_error(shapes[s].rows, shapes[s].cols, formats[f][0],
+                                              formats[f][1] ? formats[f][1] : 32, toks[t], sw);
+                    runs++;
+                    worst = fmax(worst, err);
+                    if (!(err <= 1e-3)) {
+                        bad++;
+                        tap_diag("matmul %dx%d, %d-bit groups of %d, %d tokens%s: error %.2e",
+                                 shapes[s].rows, shapes[s].cols, formats[f][0], formats[f][1], toks[t],
+                                 sw ? ", swiglu" : "", err);
+                    }
+                }
+    tap_ok(bad == 0, "matmul on the GPU equals the host's within 1e-3 of max|y| in %d formats, shapes and token counts (worst %.2e)",
+           runs, worst);
+}
+
+/* Takes all but `leave` bytes of the GPU's free memory; NULL if it cannot. */
+static void *hog_gpu(size_t leave)
+{
+    size_t free_bytes = 0, total = 0;
+    void *p = NULL;
+    if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess || free_bytes <= leave ||
+        cudaMalloc(&p, free_bytes - leave) != cudaSuccess)
+        return NULL;
+    return p;
+}
+
+static void check_out_of_memory(void)
+{
+    alm_error err = { 0 };
+    alm_random_params rp = alm_random_default_params();
+    alm_model_params mp = alm_model_default_params();
+    mp.device = "cuda";
+    alm_model *model = NULL;
+    if (!tap_ok(alm_model_new_random("qwen2.5-0.5b", &rp, &mp, &model, &err) == 0,
+                "random qwen2.5-0.5b on the GPU (%s)", err.message))
+        return;
+    /* 32768 positions of KV cache take 805 MB: more than the 256 MiB left */
+    void *hog = hog_gpu((size_t)256 << 20);
+    alm_seq *seq = NULL;
+    int r = alm_seq_new(model, 32768, &seq, &err);
+    tap_ok(hog && r == -ENOMEM && strstr(err.message, "need") && strstr(err.message, "MiB are free"),
+           "a sequence too long for the GPU's free memory is refused with what it needs and what is free (%s)",
+           r == 0 ? "accepted" : err.message);
+    alm_seq_free(r == 0 ? seq : NULL);
+    cudaFree(hog);
+
+    /* a short sequence fits; its work buffers (logits of 256 tokens: 155 MB)
+     * do not fit in the 32 MiB then left */
+    seq = NULL;
+    r = alm_seq_new(model, 256, &seq, &err);
+    hog = r == 0 ? hog_gpu((size_t)32 << 20) : NULL;
+    int32_t token = 1;
+    float *logits = malloc(sizeof(float) * (size_t)alm_model_vocab_size(model));
+    if (r == 0)
+        r = alm_seq_forward(seq, pool, &token, 1, 1, logits, &err);
+    tap_ok(hog && r == -ENOMEM && strstr(err.message, "work buffers") && strstr(err.message, "MiB are free"),
+           "work buffers that do not fit are refused with what they need and what is free (%s)",
+           r == 0 ? "accepted" : err.message);
+    cudaFree(hog);
+    free(logits);
+    alm_seq_free(seq);
+    alm_model_free(model);
 }
 
 int main(void)
@@ -256,6 +511,8 @@ int main(void)
     free(tiny_dir);
     tap_ok(r == -ENOTSUP && strstr(err.message, "cpu, cuda") != NULL,
            "an unknown device is refused, naming the ones there are (%s)", err.message);
+    check_matmul_formats();
+    check_out_of_memory();
 
     char *refs = test_path("ALM_TEST_DATA", "refs/tiny-logits.json");
     JsonParser *parser = test_load_json(refs);
