@@ -169,6 +169,16 @@ int alm_seq_set_vocab_limit(alm_seq *seq, int n);
 int alm_seq_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
                     int n_logits, float *logits, alm_error *err);
 
+/* alm_seq_forward for greedy decoding: instead of the logits of the last
+ * n_out tokens, for each of them ids[j] = the argmax (the lowest id on
+ * ties, below the vocabulary limit) and, when top_prob is not NULL,
+ * top_prob[j] = its softmax probability. Same passes and the same ids as
+ * the argmax of alm_seq_forward's logits; on a GPU only these numbers
+ * cross the bus. ids[j] = -1 where the logits are not finite (a NaN or
+ * +infinity, or every one -infinity). 1 <= n_out <= n. */
+int alm_seq_forward_argmax(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
+                           int n_out, int32_t *ids, float *top_prob, alm_error *err);
+
 /* ------------------------------------------------------------ generation */
 
 typedef struct alm_sampling {

@@ -163,6 +163,16 @@ typedef struct backend_ops {
                    const float *norm, float eps, const alm_weight *w,
                    float *logits);
 
+    /* Optional (NULL: model code takes logits and finds the argmax on the
+     * host). For j < n_out: ids[j] = argmax over the first n_valid rows of
+     * W rmsnorm(x[first + j]) (the lowest index on ties; -1 when one is NaN
+     * or +infinity, or all are -infinity) and, top_prob not NULL,
+     * top_prob[j] = 1 / sum_v exp(l_v - l_max) over those rows. ids and
+     * top_prob are host memory. */
+    void (*logits_argmax)(backend_exec *ex, const float *x, int first, int n_out,
+                          const float *norm, float eps, const alm_weight *w, int n_valid,
+                          int32_t *ids, float *top_prob);
+
     /* Optional (NULL: nothing to do). Called once after loading with every
      * weight of the model, so that a backend can keep its own copy in
      * alm_weight.backend_data (a GPU uploads them here). */

@@ -73,6 +73,11 @@ typedef struct cuda_workspace {
     float *logits_host;          /* pinned copy of logits, handed over after the pass */
     float *logits_dst;           /* where run() copies them (the caller's buffer) */
     size_t logits_floats;
+    int32_t *choice;             /* device [2][max_tokens]: argmax ids, then top probabilities */
+    int32_t *choice_host;        /* pinned copy */
+    int32_t *ids_dst;            /* where run() copies the ids (NULL: none asked for) */
+    float *top_dst;
+    int n_choice;
     float *partials;             /* attention splits */
     size_t max_parts;
     int max_rows;
@@ -365,6 +370,8 @@ static void cuda_workspace_free(backend *base, void *p)
     cudaFree(ws->router);
     cudaFree(ws->logits);
     cudaFreeHost(ws->logits_host);
+    cudaFree(ws->choice);
+    cudaFreeHost(ws->choice_host);
     cudaFree(ws->partials);
     cuda_graph_cache_free(ws->graphs);
     cuda_signature_free(&ws->sig);
@@ -423,6 +430,8 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     size_t logits_bytes = tokens * (size_t)ws->max_rows * sizeof(float);
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->logits, logits_bytes);
     if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->logits_host, logits_bytes);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->choice, 2 * tokens * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->choice_host, 2 * tokens * sizeof(int32_t));
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->partials, partial * sizeof(float));
     const char *graphs = getenv("ALM_CUDA_GRAPHS");
     ws->use_graphs = !(graphs && strcmp(graphs, "0") == 0);
@@ -434,7 +443,7 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
         size_t device_bytes = 2 * frag + tokens * (size_t)width * sizeof(float) +
                               (size_t)width * sizeof(float) +
                               tokens * MOE_MAX_EXPERTS * sizeof(float) + logits_bytes +
-                              partial * sizeof(float) + (1 + tokens) * sizeof(int32_t);
+                              partial * sizeof(float) + (3 + 2 * tokens) * sizeof(int32_t);
         size_t free_bytes = 0, total_bytes = 0;
         if (e == cudaErrorMemoryAllocation && cuda_memory_info(base, &free_bytes, &total_bytes) == 0)
             alm_error_set(err, -ENOMEM,
@@ -500,9 +509,11 @@ static void cuda_run(backend *base, alm_pool *pool, void *workspace,
     backend_exec ex = { be, workspace };
     check(&ex, cudaSetDevice(be->device), "selecting the GPU");
     ex.ws->logits_dst = NULL;
+    ex.ws->ids_dst = NULL;
     if (!ex.ws->use_graphs || !run_as_graph(&ex, body, ctx)) {
         ex.ws->mode = PASS_DIRECT;
         ex.ws->logits_dst = NULL;
+        ex.ws->ids_dst = NULL;
         body(ctx, &ex);
     }
     check(&ex, cudaStreamSynchronize(ex.ws->stream), "running a pass");
@@ -510,6 +521,12 @@ static void cuda_run(backend *base, alm_pool *pool, void *workspace,
      * final, hand them over. */
     if (ex.ws->logits_dst)
         memcpy(ex.ws->logits_dst, ex.ws->logits_host, sizeof(float) * ex.ws->logits_floats);
+    if (ex.ws->ids_dst) {
+        size_t n = (size_t)ex.ws->n_choice;
+        memcpy(ex.ws->ids_dst, ex.ws->choice_host, sizeof(int32_t) * n);
+        if (ex.ws->top_dst)
+            memcpy(ex.ws->top_dst, ex.ws->choice_host + ex.ws->shape.max_tokens, sizeof(float) * n);
+    }
 }
 
 static int cuda_take_error(backend *base, void *workspace, alm_error *err)
@@ -526,7 +543,8 @@ static int cuda_take_error(backend *base, void *workspace, alm_error *err)
 
 /* ------------------------------------------------------------ operations */
 
-enum { OP_EMBED = 1, OP_NORM_MATMUL, OP_MATMUL_ADD, OP_ROPE_STORE, OP_ATTENTION, OP_LOGITS };
+enum { OP_EMBED = 1, OP_NORM_MATMUL, OP_MATMUL_ADD, OP_ROPE_STORE, OP_ATTENTION, OP_LOGITS,
+       OP_ARGMAX };
 
 /* Recording a pass: adds the operation and its arguments (a struct zeroed
  * before it was filled, so no padding byte differs) to the signature and
@@ -815,6 +833,54 @@ static void cuda_op_logits(backend_exec *ex, const float *x, int first, int n_ou
                               cudaMemcpyDeviceToHost, ws->stream), "copying the logits");
 }
 
+/* The logits stay on the GPU; only each row's argmax (and probability)
+ * comes back. */
+static void cuda_op_logits_argmax(backend_exec *ex, const float *x, int first, int n_out,
+                                  const float *norm, float eps, const alm_weight *w, int n_valid,
+                                  int32_t *ids, float *top_prob)
+{
+    cuda_workspace *ws = ex->ws;
+    int dim = w->cols, rows = w->rows;
+    const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
+    ws->ids_dst = ids;
+    ws->top_dst = top_prob;
+    ws->n_choice = n_out;
+    struct {
+        const float *x, *norm;
+        int first, n_out, rows, n_valid, top;
+        float eps;
+        const void *w;
+    } args;
+    memset(&args, 0, sizeof args);
+    args.x = x;
+    args.norm = dnorm;
+    args.first = first;
+    args.n_out = n_out;
+    args.rows = rows;
+    args.n_valid = n_valid;
+    args.top = top_prob != NULL;
+    args.eps = eps;
+    args.w = matrix_of(w);
+    if (recording(ex, OP_ARGMAX, &args, sizeof args))
+        return;
+    check(ex, cuda_to_fragments(x + (size_t)first * dim, n_out, dim, dnorm, eps, ws->frag,
+                                ws->stream), "final norm");
+    cuda_matrix head = *matrix_of(w);
+    if (rows < head.rows)
+        head.rows = rows;
+    check(ex, cuda_matmul(&head, NULL, ws->frag, n_out, NULL, NULL, ws->logits, rows, 0, 1.0f,
+                          ws->stream), "lm_head");
+    int max_tokens = ws->shape.max_tokens;
+    float *top = top_prob ? (float *)(ws->choice + max_tokens) : NULL;
+    check(ex, cuda_argmax(ws->logits, n_out, rows, n_valid < rows ? n_valid : rows, ws->choice, top,
+                          ws->stream), "argmax");
+    check(ex, cudaMemcpyAsync(ws->choice_host, ws->choice, sizeof(int32_t) * (size_t)n_out,
+                              cudaMemcpyDeviceToHost, ws->stream), "copying the argmax");
+    if (top)
+        check(ex, cudaMemcpyAsync(ws->choice_host + max_tokens, top, sizeof(float) * (size_t)n_out,
+                                  cudaMemcpyDeviceToHost, ws->stream), "copying the probabilities");
+}
+
 /* ------------------------------------------------------------ lifetime */
 
 static void cuda_destroy(backend *base)
@@ -852,6 +918,7 @@ static const backend_ops cuda_ops = {
     .attention = cuda_op_attention,
     .moe_add = cuda_op_moe_add,
     .logits = cuda_op_logits,
+    .logits_argmax = cuda_op_logits_argmax,
     .prepare_weights = cuda_prepare_weights,
     .take_error = cuda_take_error,
 };

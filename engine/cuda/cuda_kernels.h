@@ -115,6 +115,13 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
                            const float *v_cache, float *out, float *partials, size_t max_parts,
                            cudaStream_t s);
 
+/* For each of n rows of logits (stride floats apart): ids[r] = the argmax
+ * over the first n_valid (the lowest index on ties; -1 when one is NaN or
+ * +infinity, or all are -infinity) and, top not NULL, top[r] = 1 / sum of
+ * exp(l - max). ids and top are device memory. */
+cudaError_t cuda_argmax(const float *logits, int n, int stride, int n_valid, int32_t *ids,
+                        float *top, cudaStream_t s);
+
 /* Copies bytes device to device reps times; for the bandwidth probe. */
 cudaError_t cuda_copy_repeat(void *dst, const void *src, size_t bytes, int reps, cudaStream_t s);
 

@@ -58,12 +58,25 @@ static int plain_decode(gen_session *g, alm_seq *seq, alm_pool *pool, float *log
             g->finish = ALM_FINISH_CONTEXT;
             break;
         }
-        int r = alm_seq_forward(seq, pool, &cur, 1, 1, logits, err);
-        if (r < 0)
-            return r;
-        cur = sampler_sample(g->sampler, logits, g->vocab);
-        if (cur < 0)
-            return alm_error_set(err, cur, "sampling failed: the logits are not finite");
+        int r;
+        if (sampler_get_params(g->sampler)->temperature == 0.0f) {
+            /* greedy: the argmax is all that is needed (on a GPU, all
+             * that crosses the bus) */
+            int32_t next = -1;
+            r = alm_seq_forward_argmax(seq, pool, &cur, 1, 1, &next, NULL, err);
+            if (r < 0)
+                return r;
+            if (next < 0)
+                return alm_error_set(err, -EINVAL, "sampling failed: the logits are not finite");
+            cur = next;
+        } else {
+            r = alm_seq_forward(seq, pool, &cur, 1, 1, logits, err);
+            if (r < 0)
+                return r;
+            cur = sampler_sample(g->sampler, logits, g->vocab);
+            if (cur < 0)
+                return alm_error_set(err, cur, "sampling failed: the logits are not finite");
+        }
         r = session_emit(g, cur, err);
         if (r < 0)
             return r;

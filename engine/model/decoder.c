@@ -11,6 +11,8 @@ typedef struct forward_args {
     int n;
     int n_logits;
     float *logits;
+    int32_t *ids;       /* not NULL: the argmax of the logits instead */
+    float *top_prob;
 } forward_args;
 
 static void forward_body(void *p, backend_exec *ex)
@@ -78,14 +80,26 @@ static void forward_body(void *p, backend_exec *ex)
         alm_weight head = w->lm_head;
         if (s->vocab_rows > 0 && s->vocab_rows < head.rows)
             head.rows = s->vocab_rows;
-        op->logits(ex, s->x, n - a->n_logits, a->n_logits, w->final_norm, eps, &head,
-                   a->logits);
+        if (a->ids)
+            op->logits_argmax(ex, s->x, n - a->n_logits, a->n_logits, w->final_norm, eps, &head,
+                              s->vocab_limit ? s->vocab_limit : c->vocab_size, a->ids,
+                              a->top_prob);
+        else
+            op->logits(ex, s->x, n - a->n_logits, a->n_logits, w->final_norm, eps, &head,
+                       a->logits);
     }
 }
 
 void decoder_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
                      int n_logits, float *logits)
 {
-    forward_args a = { seq, tokens, n, n_logits, logits };
+    forward_args a = { seq, tokens, n, n_logits, logits, NULL, NULL };
+    seq->model->be->ops->run(seq->model->be, pool, seq->workspace, forward_body, &a);
+}
+
+void decoder_forward_argmax(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
+                            int n_out, int32_t *ids, float *top_prob)
+{
+    forward_args a = { seq, tokens, n, n_out, NULL, ids, top_prob };
     seq->model->be->ops->run(seq->model->be, pool, seq->workspace, forward_body, &a);
 }

@@ -64,4 +64,9 @@ int model_create(const char *name, const alm_model_params *params, model_source_
 void decoder_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
                      int n_logits, float *logits);
 
+/* The same pass, with the backend's logits_argmax for the last n_out tokens
+ * (the backend must have one). */
+void decoder_forward_argmax(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
+                            int n_out, int32_t *ids, float *top_prob);
+
 #endif

@@ -165,12 +165,13 @@ static int ensure_workspace(alm_seq *s, int n_threads, alm_error *err)
     return s->workspace ? 0 : err && err->code ? err->code : -ENOMEM;
 }
 
-int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,
-                    int n_logits, float *logits, alm_error *err)
+/* The passes of alm_seq_forward and alm_seq_forward_argmax: the outputs of
+ * the last n_out tokens overall, which may span passes, go to logits
+ * ([n_out][vocab]) or, ids not NULL, to ids and top_prob. */
+static int forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n, int n_out,
+                   float *logits, int32_t *ids, float *top_prob, alm_error *err)
 {
     int32_t vocab = s->model->cfg.vocab_size;
-    if (n < 0 || n_logits < 0 || n_logits > n || (n_logits > 0 && !logits))
-        return alm_error_set(err, -EINVAL, "invalid arguments to alm_seq_forward");
     if (n > s->capacity - s->length)
         return alm_error_set(err, -ENOSPC,
                              "context full: %d tokens cached, %d more asked for, room for %d",
@@ -183,19 +184,23 @@ int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,
     if (r < 0)
         return r;
 
-    /* Passes of at most `batch` tokens; logits come from the last n_logits
-     * tokens overall, which may span passes. */
-    int first_logit = n - n_logits;
+    int first_out = n - n_out;
     for (int done = 0; done < n;) {
         int chunk = n - done < s->batch ? n - done : s->batch;
         int end = done + chunk;
-        int from = first_logit > done ? first_logit : done;
-        int chunk_logits = end > from ? end - from : 0;
-        float *out = chunk_logits ? logits + (size_t)(from - first_logit) * vocab : NULL;
+        int from = first_out > done ? first_out : done;
+        int chunk_out = end > from ? end - from : 0;
+        size_t j0 = (size_t)(from - first_out);
         memcpy(s->tokens + s->length, tokens + done, sizeof(int32_t) * (size_t)chunk);
-        decoder_forward(s, pool, tokens + done, chunk, chunk_logits, out);
-        if (out && s->vocab_limit)
-            spread_limited_logits(s, out, chunk_logits);
+        if (ids && chunk_out) {
+            decoder_forward_argmax(s, pool, tokens + done, chunk, chunk_out, ids + j0,
+                                   top_prob ? top_prob + j0 : NULL);
+        } else {
+            float *out = chunk_out ? logits + j0 * (size_t)vocab : NULL;
+            decoder_forward(s, pool, tokens + done, chunk, chunk_out, out);
+            if (out && s->vocab_limit)
+                spread_limited_logits(s, out, chunk_out);
+        }
         backend *be = s->model->be;
         if (be->ops->take_error && (r = be->ops->take_error(be, s->workspace, err)) < 0)
             return r;
@@ -203,4 +208,54 @@ int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,
         done = end;
     }
     return 0;
+}
+
+int alm_seq_forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n,
+                    int n_logits, float *logits, alm_error *err)
+{
+    if (n < 0 || n_logits < 0 || n_logits > n || (n_logits > 0 && !logits))
+        return alm_error_set(err, -EINVAL, "invalid arguments to alm_seq_forward");
+    return forward(s, pool, tokens, n, n_logits, logits, NULL, NULL, err);
+}
+
+/* The argmax of one row of logits, with logits_argmax's meaning (backend.h). */
+static int32_t host_argmax(const float *l, int n, float *top_prob)
+{
+    int32_t best = -1;
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (isnan(l[i]) || l[i] == INFINITY)
+            return -1;
+        if (l[i] > max) {
+            max = l[i];
+            best = i;
+        }
+    }
+    if (best >= 0 && top_prob) {
+        double sum = 0.0;
+        for (int i = 0; i < n; i++)
+            sum += exp((double)(l[i] - max));
+        *top_prob = (float)(1.0 / sum);
+    }
+    return best;
+}
+
+int alm_seq_forward_argmax(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n, int n_out,
+                           int32_t *ids, float *top_prob, alm_error *err)
+{
+    if (n < 1 || n_out < 1 || n_out > n || !ids)
+        return alm_error_set(err, -EINVAL, "invalid arguments to alm_seq_forward_argmax");
+    if (s->model->be->ops->logits_argmax)
+        return forward(s, pool, tokens, n, n_out, NULL, ids, top_prob, err);
+    /* a backend whose logits are in host memory anyway */
+    int vocab = s->model->cfg.vocab_size;
+    float *logits = malloc(sizeof(float) * (size_t)n_out * (size_t)vocab);
+    if (!logits)
+        return alm_error_set(err, -ENOMEM, "out of memory");
+    int r = forward(s, pool, tokens, n, n_out, logits, NULL, NULL, err);
+    for (int j = 0; r == 0 && j < n_out; j++)
+        ids[j] = host_argmax(logits + (size_t)j * vocab, s->vocab_limit ? s->vocab_limit : vocab,
+                             top_prob ? &top_prob[j] : NULL);
+    free(logits);
+    return r;
 }

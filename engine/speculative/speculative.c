@@ -107,6 +107,17 @@ static float top_probability(const float *logits, int n)
     return (float)(1.0 / sum);
 }
 
+/* One pass of the draft model over tokens: its logits, or when greedy only
+ * their argmax (best) and, for draft_p_min, its probability (top). */
+static int draft_pass(spec_state *s, const int32_t *tokens, int n, int32_t *best, float *top,
+                      alm_error *err)
+{
+    if (!s->greedy)
+        return alm_seq_forward(s->draft, s->pool, tokens, n, 1, s->draft_logits, err);
+    return alm_seq_forward_argmax(s->draft, s->pool, tokens, n, 1, best,
+                                  s->params->draft_p_min > 0.0f ? top : NULL, err);
+}
+
 /* Drafts up to k tokens with the draft model into d[]; q[i] gets the
  * distribution d[i] was drawn from. Returns how many were drafted. */
 static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_error *err)
@@ -126,7 +137,9 @@ static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_e
         return 0; /* no room left in the draft's cache: verify cur alone */
     memcpy(s->feed, committed + have, sizeof(int32_t) * (size_t)n_feed);
     s->feed[n_feed++] = cur;
-    int r = alm_seq_forward(draft, s->pool, s->feed, n_feed, 1, s->draft_logits, err);
+    int32_t best = -1;
+    float top = 1.0f;
+    int r = draft_pass(s, s->feed, n_feed, &best, &top, err);
     if (r < 0)
         return r;
     s->stats->draft_passes++;
@@ -134,12 +147,14 @@ static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_e
     int n = 0;
     while (n < k) {
         float p_min = s->params->draft_p_min;
-        if (p_min > 0.0f && top_probability(s->draft_logits, s->vocab) < p_min)
+        if (p_min > 0.0f && (s->greedy ? top : top_probability(s->draft_logits, s->vocab)) < p_min)
             break;
         float *q = s->q + (size_t)n * s->vocab;
         int32_t x;
         if (s->greedy) {
-            x = alm_argmax(s->draft_logits, s->vocab);
+            x = best;
+            if (x < 0)
+                return alm_error_set(err, -EINVAL, "draft sampling failed: the logits are not finite");
         } else {
             r = sampler_probs(s->draft_sampler, s->draft_logits, s->vocab, q);
             if (r < 0)
@@ -153,7 +168,7 @@ static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_e
         d[n++] = x;
         if (n == k)
             break;
-        r = alm_seq_forward(draft, s->pool, &x, 1, 1, s->draft_logits, err);
+        r = draft_pass(s, &x, 1, &best, &top, err);
         if (r < 0)
             return r;
         s->stats->draft_passes++;
@@ -248,9 +263,15 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     int32_t batch[ALM_MAX_DRAFT_TOKENS + 1];
     batch[0] = *cur;
     memcpy(batch + 1, d, sizeof(int32_t) * (size_t)n);
-    int r = alm_seq_forward(s->target, s->pool, batch, n + 1, n + 1, s->target_logits, err);
+    /* greedy: only the target's argmax at each position is needed */
+    int32_t want[ALM_MAX_DRAFT_TOKENS + 1];
+    int r = s->greedy ? alm_seq_forward_argmax(s->target, s->pool, batch, n + 1, n + 1, want, NULL, err)
+                      : alm_seq_forward(s->target, s->pool, batch, n + 1, n + 1, s->target_logits, err);
     if (r < 0)
         return r;
+    for (int i = 0; s->greedy && i <= n; i++)
+        if (want[i] < 0)
+            return alm_error_set(err, -EINVAL, "sampling failed: the logits are not finite");
     double t2 = alm_now_seconds();
 
     /* Accept proposals while the target agrees (greedy) or by the
@@ -260,9 +281,8 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     for (int i = 0; i < n && next < 0; i++) {
         const float *logits = s->target_logits + (size_t)i * s->vocab;
         if (s->greedy) {
-            int32_t want = alm_argmax(logits, s->vocab);
-            if (want != d[i])
-                next = want;
+            if (want[i] != d[i])
+                next = want[i];
         } else {
             r = sampler_probs(g->sampler, logits, s->vocab, s->p);
             if (r < 0)
@@ -279,7 +299,7 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     }
     if (next < 0) {
         const float *logits = s->target_logits + (size_t)n * s->vocab;
-        next = s->greedy ? alm_argmax(logits, s->vocab) : sampler_sample(g->sampler, logits, s->vocab);
+        next = s->greedy ? want[n] : sampler_sample(g->sampler, logits, s->vocab);
         if (next < 0)
             return alm_error_set(err, next, "sampling failed: the logits are not finite");
     }

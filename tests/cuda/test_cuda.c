@@ -13,6 +13,8 @@
  * - the matmul kernel on every weight format (2/4/8-bit in groups of 32,
  *   64 and 128, dense), several shapes (so every split of a tile's columns
  *   among warps) and token counts, against a host computation;
+ * - the argmax on the GPU (alm_seq_forward_argmax) against the argmax of
+ *   the logits, with and without a vocabulary limit;
  * - with the GPU's memory taken, a sequence and its work buffers are
  *   refused with what they need and what is free. */
 #include <errno.h>
@@ -278,6 +280,63 @@ static void check_graphs(const char *label, alm_model *model)
     free(b);
 }
 
+/* alm_seq_forward_argmax (the argmax made on the GPU) against the argmax of
+ * alm_seq_forward's logits, one token at a time and over 5-token passes;
+ * then under a vocabulary limit. */
+static void check_argmax(const char *label, alm_model *model)
+{
+    enum { STEPS = 40, WIDE = 5 };
+    alm_error err = { 0 };
+    int vocab = alm_model_vocab_size(model);
+    alm_seq *a = NULL, *b = NULL;
+    float *logits = malloc(sizeof(float) * (size_t)vocab * WIDE);
+    int32_t ids[STEPS + 2 * WIDE];
+    for (int i = 0; i < STEPS + 2 * WIDE; i++)
+        ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
+    int r = alm_seq_new(model, 256, &a, &err);
+    if (r == 0)
+        r = alm_seq_new(model, 256, &b, &err);
+    int differ = 0, checked = 0;
+    double worst_top = 0.0;
+    for (int round = 0; round < 2 && r == 0; round++) {
+        if (round == 1) {
+            /* half the vocabulary, not a multiple of 128 */
+            alm_seq_set_vocab_limit(a, vocab / 2 + 3);
+            alm_seq_set_vocab_limit(b, vocab / 2 + 3);
+            alm_seq_truncate(a, 0);
+            alm_seq_truncate(b, 0);
+        }
+        for (int i = 0; r == 0 && i < STEPS + 2 * WIDE;) {
+            int n = i < STEPS ? 1 : WIDE;
+            int32_t got[WIDE];
+            float top[WIDE];
+            r = alm_seq_forward(a, pool, &ids[i], n, n, logits, &err);
+            if (r == 0)
+                r = alm_seq_forward_argmax(b, pool, &ids[i], n, n, got, top, &err);
+            for (int j = 0; r == 0 && j < n; j++) {
+                const float *l = logits + (size_t)j * vocab;
+                int32_t want = 0;
+                for (int v = 1; v < vocab; v++)
+                    if (l[v] > l[want])
+                        want = v;
+                double sum = 0.0;
+                for (int v = 0; v < vocab; v++)
+                    sum += exp((double)(l[v] - l[want]));
+                worst_top = fmax(worst_top, fabs(top[j] - 1.0 / sum) * sum);
+                differ += got[j] != want;
+                checked++;
+            }
+            i += n;
+        }
+    }
+    tap_ok(r == 0 && differ == 0 && worst_top < 1e-4,
+           "%s: the argmax made on the GPU equals the logits' at %d positions (%d differ), its probability within %.1e (%s)",
+           label, checked, differ, worst_top, r == 0 ? "ok" : err.message);
+    alm_seq_free(a);
+    alm_seq_free(b);
+    free(logits);
+}
+
 static void check_pair(const char *label, const char *target_dir, const char *draft_dir,
                        JsonObject *models, const char *target_ref, const char *draft_ref)
 {
@@ -291,6 +350,7 @@ static void check_pair(const char *label, const char *target_dir, const char *dr
         check_greedy(draft_ref, draft, json_object_get_array_member(models, draft_ref));
         check_speculative(label, target, draft, json_object_get_array_member(models, target_ref));
         check_graphs(target_ref, target);
+        check_argmax(target_ref, target);
     }
     alm_model_free(draft);
     alm_model_free(target);
