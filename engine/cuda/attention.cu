@@ -7,7 +7,10 @@
  * split a long context would leave most of the GPU idle. */
 #include <math.h>
 
+#include <cuda_fp16.h>
+
 #include "cuda_kernels.h"
+#include "fragment_layout.cuh"
 
 #define ATTN_WARPS 4
 #define MAX_HEAD_DIM 256
@@ -98,7 +101,8 @@ size_t cuda_attention_partial_floats(int head_dim) { return (size_t)head_dim + 2
 template <int PER_LANE>
 static __global__ void attention_kernel(cuda_attention_shape a, const float *q, int pos0,
                                         const int *pos_dev, int span, const float *k_cache,
-                                        const float *v_cache, float *out, float *partials)
+                                        const float *v_cache, float *out, float *partials,
+                                        __half *frag)
 {
     __shared__ float warp_max[ATTN_WARPS], warp_sum_[ATTN_WARPS];
     __shared__ float warp_acc[ATTN_WARPS][32 * PER_LANE];
@@ -184,6 +188,8 @@ static __global__ void attention_kernel(cuda_attention_shape a, const float *q, 
             for (int w = 0; w < ATTN_WARPS; w++)
                 v += weight[w] * warp_acc[w][c];
             out[row * d + c] = v / total;
+            if (frag)
+                frag[fragment_index(t, head * d + c, a.n_heads * d / 16)] = __float2half_rn(v / total);
         }
     } else {
         float *part = partials + (row * splits + split) * (size_t)(d + 2);
@@ -200,7 +206,8 @@ static __global__ void attention_kernel(cuda_attention_shape a, const float *q, 
     }
 }
 
-static __global__ void merge_splits(int n_heads, int d, int splits, const float *partials, float *out)
+static __global__ void merge_splits(int n_heads, int d, int splits, const float *partials, float *out,
+                                    __half *frag)
 {
     const size_t row = (size_t)blockIdx.y * n_heads + blockIdx.x;
     const float *parts = partials + row * splits * (size_t)(d + 2);
@@ -221,14 +228,20 @@ static __global__ void merge_splits(int n_heads, int d, int splits, const float 
                 v += expf(m - max) * parts[(size_t)s * (d + 2) + 2 + c];
         }
         out[row * d + c] = v / total;
+        if (frag)
+            frag[fragment_index((int)blockIdx.y, (int)blockIdx.x * d + c, n_heads * d / 16)] =
+                __float2half_rn(v / total);
     }
 }
 
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
                            const int *pos_dev, int max_span, const float *k_cache,
                            const float *v_cache, float *out, float *partials, size_t max_parts,
-                           cudaStream_t s)
+                           void *frag, cudaStream_t s)
 {
+    if (frag && (a->n_heads * a->head_dim) % CUDA_TILE_COLS)
+        return cudaErrorInvalidValue;
+    __half *fh = (__half *)frag;
     if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 4 || a->n_kv_heads < 1 ||
         a->n_heads % a->n_kv_heads)
         return cudaErrorInvalidValue;
@@ -247,17 +260,17 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
     dim3 grid((unsigned)a->n_heads, (unsigned)n_tok, (unsigned)splits);
     int threads = 32 * ATTN_WARPS;
     if (a->head_dim <= 32)
-        attention_kernel<1><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials);
+        attention_kernel<1><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials, fh);
     else if (a->head_dim <= 64)
-        attention_kernel<2><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials);
+        attention_kernel<2><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials, fh);
     else if (a->head_dim <= 128)
-        attention_kernel<4><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials);
+        attention_kernel<4><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials, fh);
     else
-        attention_kernel<8><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials);
+        attention_kernel<8><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials, fh);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || splits == 1)
         return e;
     merge_splits<<<dim3((unsigned)a->n_heads, (unsigned)n_tok), 128, 0, s>>>(a->n_heads, a->head_dim,
-                                                                            splits, partials, out);
+                                                                            splits, partials, out, fh);
     return cudaGetLastError();
 }

@@ -60,12 +60,24 @@ typedef struct cuda_backend {
     size_t n_weights;
 } cuda_backend;
 
+/* Fragments that a producing operation (attention, SwiGLU) also wrote, in
+ * buf, for the values it wrote to `of`: the operation right after it (the
+ * projection that reads them) skips its conversion. Valid for that one
+ * operation only, whatever the model code does next. */
+typedef struct fragment_note {
+    const float *of;
+    int n_tok, dim;
+    void *buf;
+} fragment_note;
+
 typedef struct cuda_workspace {
     workspace_shape shape;
     cudaStream_t stream;
     int32_t *tokens_host;        /* pinned [1 + max_tokens]: the position, then the tokens */
     int32_t *tokens;             /* device copy of tokens_host */
     void *frag, *frag_hidden;    /* fragments of [max_tokens][max_width] */
+    void *frag_out;              /* the SwiGLU output's fragments */
+    fragment_note note;
     float *copy;                 /* [max_tokens][max_width]: MoE input */
     float *hidden;               /* [max_width]: one expert's hidden layer */
     float *router;               /* [max_tokens][MOE_MAX_EXPERTS] */
@@ -365,6 +377,7 @@ static void cuda_workspace_free(backend *base, void *p)
     cudaFree(ws->tokens);
     cudaFree(ws->frag);
     cudaFree(ws->frag_hidden);
+    cudaFree(ws->frag_out);
     cudaFree(ws->copy);
     cudaFree(ws->hidden);
     cudaFree(ws->router);
@@ -423,6 +436,7 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->tokens, (1 + tokens) * sizeof(int32_t));
     if (e == cudaSuccess) e = cudaMalloc(&ws->frag, frag);
     if (e == cudaSuccess) e = cudaMalloc(&ws->frag_hidden, cuda_fragment_bytes(1, width));
+    if (e == cudaSuccess) e = cudaMalloc(&ws->frag_out, frag);
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->copy, tokens * (size_t)width * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->hidden, (size_t)width * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->router, tokens * MOE_MAX_EXPERTS * sizeof(float));
@@ -440,7 +454,7 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     if (e != cudaSuccess) {
         (void)cudaGetLastError();   /* not a later launch's failure */
         cuda_workspace_free(base, ws);
-        size_t device_bytes = 2 * frag + tokens * (size_t)width * sizeof(float) +
+        size_t device_bytes = 3 * frag + tokens * (size_t)width * sizeof(float) +
                               (size_t)width * sizeof(float) +
                               tokens * MOE_MAX_EXPERTS * sizeof(float) + logits_bytes +
                               partial * sizeof(float) + (3 + 2 * tokens) * sizeof(int32_t);
@@ -559,6 +573,14 @@ static bool recording(backend_exec *ex, int op, const void *args, size_t n)
     return true;
 }
 
+/* The note the operation before left (see fragment_note), cleared. */
+static fragment_note take_note(backend_exec *ex)
+{
+    fragment_note n = ex->ws->note;
+    memset(&ex->ws->note, 0, sizeof ex->ws->note);
+    return n;
+}
+
 /* Where the kernels read the position from: NULL (the argument itself) in
  * a direct pass, slot 0 of the device token buffer in a graph. */
 static const int *position_source(backend_exec *ex, int pos0)
@@ -588,6 +610,7 @@ static int graph_span(const cuda_workspace *ws, int pos0, int n_tok)
 static void cuda_op_embed(backend_exec *ex, const alm_weight *table, const int32_t *tokens,
                           int n_tok, float *x)
 {
+    take_note(ex);
     cuda_workspace *ws = ex->ws;
     /* staged in every mode: a replayed graph copies them from here */
     memcpy(ws->tokens_host + 1, tokens, sizeof(int32_t) * (size_t)n_tok);
@@ -610,6 +633,7 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
                                 float eps, int n_w, const alm_weight *const *w,
                                 const float *const *bias, float *const *y, bool swiglu)
 {
+    take_note(ex);
     cuda_workspace *ws = ex->ws;
     int dim = w[0]->cols;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
@@ -641,8 +665,15 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
     if (swiglu) {
         const float *gb = bias ? device_vector_for(ex, bias[0], (size_t)w[0]->rows) : NULL;
         const float *ub = bias ? device_vector_for(ex, bias[1], (size_t)w[1]->rows) : NULL;
-        check(ex, cuda_matmul(matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub, y[0],
-                              w[0]->rows, 0, 1.0f, ws->stream), "gate/up matmul");
+        if (w[0]->rows % 64 == 0) {
+            /* the down projection's input, ready */
+            check(ex, cuda_swiglu_fragments(matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub,
+                                            y[0], ws->frag_out, ws->stream), "gate/up matmul");
+            ws->note = (fragment_note){ y[0], n_tok, w[0]->rows, ws->frag_out };
+        } else {
+            check(ex, cuda_matmul(matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub, y[0],
+                                  w[0]->rows, 0, 1.0f, ws->stream), "gate/up matmul");
+        }
         return;
     }
     /* q, k and v (or any weights of one format) in one launch */
@@ -668,6 +699,7 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
 static void cuda_op_matmul_add(backend_exec *ex, const alm_weight *w, const float *bias,
                                const float *h, int n_tok, float *x)
 {
+    fragment_note note = take_note(ex);
     cuda_workspace *ws = ex->ws;
     const float *b = device_vector_for(ex, bias, (size_t)w->rows);
     struct { const void *w; const float *bias, *h; int n_tok; float *x; } args;
@@ -679,8 +711,12 @@ static void cuda_op_matmul_add(backend_exec *ex, const alm_weight *w, const floa
     args.x = x;
     if (recording(ex, OP_MATMUL_ADD, &args, sizeof args))
         return;
-    check(ex, cuda_to_fragments(h, n_tok, w->cols, NULL, 0.0f, ws->frag, ws->stream), "fragments");
-    check(ex, cuda_matmul(matrix_of(w), NULL, ws->frag, n_tok, b, NULL, x, w->rows, 1, 1.0f,
+    const void *frag = ws->frag;
+    if (note.of == h && note.n_tok == n_tok && note.dim == w->cols)
+        frag = note.buf;   /* made by the operation that made h */
+    else
+        check(ex, cuda_to_fragments(h, n_tok, w->cols, NULL, 0.0f, ws->frag, ws->stream), "fragments");
+    check(ex, cuda_matmul(matrix_of(w), NULL, frag, n_tok, b, NULL, x, w->rows, 1, 1.0f,
                           ws->stream), "matmul");
 }
 
@@ -689,6 +725,7 @@ static void cuda_op_rope_store(backend_exec *ex, const attention_shape *s, const
                                const float *k, const float *v, int n_tok, int pos0,
                                kv_layer cache)
 {
+    take_note(ex);
     cuda_attention_shape a = { s->n_heads, s->n_kv_heads, s->head_dim, s->window };
     const float *qn = device_vector_for(ex, q_norm, (size_t)s->head_dim);
     const float *kn = device_vector_for(ex, k_norm, (size_t)s->head_dim);
@@ -724,6 +761,7 @@ static void cuda_op_rope_store(backend_exec *ex, const attention_shape *s, const
 static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const float *q,
                               int n_tok, int pos0, kv_layer cache, float *out)
 {
+    take_note(ex);
     cuda_workspace *ws = ex->ws;
     cuda_attention_shape a = { s->n_heads, s->n_kv_heads, s->head_dim, s->window };
     const int *pos_dev = position_source(ex, pos0);
@@ -744,8 +782,13 @@ static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const 
     args.out = out;
     if (recording(ex, OP_ATTENTION, &args, sizeof args))
         return;
+    /* the o projection's input, ready */
+    int dim = s->n_heads * s->head_dim;
+    void *frag = dim % 64 == 0 ? ws->frag : NULL;
     check(ex, cuda_attention(&a, q, n_tok, pos0, pos_dev, args.span, cache.k, cache.v, out,
-                             ws->partials, ws->max_parts, ws->stream), "attention");
+                             ws->partials, ws->max_parts, frag, ws->stream), "attention");
+    if (frag)
+        ws->note = (fragment_note){ out, n_tok, dim, frag };
 }
 
 /* Routing on the host (as the CPU backend does it: softmax, top k with the
@@ -754,6 +797,7 @@ static void cuda_op_moe_add(backend_exec *ex, const float *norm, float eps,
                             const alm_weight *router, int n_experts, int top_k,
                             const moe_expert *experts, int n_tok, float *x)
 {
+    take_note(ex);
     cuda_workspace *ws = ex->ws;
     int dim = router->cols;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
@@ -804,6 +848,7 @@ static void cuda_op_moe_add(backend_exec *ex, const float *norm, float eps,
 static void cuda_op_logits(backend_exec *ex, const float *x, int first, int n_out,
                            const float *norm, float eps, const alm_weight *w, float *logits)
 {
+    take_note(ex);
     cuda_workspace *ws = ex->ws;
     int dim = w->cols, rows = w->rows;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
@@ -839,6 +884,7 @@ static void cuda_op_logits_argmax(backend_exec *ex, const float *x, int first, i
                                   const float *norm, float eps, const alm_weight *w, int n_valid,
                                   int32_t *ids, float *top_prob)
 {
+    take_note(ex);
     cuda_workspace *ws = ex->ws;
     int dim = w->cols, rows = w->rows;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);

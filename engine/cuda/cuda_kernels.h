@@ -77,6 +77,14 @@ cudaError_t cuda_matmul(const cuda_matrix *w, const cuda_matrix *up, const void 
                         int n_tok, const float *bias, const float *up_bias, float *y,
                         int y_stride, int accumulate, float alpha, cudaStream_t s);
 
+/* SwiGLU (cuda_matmul with up, all rows, y = and not +=), y also written
+ * as the float16 fragments of its rows (as cuda_to_fragments(y, n_tok,
+ * rows, NULL, ...) makes them, but for the padding tokens): the input of
+ * the down projection without a conversion launch. rows a multiple of 64. */
+cudaError_t cuda_swiglu_fragments(const cuda_matrix *gate, const cuda_matrix *up, const void *frag,
+                                  int n_tok, const float *gate_bias, const float *up_bias, float *y,
+                                  void *frag_out, cudaStream_t s);
+
 /* y_i[t] = W_i x[t] + bias_i for n_w <= 3 matrices of the same input
  * (columns and bits), in one launch; y_i rows are W_i.rows floats apart. */
 cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *frag, int n_tok,
@@ -109,11 +117,14 @@ size_t cuda_attention_partial_floats(int head_dim);
  * context is long (partials: room for max_parts splits). With pos_dev the
  * position is read on the GPU and the launch covers contexts up to
  * max_span keys (splits past the real context do nothing); the results
- * are those of the launch sized for the real context, bit for bit. */
+ * are those of the launch sized for the real context, bit for bit.
+ * frag not NULL: out also as the float16 fragments a matmul reads (as
+ * cuda_to_fragments(out, n_tok, n_heads * head_dim, NULL, ...) makes them,
+ * but for the padding tokens; n_heads * head_dim a multiple of 64). */
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
                            const int *pos_dev, int max_span, const float *k_cache,
                            const float *v_cache, float *out, float *partials, size_t max_parts,
-                           cudaStream_t s);
+                           void *frag, cudaStream_t s);
 
 /* For each of n rows of logits (stride floats apart): ids[r] = the argmax
  * over the first n_valid (the lowest index on ties; -1 when one is NaN or

@@ -23,6 +23,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda_kernels.h"
+#include "fragment_layout.cuh"
 
 #define THREADS 256
 #define WARPS (THREADS / 32)
@@ -160,15 +161,6 @@ cudaError_t cuda_repack_weight(const cuda_raw_weight *raw, cuda_matrix *m, cudaS
 
 /* ---------------------------------------------------------------- activations */
 
-/* Index (in halves) of x[tok][c] in the fragments: 8-token tiles, 16-column
- * steps, 32 lanes, 4 halves (cols 2t, 2t+1, 2t+8, 2t+9 of token g). */
-static __device__ inline size_t fragment_index(int tok, int c, int n_steps)
-{
-    int j = tok >> 3, g = tok & 7, step = c >> 4, c16 = c & 15;
-    int lane = g * 4 + ((c16 & 7) >> 1);
-    int h = ((c16 >> 3) << 1) | (c16 & 1);
-    return (((size_t)j * (size_t)n_steps + (size_t)step) * 32u + (size_t)lane) * 4u + (size_t)h;
-}
 
 /* One block per token and 512 columns: each block sums the row's squares
  * itself (a few KB from L2), so that a single token's row is still spread
@@ -232,6 +224,9 @@ typedef struct matmul_params {
     int n_tok;
     int accumulate;
     float alpha;
+    __half *frag_out;   /* not NULL: y also as fragments (frag_steps 16-column steps) */
+    int frag_steps;
+    int tok0;           /* the launch's first token in the whole pass */
 } matmul_params;
 
 static __device__ inline void mma_16816(float c[4], const uint32_t a[4], uint2 b)
@@ -563,6 +558,8 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
         }
         float *out = p.y[sel] + (size_t)tok * (size_t)rows + (size_t)row;
         *out = p.accumulate ? *out + p.alpha * v : p.alpha * v;
+        if (p.frag_out)
+            p.frag_out[fragment_index(p.tok0 + tok, row, p.frag_steps)] = __float2half_rn(*out);
     }
 }
 
@@ -686,6 +683,7 @@ static cudaError_t launch_chunks(matmul_params *p, bool swiglu, int tiles, int s
     for (int t0 = 0; t0 < n_tok; t0 += CUDA_MATMUL_TOKENS) {
         p->frag = (const uint2 *)((const __half *)frag + (size_t)(t0 / CUDA_MATMUL_TOKENS) * chunk_halves);
         p->n_tok = n_tok - t0 < CUDA_MATMUL_TOKENS ? n_tok - t0 : CUDA_MATMUL_TOKENS;
+        p->tok0 = t0;
         for (int i = 0; i < n_y; i++)
             p->y[i] = y[i] + (size_t)t0 * (size_t)p->w[i].rows;
         cudaError_t e = swiglu ? launch_bits<true>(p, blocks, s) : launch_bits<false>(p, blocks, s);
@@ -695,9 +693,9 @@ static cudaError_t launch_chunks(matmul_params *p, bool swiglu, int tiles, int s
     return cudaSuccess;
 }
 
-cudaError_t cuda_matmul(const cuda_matrix *w, const cuda_matrix *up, const void *frag, int n_tok,
-                        const float *bias, const float *up_bias, float *y, int y_stride,
-                        int accumulate, float alpha, cudaStream_t s)
+static cudaError_t matmul(const cuda_matrix *w, const cuda_matrix *up, const void *frag, int n_tok,
+                          const float *bias, const float *up_bias, float *y, int y_stride,
+                          int accumulate, float alpha, void *frag_out, cudaStream_t s)
 {
     if (up && (!same_input(up, w) || up->rows != w->rows))
         return cudaErrorInvalidValue;
@@ -710,10 +708,28 @@ cudaError_t cuda_matmul(const cuda_matrix *w, const cuda_matrix *up, const void 
         return cudaErrorInvalidValue;
     if (up)
         p.w[1].rows = y_stride;
+    if (frag_out && y_stride % CUDA_TILE_COLS)
+        return cudaErrorInvalidValue;
+    p.frag_out = (__half *)frag_out;
+    p.frag_steps = y_stride / 16;
     int split = choose_split(ceil_div(w->rows, CUDA_TILE_ROWS), w->n_kb);
     float *ys[2] = { y, y };
     return launch_chunks(&p, up != NULL, ceil_div(y_stride, CUDA_TILE_ROWS), split, w->n_kb, frag,
                          n_tok, ys, up ? 2 : 1, s);
+}
+
+cudaError_t cuda_matmul(const cuda_matrix *w, const cuda_matrix *up, const void *frag, int n_tok,
+                        const float *bias, const float *up_bias, float *y, int y_stride,
+                        int accumulate, float alpha, cudaStream_t s)
+{
+    return matmul(w, up, frag, n_tok, bias, up_bias, y, y_stride, accumulate, alpha, NULL, s);
+}
+
+cudaError_t cuda_swiglu_fragments(const cuda_matrix *gate, const cuda_matrix *up, const void *frag,
+                                  int n_tok, const float *gate_bias, const float *up_bias, float *y,
+                                  void *frag_out, cudaStream_t s)
+{
+    return matmul(gate, up, frag, n_tok, gate_bias, up_bias, y, gate->rows, 0, 1.0f, frag_out, s);
 }
 
 cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *frag, int n_tok,

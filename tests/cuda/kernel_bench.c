@@ -129,7 +129,7 @@ static void bench_small(int n_tok, int pos0)
     printf("{\"kernel\": \"rope_store\", \"n_tok\": %d, \"us\": %.2f}\n", n_tok, stop_us());
     start();
     for (int r = 0; r < LAUNCHES; r++)
-        cuda_attention(&a, q, n_tok, pos0, NULL, 0, kc, vc, out, partials, parts, 0);
+        cuda_attention(&a, q, n_tok, pos0, NULL, 0, kc, vc, out, partials, parts, NULL, 0);
     printf("{\"kernel\": \"attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"error\": \"%s\"}\n", n_tok,
            pos0, stop_us(), cudaGetErrorString(cudaGetLastError()));
     (void)hidden;
