@@ -845,52 +845,15 @@ static void cuda_op_moe_add(backend_exec *ex, const float *norm, float eps,
     free(logits);
 }
 
-static void cuda_op_logits(backend_exec *ex, const float *x, int first, int n_out,
-                           const float *norm, float eps, const alm_weight *w, float *logits)
+/* The output layer of both logits operations: records the operation, or
+ * enqueues W rmsnorm(x[first + j]) for j < n_out into ws->logits (on the
+ * GPU). Returns true when recording (the caller enqueues nothing more). */
+static bool output_layer(backend_exec *ex, int op, const float *x, int first, int n_out,
+                         const float *norm, float eps, const alm_weight *w, int n_valid, bool top)
 {
-    take_note(ex);
     cuda_workspace *ws = ex->ws;
     int dim = w->cols, rows = w->rows;
     const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
-    ws->logits_floats = (size_t)n_out * (size_t)rows;
-    ws->logits_dst = logits;
-    struct { const float *x, *norm; int first, n_out, rows; float eps; const void *w; } args;
-    memset(&args, 0, sizeof args);
-    args.x = x;
-    args.norm = dnorm;
-    args.first = first;
-    args.n_out = n_out;
-    args.rows = rows;
-    args.eps = eps;
-    args.w = matrix_of(w);
-    if (recording(ex, OP_LOGITS, &args, sizeof args))
-        return;
-    check(ex, cuda_to_fragments(x + (size_t)first * dim, n_out, dim, dnorm, eps, ws->frag,
-                                ws->stream), "final norm");
-    /* w may ask for the first rows only (a limited vocabulary): a prefix
-     * of whole tiles of the resident matrix. */
-    cuda_matrix head = *matrix_of(w);
-    if (rows < head.rows)
-        head.rows = rows;
-    check(ex, cuda_matmul(&head, NULL, ws->frag, n_out, NULL, NULL, ws->logits, rows, 0, 1.0f,
-                          ws->stream), "lm_head");
-    check(ex, cudaMemcpyAsync(ws->logits_host, ws->logits, sizeof(float) * ws->logits_floats,
-                              cudaMemcpyDeviceToHost, ws->stream), "copying the logits");
-}
-
-/* The logits stay on the GPU; only each row's argmax (and probability)
- * comes back. */
-static void cuda_op_logits_argmax(backend_exec *ex, const float *x, int first, int n_out,
-                                  const float *norm, float eps, const alm_weight *w, int n_valid,
-                                  int32_t *ids, float *top_prob)
-{
-    take_note(ex);
-    cuda_workspace *ws = ex->ws;
-    int dim = w->cols, rows = w->rows;
-    const float *dnorm = device_vector_for(ex, norm, (size_t)dim);
-    ws->ids_dst = ids;
-    ws->top_dst = top_prob;
-    ws->n_choice = n_out;
     struct {
         const float *x, *norm;
         int first, n_out, rows, n_valid, top;
@@ -904,18 +867,50 @@ static void cuda_op_logits_argmax(backend_exec *ex, const float *x, int first, i
     args.n_out = n_out;
     args.rows = rows;
     args.n_valid = n_valid;
-    args.top = top_prob != NULL;
+    args.top = top;
     args.eps = eps;
     args.w = matrix_of(w);
-    if (recording(ex, OP_ARGMAX, &args, sizeof args))
-        return;
+    if (recording(ex, op, &args, sizeof args))
+        return true;
     check(ex, cuda_to_fragments(x + (size_t)first * dim, n_out, dim, dnorm, eps, ws->frag,
                                 ws->stream), "final norm");
+    /* w may ask for the first rows only (a limited vocabulary): a prefix
+     * of whole tiles of the resident matrix. */
     cuda_matrix head = *matrix_of(w);
     if (rows < head.rows)
         head.rows = rows;
     check(ex, cuda_matmul(&head, NULL, ws->frag, n_out, NULL, NULL, ws->logits, rows, 0, 1.0f,
                           ws->stream), "lm_head");
+    return false;
+}
+
+static void cuda_op_logits(backend_exec *ex, const float *x, int first, int n_out,
+                           const float *norm, float eps, const alm_weight *w, float *logits)
+{
+    take_note(ex);
+    cuda_workspace *ws = ex->ws;
+    ws->logits_floats = (size_t)n_out * (size_t)w->rows;
+    ws->logits_dst = logits;
+    if (output_layer(ex, OP_LOGITS, x, first, n_out, norm, eps, w, w->rows, false))
+        return;
+    check(ex, cudaMemcpyAsync(ws->logits_host, ws->logits, sizeof(float) * ws->logits_floats,
+                              cudaMemcpyDeviceToHost, ws->stream), "copying the logits");
+}
+
+/* The logits stay on the GPU; only each row's argmax (and probability)
+ * comes back. */
+static void cuda_op_logits_argmax(backend_exec *ex, const float *x, int first, int n_out,
+                                  const float *norm, float eps, const alm_weight *w, int n_valid,
+                                  int32_t *ids, float *top_prob)
+{
+    take_note(ex);
+    cuda_workspace *ws = ex->ws;
+    int rows = w->rows;
+    ws->ids_dst = ids;
+    ws->top_dst = top_prob;
+    ws->n_choice = n_out;
+    if (output_layer(ex, OP_ARGMAX, x, first, n_out, norm, eps, w, n_valid, top_prob != NULL))
+        return;
     int max_tokens = ws->shape.max_tokens;
     float *top = top_prob ? (float *)(ws->choice + max_tokens) : NULL;
     check(ex, cuda_argmax(ws->logits, n_out, rows, n_valid < rows ? n_valid : rows, ws->choice, top,
