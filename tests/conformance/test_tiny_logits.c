@@ -2,8 +2,9 @@
  * qwen2 biases, qwen3 q/k norms, mixtral experts) against the float32
  * transformers reference: logits within 1e-3 x max|logit| at the listed
  * positions and the argmax equal at every position. Also checks that a
- * batched pass equals token-by-token passes, and that cutting the cache back
- * and running again gives the same logits. */
+ * batched pass equals token-by-token passes, that cutting the cache back
+ * and running again gives the same logits, and that alm_seq_forward_argmax
+ * gives their argmax and its probability. */
 #include <math.h>
 
 #include "alm.h"
@@ -84,6 +85,41 @@ static void check_model(const char *name, JsonObject *ref, alm_pool *pool)
         cut_err = fmax(cut_err, fabs(step[v] - logits[(n - 1) * vocab + v]));
     tap_ok(alm_seq_length(seq) == (int)n && cut_err < 1e-3,
            "%s: truncate then continue matches (max diff %.2e)", name, cut_err);
+
+    /* The argmax alone (greedy decoding's pass): the logits' argmax, lowest
+     * id on ties, and its softmax probability; then under a vocabulary
+     * limit, the argmax of the ids below it. */
+    int32_t *got = malloc(sizeof *got * n);
+    float *top = malloc(sizeof *top * n);
+    int diff = 0;
+    double top_err = 0.0;
+    for (int round = 0; round < 2; round++) {
+        int limit = round ? vocab / 2 + 3 : vocab;
+        alm_seq_set_vocab_limit(seq, round ? limit : 0);
+        alm_seq_truncate(seq, 0);
+        if (alm_seq_forward_argmax(seq, pool, ids, (int)n, (int)n, got, top, &err) < 0) {
+            diff += (int)n;
+            continue;
+        }
+        for (size_t t = 0; t < n; t++) {
+            const float *l = logits + t * vocab;
+            int32_t want = 0;
+            for (int v = 1; v < limit; v++)
+                if (l[v] > l[want])
+                    want = v;
+            double sum = 0.0;
+            for (int v = 0; v < limit; v++)
+                sum += exp((double)(l[v] - l[want]));
+            diff += got[t] != want;
+            top_err = fmax(top_err, fabs(top[t] - 1.0 / sum) * sum);
+        }
+    }
+    alm_seq_set_vocab_limit(seq, 0);
+    tap_ok(diff == 0 && top_err < 1e-5,
+           "%s: alm_seq_forward_argmax gives the logits' argmax at all %zu positions, whole and limited vocabulary (%d differ; probability within %.1e)",
+           name, n, diff, top_err);
+    free(got);
+    free(top);
 
     free(step);
     free(argmax);
