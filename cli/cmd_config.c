@@ -188,10 +188,8 @@ static int config_list(const cli_context *ctx, int argc, char **argv)
         cli_table t = { 0 };
         cli_table_add(&t, "KEY", "VALUE  (* = default)");
         collect_settings(reply.result, &t);
-        cli_table_print(&t, stdout);
-        if (t.failed)
+        if (!cli_table_flush(&t, stdout))
             status = CLI_EXIT_FAILURE;
-        cli_table_clear(&t);
     }
     protocol_reply_clear(&reply);
     return status;

@@ -26,10 +26,8 @@ static int show(const cli_context *ctx, const char *method, bool json, const cha
             printf("%s\n", heading);
         cli_table t = { 0 };
         cli_table_add_object(&t, NULL, reply.result);
-        cli_table_print(&t, stdout);
-        if (t.failed)
+        if (!cli_table_flush(&t, stdout))
             status = CLI_EXIT_FAILURE;
-        cli_table_clear(&t);
     }
     protocol_reply_clear(&reply);
     return status;

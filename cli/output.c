@@ -181,7 +181,7 @@ void cli_table_add_object(cli_table *t, const char *prefix, JsonObject *object)
     g_list_free(names);
 }
 
-void cli_table_print(const cli_table *t, FILE *out)
+bool cli_table_flush(cli_table *t, FILE *out)
 {
     int width = 0;
     for (size_t i = 0; i < t->n; i++)
@@ -189,14 +189,13 @@ void cli_table_print(const cli_table *t, FILE *out)
             width = (int)strlen(t->rows[i].label);
     for (size_t i = 0; i < t->n; i++)
         fprintf(out, "%-*s  %s\n", width, t->rows[i].label, t->rows[i].value);
-}
-
-void cli_table_clear(cli_table *t)
-{
+    bool complete = !t->failed;
     for (size_t i = 0; i < t->n; i++) {
         free(t->rows[i].label);
         free(t->rows[i].value);
     }
     free(t->rows);
     memset(t, 0, sizeof *t);
+    return complete;
 }
+

@@ -38,9 +38,10 @@ void cli_table_add(cli_table *t, const char *label, const char *value);
  * it is uptime-like, *_tok_s as a rate, *_bytes as a size, *_rate as a
  * percentage, anything else with cli_json_text. */
 void cli_table_add_object(cli_table *t, const char *prefix, JsonObject *object);
-/* Prints the rows with the labels padded to one width. */
-void cli_table_print(const cli_table *t, FILE *out);
-void cli_table_clear(cli_table *t);
+/* Prints the rows with the labels padded to one width and empties the
+ * table. false when a row could not be added (out of memory): what was
+ * printed is incomplete. */
+bool cli_table_flush(cli_table *t, FILE *out);
 
 /* "1h 02m 03s", "4.2s". */
 void cli_format_duration(double seconds, char *buf, size_t size);

@@ -1,4 +1,4 @@
-"""Shared by the almd end-to-end tests: TAP output, a real almd on a
+"""Shared by the almd end-to-end tests: TAP output (tests/tap.py), a real almd on a
 temporary socket, database and YAML file, and a client that speaks the
 protocol (newline-delimited JSON) over the socket. Standard library only."""
 import json
@@ -11,37 +11,15 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tap import Tap  # noqa: E402,F401  (the tests import it from here)
+
 DATA = os.environ.get("ALM_TEST_DATA", "")
 DEFAULT_MODELS = os.environ.get("ALM_DEFAULT_MODELS", "")
 TINY = os.path.join(DATA, "models", "tiny")
 SANITIZED = os.environ.get("ALM_TEST_SANITIZED") == "1"
 # Everything is slower under ASan: waits scale with it.
 SLOW = 4.0 if SANITIZED else 1.0
-
-
-class Tap:
-    def __init__(self):
-        self.count = 0
-        self.failed = 0
-
-    def ok(self, cond, what):
-        self.count += 1
-        if not cond:
-            self.failed += 1
-        print(f"{'ok' if cond else 'not ok'} {self.count} - {what}", flush=True)
-        return bool(cond)
-
-    def diag(self, text):
-        for line in str(text).splitlines():
-            print(f"# {line}", flush=True)
-
-    def skip_all(self, why):
-        print(f"1..0 # SKIP {why}", flush=True)
-        sys.exit(0)
-
-    def done(self):
-        print(f"1..{self.count}", flush=True)
-        return 1 if self.failed else 0
 
 
 class Client:

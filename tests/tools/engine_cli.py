@@ -1,22 +1,18 @@
 """What the Python tests of alm-engine's command line share: TAP output
-(ok, done) and running the tool (run, run_json, expect_error)."""
+(tests/tap.py) and running the tool (run, run_json, expect_error)."""
 import json
+import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tap import Tap  # noqa: E402
 
-class EngineCli:
+
+class EngineCli(Tap):
     def __init__(self, engine):
+        super().__init__()
         self.engine = engine
-        self.count = 0
-        self.failed = 0
-
-    def ok(self, cond, what):
-        self.count += 1
-        if not cond:
-            self.failed += 1
-        print(f"{'ok' if cond else 'not ok'} {self.count} - {what}", flush=True)
-        return cond
 
     def run(self, *args):
         p = subprocess.run([self.engine, *args], capture_output=True, text=True, timeout=300)
@@ -37,5 +33,4 @@ class EngineCli:
                 f"{what}: exit {code}, message {err.strip()!r} mentions {needle!r}")
 
     def done(self):
-        print(f"1..{self.count}")
-        sys.exit(1 if self.failed else 0)
+        sys.exit(super().done())
