@@ -247,58 +247,73 @@ static __device__ inline __half2 bits_half2(uint32_t u)
     return *reinterpret_cast<__half2 *>(&u);
 }
 
-/* The float16 pair (scale * q + bias) at pair slot ps of a lane's words.
+/* (w & mask) | bits in one LOP3. Written out because the compiler, with
+ * both constants as immediates, splits it into two instructions (seen in
+ * the SASS): one instruction per pair of weights of the decode loop. */
+template <uint32_t MASK, uint32_t BITS_SET>
+static __device__ __forceinline__ uint32_t mask_set(uint32_t w)
+{
+    uint32_t u;
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(u) : "r"(w), "n"(MASK), "n"(BITS_SET));
+    return u;
+}
+
+/* The float16 pair (scale * q + bias) at pair slot PS of a lane's words.
  * Within a byte, masking the slot's bits in place and setting the
  * exponent of 1024 (one LOP3) gives the half 1024 + f q, f = 2^(bits * k)
  * for the k-th slot of the byte; one fma by (1/f, -1024/f), exact, gives q;
  * a second gives scale * q + bias. Slots of a word's upper byte come from
  * the word shifted by 8, once per word. */
-template <int BITS>
-static __device__ __forceinline__ uint32_t dequant_pair(const uint32_t *words, int ps,
-                                                        __half2 scale, __half2 bias)
+template <int BITS, int PS>
+static __device__ __forceinline__ uint32_t dequant_pair(const uint32_t *words, __half2 scale,
+                                                        __half2 bias)
 {
     constexpr int PER_WORD = 16 / BITS, PER_BYTE = 8 / BITS;
-    const int slot = ps % PER_WORD, k = slot % PER_BYTE, e = k * BITS;
-    uint32_t w = words[ps / PER_WORD];
-    if (slot >= PER_BYTE)
+    constexpr int slot = PS % PER_WORD, k = slot % PER_BYTE, e = k * BITS;
+    constexpr uint32_t mask = (((1u << BITS) - 1u) << e) * 0x10001u;
+    uint32_t w = words[PS / PER_WORD];
+    if constexpr (slot >= PER_BYTE)
         w >>= 8;
-    uint32_t mask = ((1u << BITS) - 1u) << e;
-    mask |= mask << 16;
-    uint32_t u = (w & mask) | 0x64006400u;
+    const uint32_t u = mask_set<mask, 0x64006400u>(w);
     /* float16 bits of 1/f = 2^-e and of -1024/f = -2^(10-e) */
-    const uint32_t inv = (uint32_t)(15 - e) << 10, off = 0x8000u | (uint32_t)(25 - e) << 10;
+    constexpr uint32_t inv = (uint32_t)(15 - e) << 10, off = 0x8000u | (uint32_t)(25 - e) << 10;
     __half2 q = __hfma2(bits_half2(u), bits_half2(inv | inv << 16), bits_half2(off | off << 16));
     return half2_bits(__hfma2(q, scale, bias));
 }
 
-/* The four A registers of 16-column step s from a lane's words; sb holds
+/* The four A registers of 16-column step S from a lane's words; sb holds
  * (scale, bias) of rows g and g + 8 for the step's group (groups of 32:
  * sb[0] for steps 0-1, sb[1] for steps 2-3). */
-template <int BITS, bool GS32>
-static __device__ __forceinline__ void a_fragment(const uint32_t *words, int s, const uint2 *sb,
+template <int BITS, bool GS32, int S>
+static __device__ __forceinline__ void a_fragment(const uint32_t *words, const uint2 *sb,
                                                   uint32_t a[4])
 {
     if constexpr (BITS == 16) {
 #pragma unroll
         for (int p = 0; p < 4; p++)
-            a[p] = words[s * 4 + p];
+            a[p] = words[S * 4 + p];
     } else {
-        const uint2 v = sb[GS32 ? s >> 1 : 0];
+        const uint2 v = sb[GS32 ? S >> 1 : 0];
         const __half2 lo = bits_half2(v.x), hi = bits_half2(v.y);
         const __half2 scale[2] = { __low2half2(lo), __low2half2(hi) };
         const __half2 bias[2] = { __high2half2(lo), __high2half2(hi) };
-#pragma unroll
-        for (int p = 0; p < 4; p++)
-            a[p] = dequant_pair<BITS>(words, s * 4 + p, scale[p & 1], bias[p & 1]);
+        a[0] = dequant_pair<BITS, S * 4 + 0>(words, scale[0], bias[0]);
+        a[1] = dequant_pair<BITS, S * 4 + 1>(words, scale[1], bias[1]);
+        a[2] = dequant_pair<BITS, S * 4 + 2>(words, scale[0], bias[0]);
+        a[3] = dequant_pair<BITS, S * 4 + 3>(words, scale[1], bias[1]);
     }
 }
 
-/* What one warp streams: its tile of each matrix, its range of 64-column
- * blocks, and the lane's pointers into them. */
+/* What one warp streams: its tile of each matrix and its range of 64-column
+ * blocks. The loop keeps pointers that move by a constant per chunk, and
+ * each block of a chunk sits at a constant offset from them, so that the
+ * addresses cost an add per chunk instead of 64-bit multiplies per block
+ * (the SASS of the decode loop had a quarter of its instructions in
+ * address arithmetic). */
 template <int NM>
 struct warp_stream {
-    const uint32_t *words[NM];   /* the lane's words of block 0 */
-    const uint2 *scales[NM];     /* the lane's (rows g, g + 8) pair of group 0 */
+    const uint8_t *words[NM];    /* the lane's bytes of the next chunk to copy */
+    const uint8_t *scales[NM];   /* the lane's (rows g, g + 8) pair of group 0 */
     int shift[NM];
     int kb_lo, kb_hi;
 };
@@ -323,6 +338,7 @@ struct pipe_shape {
     static constexpr int U0 = 16 / (WPL * NM) > 0 ? 16 / (WPL * NM) : 1;
     static constexpr int U = U0 > 4 ? 4 : U0;
     static constexpr int LANE_BYTES = WPL * 4;                    /* one block, one matrix */
+    static constexpr int BLOCK_BYTES = 32 * LANE_BYTES;           /* the next block of a tile */
     static constexpr int PIECE = LANE_BYTES < 16 ? LANE_BYTES : 16;
     static constexpr int PIECES = LANE_BYTES / PIECE;
     static constexpr int WORD_BYTES = NM * U * 32 * LANE_BYTES;   /* one chunk's weights */
@@ -355,41 +371,62 @@ static __device__ __forceinline__ void cp_async_wait()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-/* Starts copying chunk kb0 .. kb0 + U - 1 (past the range: the last block
- * again, never used) into slot (byte offset of the warp's slot). Weights
- * sit in 16-byte pieces with the 32 lanes side by side (no bank
- * conflicts), group parameters likewise per block and matrix. */
+/* Starts copying the chunk of blocks kb0 .. kb0 + U - 1 (those in the
+ * warp's range; st.words points at kb0's) into slot (byte offset of the
+ * warp's slot), then moves st.words to the next chunk. Weights sit in
+ * 16-byte pieces with the 32 lanes side by side (no bank conflicts), group
+ * parameters likewise per block and matrix. */
 template <int BITS, int NM, bool GS32>
-static __device__ __forceinline__ void issue_chunk(const warp_stream<NM> &st, int kb0,
-                                                   uint32_t slot, int lane)
+static __device__ __forceinline__ void issue_chunk(warp_stream<NM> &st, int kb0, uint32_t slot,
+                                                   int lane)
 {
     using P = pipe_shape<BITS, NM, GS32>;
 #pragma unroll
     for (int u = 0; u < P::U; u++) {
-        const int kb = min(kb0 + u, st.kb_hi - 1);
+        if (u > 0 && kb0 + u >= st.kb_hi)
+            break;
 #pragma unroll
         for (int m = 0; m < NM; m++) {
-            const uint8_t *src = (const uint8_t *)(st.words[m] + (size_t)kb * 32u * P::WPL);
+            const uint8_t *src = st.words[m] + u * P::BLOCK_BYTES;
 #pragma unroll
             for (int i = 0; i < P::PIECES; i++)
                 cp_async(slot + (uint32_t)((((m * P::U + u) * P::PIECES + i) * 32 + lane) * P::PIECE),
                          src + i * P::PIECE, P::PIECE, P::PIECES == 1);
             if (BITS != 16) {
+                /* a group's 16 rows take 64 bytes */
+                const uint32_t group = (uint32_t)(((kb0 + u) * 64) >> st.shift[m]);
+                const uint8_t *sp = st.scales[m] + group * 64u;
                 const uint32_t s0 = slot + P::WORD_BYTES + (uint32_t)((((m * P::U + u) * P::SBN) * 32 + lane) * 8);
-                cp_async(s0, st.scales[m] + (size_t)((kb * 64) >> st.shift[m]) * 8u, 8, false);
+                cp_async(s0, sp, 8, false);
                 if (GS32)
-                    cp_async(s0 + 32 * 8, st.scales[m] + (size_t)((kb * 64 + 32) >> st.shift[m]) * 8u, 8, false);
+                    cp_async(s0 + 32 * 8, sp + 64, 8, false);
             }
         }
     }
+#pragma unroll
+    for (int m = 0; m < NM; m++)
+        st.words[m] += P::U * P::BLOCK_BYTES;
 }
 
-/* Multiplies the chunk in slot (generic pointer) with the activations. */
+/* One 16-column step S of a block: its A fragment times the NT8 token
+ * fragments. */
+template <int BITS, int NT8, int NM, bool GS32, int S>
+static __device__ __forceinline__ void step(const uint32_t *w, const uint2 *sb, const uint2 (&b)[NT8],
+                                            float (&acc)[NT8][4])
+{
+    uint32_t a[4];
+    a_fragment<BITS, GS32, S>(w, sb, a);
+#pragma unroll
+    for (int j = 0; j < NT8; j++)
+        mma_16816(acc[j], a, b[j]);
+}
+
+/* Multiplies the chunk of blocks kb0 .. (in the warp's range, below kb_hi)
+ * in slot (generic pointer) with the activations; frag[j] points at the
+ * lane's fragment of 8-token group j at block kb0. */
 template <int BITS, int NT8, int NM, bool GS32>
-static __device__ __forceinline__ void compute_chunk(const warp_stream<NM> &st, int kb0,
-                                                     const uint8_t *slot, const uint2 *frag,
-                                                     int n_steps, int lane,
-                                                     const bool (&has_token)[NT8],
+static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const uint8_t *slot,
+                                                     const uint2 *const (&frag)[NT8], int lane,
                                                      float (&acc)[NM][NT8][4])
 {
     using P = pipe_shape<BITS, NM, GS32>;
@@ -399,20 +436,19 @@ static __device__ __forceinline__ void compute_chunk(const warp_stream<NM> &st, 
     uint2 b[NB][4][NT8];
 #pragma unroll
     for (int u = 0; u < P::U; u++) {
-        const int kb = kb0 + u;
-        if (kb >= st.kb_hi)
+        if (u > 0 && kb0 + u >= kb_hi)
             break;
         if (NB == 1 || u == 0) {
 #pragma unroll
             for (int v = 0; v < NB; v++) {
-                const int kv = min(kb + v, st.kb_hi - 1);
+                const int bu = NB == 1 ? u : v;
+                if (v > 0 && kb0 + v >= kb_hi)
+                    break;
 #pragma unroll
                 for (int s = 0; s < 4; s++)
 #pragma unroll
                     for (int j = 0; j < NT8; j++)
-                        b[v][s][j] = has_token[j]
-                            ? __ldg(frag + ((size_t)j * n_steps + (size_t)(kv * 4 + s)) * 32u + lane)
-                            : make_uint2(0u, 0u);
+                        b[v][s][j] = __ldg(frag[j] + (bu * 4 + s) * 32);
             }
         }
 #pragma unroll
@@ -440,14 +476,10 @@ static __device__ __forceinline__ void compute_chunk(const warp_stream<NM> &st, 
                 if (GS32)
                     sb[GS32 ? 1 : 0] = s[32];
             }
-#pragma unroll
-            for (int s = 0; s < 4; s++) {
-                uint32_t a[4];
-                a_fragment<BITS, GS32>(w, s, sb, a);
-#pragma unroll
-                for (int j = 0; j < NT8; j++)
-                    mma_16816(acc[m][j], a, b[NB == 1 ? 0 : u][s][j]);
-            }
+            step<BITS, NT8, NM, GS32, 0>(w, sb, b[NB == 1 ? 0 : u][0], acc[m]);
+            step<BITS, NT8, NM, GS32, 1>(w, sb, b[NB == 1 ? 0 : u][1], acc[m]);
+            step<BITS, NT8, NM, GS32, 2>(w, sb, b[NB == 1 ? 0 : u][2], acc[m]);
+            step<BITS, NT8, NM, GS32, 3>(w, sb, b[NB == 1 ? 0 : u][3], acc[m]);
         }
     }
 }
@@ -487,14 +519,20 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
 #pragma unroll
         for (int m = 0; m < NM; m++) {
             const cuda_matrix &wm = p.w[SWIGLU ? m : sel];
-            st.words[m] = wm.tiles + ((size_t)local * (size_t)n_kb * 32u + (size_t)lane) * P::WPL;
-            st.scales[m] = (const uint2 *)wm.scale_bias + (size_t)local * (size_t)wm.n_groups * 8u + g;
+            st.words[m] = (const uint8_t *)(wm.tiles + (((size_t)local * (size_t)n_kb + (size_t)st.kb_lo) * 32u +
+                                                        (size_t)lane) * P::WPL);
+            st.scales[m] = (const uint8_t *)((const uint2 *)wm.scale_bias + (size_t)local * (size_t)wm.n_groups * 8u + g);
             st.shift[m] = wm.group_shift;
         }
-        bool has_token[NT8];
+        /* The lane's activations: a lane whose token is past the count
+         * reads the first token's (the same sectors as lanes 0-3, so no
+         * extra traffic and no predicate); its products land in columns
+         * of the result that are never stored. */
+        const uint2 *frag[NT8];
 #pragma unroll
         for (int j = 0; j < NT8; j++)
-            has_token[j] = j * 8 + g < p.n_tok;
+            frag[j] = p.frag + (size_t)st.kb_lo * 128u +
+                      (j * 8 + g < p.n_tok ? (size_t)j * (size_t)n_steps * 32u + (size_t)lane : (size_t)(lane & 3));
 
         uint8_t *ring = smem + (size_t)warp * P::WARP_BYTES;
         const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
@@ -505,15 +543,20 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
                 issue_chunk<BITS, NM, GS32>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
             cp_async_commit();
         }
-        for (int c = 0; c < n_chunks; c++) {
-            cp_async_wait<STAGES - 2>();   /* chunk c has landed */
-            const int next = c + STAGES - 1;
-            if (next < n_chunks)
-                issue_chunk<BITS, NM, GS32>(st, st.kb_lo + next * P::U,
-                                            ring_addr + (next % STAGES) * P::SLOT_BYTES, lane);
+        /* byte offsets in the ring of the chunk computed and the one copied */
+        uint32_t compute_at = 0, issue_at = (STAGES - 1) * P::SLOT_BYTES;
+        for (int kb = st.kb_lo; kb < st.kb_hi; kb += P::U) {
+            cp_async_wait<STAGES - 2>();   /* chunk kb has landed */
+            const int next = kb + (STAGES - 1) * P::U;
+            if (next < st.kb_hi)
+                issue_chunk<BITS, NM, GS32>(st, next, ring_addr + issue_at, lane);
             cp_async_commit();
-            compute_chunk<BITS, NT8, NM, GS32>(st, st.kb_lo + c * P::U, ring + (c % STAGES) * P::SLOT_BYTES,
-                                               p.frag, n_steps, lane, has_token, acc);
+            compute_chunk<BITS, NT8, NM, GS32>(kb, st.kb_hi, ring + compute_at, frag, lane, acc);
+#pragma unroll
+            for (int j = 0; j < NT8; j++)
+                frag[j] += P::U * 128;
+            compute_at = compute_at == (STAGES - 1) * P::SLOT_BYTES ? 0 : compute_at + P::SLOT_BYTES;
+            issue_at = issue_at == (STAGES - 1) * P::SLOT_BYTES ? 0 : issue_at + P::SLOT_BYTES;
         }
         cp_async_wait<0>();
     }

@@ -471,6 +471,8 @@ static void check_matmul_formats(void)
         { 200, 384 },     /* a partial tile; 6 column blocks: 4 warps per tile */
         { 20000, 256 },   /* 1250 tiles: 2 warps per tile */
         { 40000, 128 },   /* 2500 tiles: one warp per tile */
+        { 12000, 1600 },  /* 25 column blocks over 8 warps: ranges of 3 and 4
+                           * blocks, whose last chunk is cut short */
     };
     static const int formats[][2] = { { 2, 32 }, { 2, 64 }, { 4, 32 }, { 4, 64 }, { 4, 128 },
                                       { 8, 32 }, { 8, 64 }, { 8, 128 }, { 0, 0 } };
@@ -498,6 +500,75 @@ static void check_matmul_formats(void)
                 }
     tap_ok(bad == 0, "matmul on the GPU equals the host's within 1e-3 of max|y| in %d formats, shapes and token counts (worst %.2e)",
            runs, worst);
+}
+
+/* A token's result must not depend on the tokens beside it, nor on how
+ * many rows are asked for (verification then gives the logits of decoding
+ * token by token, and a limited vocabulary the full one's first logits):
+ * the same matrix times 1, 5 and 20 tokens and a prefix of its rows, bit
+ * for bit. */
+static void check_matmul_bits(void)
+{
+    const int rows = 12000, cols = 1600, prefix = 4096, toks[] = { 1, 5, 20 };
+    uint64_t rng = 99;
+    size_t words = (size_t)rows * cols / 8u, groups = (size_t)rows * cols / 64u;
+    uint32_t *data = malloc(words * sizeof *data);
+    _Float16 *sb = malloc(groups * sizeof *sb);
+    float *x = malloc(20u * cols * sizeof *x), *y = malloc(20u * rows * sizeof *y);
+    float *first = malloc((size_t)rows * sizeof *first);
+    for (size_t i = 0; i < words; i++)
+        data[i] = next_random(&rng) ^ next_random(&rng) << 16;
+    for (size_t i = 0; i < groups; i++)
+        sb[i] = (_Float16)uniform(&rng, 0.001f, 0.02f);
+    for (size_t i = 0; i < 20u * cols; i++)
+        x[i] = uniform(&rng, -1.0f, 1.0f);
+    cuda_raw_weight raw = { .rows = rows, .cols = cols, .bits = 4, .group_size = 64,
+                            .dtype = CUDA_F16, .scale_dtype = CUDA_F16 };
+    raw.data = to_device(data, words * sizeof *data);
+    raw.scales = raw.biases = to_device(sb, groups * sizeof *sb);
+    cuda_matrix m = { 0 };
+    cudaMalloc((void **)&m.tiles, cuda_matrix_tile_bytes(rows, cols, 4));
+    cudaMalloc(&m.scale_bias, cuda_matrix_scale_bytes(rows, cols, 64));
+    float *yd = NULL;
+    cudaMalloc((void **)&yd, 20u * rows * sizeof *yd);
+    cudaError_t e = cuda_repack_weight(&raw, &m, 0);
+    int same = 1, runs = 0;
+    for (int sw = 0; sw < 2; sw++)
+        for (int k = 0; k < 3 && e == cudaSuccess; k++) {
+            float *xd = to_device(x, (size_t)toks[k] * cols * sizeof *x);
+            void *frag = NULL;
+            cudaMalloc(&frag, cuda_fragment_bytes(toks[k], cols));
+            e = cuda_to_fragments(xd, toks[k], cols, NULL, 0.0f, frag, 0);
+            for (int pre = 0; pre < (sw ? 1 : 2) && e == cudaSuccess; pre++) {
+                int n = pre ? prefix : rows;
+                e = cuda_matmul(&m, sw ? &m : NULL, frag, toks[k], NULL, NULL, yd, n, 0, 1.0f, 0);
+                if (e == cudaSuccess)
+                    e = cudaMemcpy(y, yd, (size_t)n * sizeof *y, cudaMemcpyDeviceToHost);
+                if (e != cudaSuccess)
+                    break;
+                if (k == 0 && pre == 0)
+                    memcpy(first, y, (size_t)rows * sizeof *y);
+                else if (memcmp(first, y, (size_t)n * sizeof *y) != 0) {
+                    same = 0;
+                    tap_diag("token 0 of %d%s, %d rows: differs", toks[k], sw ? " (swiglu)" : "", n);
+                }
+                runs++;
+            }
+            cudaFree(frag);
+            cudaFree(xd);
+        }
+    tap_ok(e == cudaSuccess && same, "matmul: token 0 the same bit for bit in %d launches of 1, 5 and 20 tokens, all rows or a prefix (%s)",
+           runs, cudaGetErrorString(e));
+    cudaFree((void *)raw.data);
+    cudaFree((void *)raw.scales);
+    cudaFree(m.tiles);
+    cudaFree(m.scale_bias);
+    cudaFree(yd);
+    free(data);
+    free(sb);
+    free(x);
+    free(y);
+    free(first);
 }
 
 /* Takes all but `leave` bytes of the GPU's free memory; NULL if it cannot. */
@@ -572,6 +643,7 @@ int main(void)
     tap_ok(r == -ENOTSUP && strstr(err.message, "cpu, cuda") != NULL,
            "an unknown device is refused, naming the ones there are (%s)", err.message);
     check_matmul_formats();
+    check_matmul_bits();
     check_out_of_memory();
 
     char *refs = test_path("ALM_TEST_DATA", "refs/tiny-logits.json");
