@@ -1,0 +1,114 @@
+#!/bin/bash
+# Runs on the GPU machine, in the repository root, over what
+# tests/cuda/device/stage.sh put in .device/:
+#
+#   bash .device/check.sh SECTION...      (all = every section in order)
+#
+#   correctness  test-cuda with CUDA graphs and without (ALM_CUDA_GRAPHS=0),
+#                compute-sanitizer memcheck on a short speculative run
+#   kernels      cuda-kernel-bench, this build and the base interleaved
+#   decode       cuda-bench (decode, prefill, k-token passes) for the 4-bit
+#                presets, llama3-8b BF16 and the coder pair; this build and
+#                the base interleaved, twice, so that ratios come from one call
+#   big          cuda-bench llama3-70b 4-bit (this build, then the base)
+#   spec         alm-engine bench: 70B + 1B and 8B + 1B at synthetic
+#                acceptance 0.8, and the coder pair
+#   profile      ncu on one 4-bit gate+up launch and one lm_head launch:
+#                warp states, scheduler and memory sections, source counters
+#
+# Each section writes SECTION.txt under $OUT (or ./device-out), and prints
+# how long it took; a failing program is reported and the rest go on.
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-device-out}
+[ -d .device/new ] || tar -C .device -xJf .device/bundle.tar.xz || exit 1
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PATH="$PATH:/usr/local/cuda/bin"
+export ALM_TEST_DATA="$PWD/tests/data" ALM_DEFAULT_MODELS="$PWD/data/models"
+builds=(new)
+[ -d .device/base ] && builds+=(base)
+coder=(--model data/models/coder-target-4bit --draft data/models/coder-draft-4bit)
+
+run() {   # run LABEL COMMAND...: the command's output, then its status
+    echo "### $1"
+    shift
+    "$@" 2>&1
+    local rc=$?
+    [ $rc -eq 0 ] || echo "### exit status $rc"
+}
+
+correctness() {
+    run "test-cuda (graphs)" .device/new/test-cuda
+    ALM_CUDA_GRAPHS=0 run "test-cuda (ALM_CUDA_GRAPHS=0)" .device/new/test-cuda
+    if command -v compute-sanitizer >/dev/null; then
+        run "compute-sanitizer memcheck" compute-sanitizer --tool memcheck --error-exitcode 1 \
+            .device/new/alm-engine generate --device cuda "${coder[@]}" \
+            --prompt "def fib(n):" --max-tokens 16
+    else
+        echo "### compute-sanitizer not found: memcheck not run"
+    fi
+}
+
+kernels() {
+    for b in "${builds[@]}" "${builds[@]}"; do
+        run "cuda-kernel-bench ($b)" .device/$b/cuda-kernel-bench
+    done
+}
+
+decode() {
+    for rep in 1 2; do
+        for b in "${builds[@]}"; do
+            for args in "llama3-8b 4" "llama3.2-1b 4" "qwen2.5-0.5b 4" "llama3-8b 0" \
+                        data/models/coder-target-4bit data/models/coder-draft-4bit; do
+                # shellcheck disable=SC2086
+                run "cuda-bench $args ($b, run $rep)" .device/$b/cuda-bench $args
+            done
+        done
+    done
+}
+
+big() {
+    for b in "${builds[@]}"; do
+        run "cuda-bench llama3-70b 4 ($b)" .device/$b/cuda-bench llama3-70b 4
+    done
+}
+
+spec() {
+    run "70B + 1B, acceptance 0.8, k 6" .device/new/alm-engine bench --device cuda \
+        --random llama3-70b --draft-random llama3.2-1b --synthetic-acceptance 0.8 \
+        --num-draft-tokens 6 --prompt-tokens 128 --gen-tokens 64 --repeat 2
+    run "8B + 1B, acceptance 0.8, k 4" .device/new/alm-engine bench --device cuda \
+        --random llama3-8b --draft-random llama3.2-1b --synthetic-acceptance 0.8 \
+        --num-draft-tokens 4 --prompt-tokens 128 --gen-tokens 64 --repeat 2
+    run "coder pair" .device/new/alm-engine bench --device cuda "${coder[@]}" \
+        --gen-tokens 128 --repeat 3
+}
+
+profile() {
+    if ! command -v ncu >/dev/null; then
+        echo "### ncu not found: no profile"
+        return
+    fi
+    local sections=(--section LaunchStats --section Occupancy --section SchedulerStats
+                    --section WarpStateStats --section MemoryWorkloadAnalysis
+                    --section SourceCounters)
+    for k in "matmul_kernel<4, 1, true" "matmul_kernel<4, 1, false"; do
+        run "ncu: $k" ncu --clock-control none --kernel-name-base demangled \
+            --kernel-name "regex:$k" --launch-skip 20 --launch-count 1 "${sections[@]}" \
+            .device/new/cuda-kernel-bench
+    done
+}
+
+[ $# -ge 1 ] || set -- all
+[ "$1" = all ] && set -- correctness kernels decode big spec profile
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
+for section in "$@"; do
+    start=$(date +%s)
+    case $section in
+    correctness|kernels|decode|big|spec|profile) $section > "$out/$section.txt" ;;
+    *) echo "unknown section: $section"; exit 2 ;;
+    esac
+    echo "$section: $(($(date +%s) - start)) s, $(grep -c '^### exit status' "$out/$section.txt") failed," \
+         "$(grep -E '^(not )?ok' "$out/$section.txt" | grep -c '^not ok') not ok"
+done

@@ -1,0 +1,75 @@
+#!/bin/bash
+# Builds the CUDA programs here and stages them, stripped, with the shared
+# libraries a bare GPU machine lacks, under .device/ (ignored by git), so
+# that one call of the GPU machine can check and time them:
+#
+#   tests/cuda/device/stage.sh [BASE_REV]
+#
+# .device/new/      this working tree's build (build-cuda/)
+# .device/base/     BASE_REV's build (a git worktree in build-cuda-base/),
+#                   for before/after ratios measured in the same call
+# .device/lib/      libglib, json-glib, pcre2 and what they pull in; never
+#                   the C or C++ runtime, which the GPU machine has
+# .device/check.sh  the script to run there (tests/cuda/device/check.sh)
+# all three folders packed in .device/bundle.tar.xz, which check.sh unpacks
+#
+# Then, on the GPU machine (carry .device):  bash .device/check.sh all
+set -euo pipefail
+
+root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+cd "$root"
+export PATH="$PATH:/usr/local/cuda/bin"
+programs=(tests/cuda/test-cuda tests/cuda/cuda-bench tests/cuda/cuda-kernel-bench
+          tests/cuda/cuda-copy-bandwidth engine/tools/alm-engine)
+
+build() {   # build DIR SRC
+    local dir=$1 src=$2
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$src" -Dcuda=enabled >/dev/null
+    fi
+    ninja -C "$dir" >/dev/null
+}
+
+stage() {   # stage BUILD_DIR DEST
+    local dir=$1 dest=$2
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    for p in "${programs[@]}"; do
+        strip -o "$dest/$(basename "$p")" "$dir/$p"
+    done
+}
+
+build build-cuda .
+stage build-cuda .device/new
+echo "staged $(git describe --always --dirty) as .device/new"
+
+if [ $# -ge 1 ]; then
+    rev=$(git rev-parse --verify "$1^{commit}")
+    if [ -d build-cuda-base/src ]; then
+        git -C build-cuda-base/src checkout -q --detach "$rev"
+    else
+        mkdir -p build-cuda-base
+        git worktree add -q --detach build-cuda-base/src "$rev"
+    fi
+    build build-cuda-base/build build-cuda-base/src
+    stage build-cuda-base/build .device/base
+    echo "staged $(git rev-parse --short "$rev") as .device/base"
+else
+    rm -rf .device/base
+fi
+
+rm -rf .device/lib
+mkdir -p .device/lib
+ldd .device/new/alm-engine | awk '$3 ~ /^\// { print $3 }' | while read -r lib; do
+    case $(basename "$lib") in
+    libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|ld-linux*|libstdc++.so.*|libgcc_s.so.*) ;;
+    *) cp -L "$lib" .device/lib/ ;;
+    esac
+done
+# compressed: the call carries the working tree and .device, 64 MiB in all
+staged=(new lib)
+[ -d .device/base ] && staged+=(base)
+tar -C .device -cJf .device/bundle.tar.xz "${staged[@]}"
+rm -rf .device/new .device/base .device/lib
+cp tests/cuda/device/check.sh .device/check.sh
+du -sh .device | awk '{ print "staged " $1 " in .device" }'
