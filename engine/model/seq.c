@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/argmax.h"
 #include "core/error.h"
 #include "model/model_internal.h"
 
@@ -231,12 +232,8 @@ static int32_t host_argmax(const float *l, int n, float *top_prob)
             best = i;
         }
     }
-    if (best >= 0 && top_prob) {
-        double sum = 0.0;
-        for (int i = 0; i < n; i++)
-            sum += exp((double)(l[i] - max));
-        *top_prob = (float)(1.0 / sum);
-    }
+    if (best >= 0 && top_prob)
+        *top_prob = alm_top_probability(l, n, max);
     return best;
 }
 

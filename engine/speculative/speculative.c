@@ -97,16 +97,6 @@ typedef struct spec_state {
     const draft_override *override; /* bench-only: replaces the draft's proposals */
 } spec_state;
 
-/* Top probability of softmax(logits): the draft's confidence. */
-static float top_probability(const float *logits, int n)
-{
-    float max = logits[alm_argmax(logits, n)];
-    double sum = 0.0;
-    for (int i = 0; i < n; i++)
-        sum += exp((double)(logits[i] - max));
-    return (float)(1.0 / sum);
-}
-
 /* One pass of the draft model over tokens: its logits, or when greedy only
  * their argmax (best) and, for draft_p_min, its probability (top). */
 static int draft_pass(spec_state *s, const int32_t *tokens, int n, int32_t *best, float *top,
@@ -146,8 +136,13 @@ static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_e
 
     int n = 0;
     while (n < k) {
+        /* the draft's confidence: the top probability of its distribution */
         float p_min = s->params->draft_p_min;
-        if (p_min > 0.0f && (s->greedy ? top : top_probability(s->draft_logits, s->vocab)) < p_min)
+        if (p_min > 0.0f && !s->greedy) {
+            const float *l = s->draft_logits;
+            top = alm_top_probability(l, s->vocab, l[alm_argmax(l, s->vocab)]);
+        }
+        if (p_min > 0.0f && top < p_min)
             break;
         float *q = s->q + (size_t)n * s->vocab;
         int32_t x;
