@@ -17,7 +17,8 @@
 #                warp states, scheduler and memory sections, source counters
 #
 # Each section writes SECTION.txt under $OUT (or ./device-out), and prints
-# how long it took; a failing program is reported and the rest go on.
+# how long it took; a failing program is reported and the rest go on. Back
+# here, tests/cuda/device/summarize.py DIR tabulates them (medians, base/new).
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-device-out}

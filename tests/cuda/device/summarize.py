@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Tables of what check.sh measured, this build against the base.
+
+    tests/cuda/device/summarize.py DIR
+
+DIR holds check.sh's SECTION.txt files (the run's $OUT, as it comes back).
+Prints markdown: for decode.txt and big.txt, per model the medians over the
+runs of each build (decode ms, share of the roofline, prefill tokens/s,
+cost of a 5-token pass) and the base/new ratio of decode time; for
+kernels.txt, per kernel the median µs of each build and their ratio.
+"""
+import json
+import os
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+
+def sections(path):
+    """(label, build, [json objects]) for each '### label (build...)' block."""
+    blocks = []
+    if not os.path.exists(path):
+        return blocks
+    label, build, rows = None, None, []
+    for line in open(path, encoding="utf-8", errors="replace"):
+        line = line.strip()
+        if line.startswith("### exit status"):
+            continue
+        if line.startswith("### "):
+            if label is not None:
+                blocks.append((label, build, rows))
+            label = line[4:]
+            m = re.search(r"\((new|base)\b", label)
+            build, rows = (m.group(1) if m else "new"), []
+        elif line.startswith("{") and label is not None:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    if label is not None:
+        blocks.append((label, build, rows))
+    return blocks
+
+
+def med(values):
+    return statistics.median(values) if values else None
+
+
+def fmt(v, spec):
+    return format(v, spec) if v is not None else "-"
+
+
+def model_table(blocks):
+    runs = defaultdict(lambda: defaultdict(list))
+    for _, build, rows in blocks:
+        for r in rows:
+            if "decode_ms" in r:
+                runs[(r["model"], r["bits"])][build].append(r)
+    if not runs:
+        return []
+    out = ["| model | bits | decode ms (new) | base | base/new | of roofline | prefill tok/s (new) | base | pass 5 |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for (model, bits), by in runs.items():
+        new, base = by.get("new", []), by.get("base", [])
+        dn = med([r["decode_ms"] for r in new])
+        db = med([r["decode_ms"] for r in base])
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            model, bits, fmt(dn, ".3f"), fmt(db, ".3f"),
+            fmt(db / dn if dn and db else None, ".2f") + ("x" if dn and db else ""),
+            fmt(med([r["roofline_fraction"] * 100 for r in new]), ".0f") + "%",
+            fmt(med([r["prefill_tok_s"] for r in new]), ",.0f"),
+            fmt(med([r["prefill_tok_s"] for r in base]), ",.0f"),
+            fmt(med([r["pass_cost"].get("5") for r in new if "5" in r.get("pass_cost", {})]), ".2f")))
+    return out
+
+
+def kernel_table(blocks):
+    runs = defaultdict(lambda: defaultdict(list))
+    for _, build, rows in blocks:
+        for r in rows:
+            key = tuple((k, r[k]) for k in ("kernel", "shape", "bits", "dim", "n_tok", "pos0") if k in r)
+            runs[key][build].append(r["us"])
+    if not runs:
+        return []
+    out = ["| kernel | µs (new) | base | base/new |", "|---|---|---|---|"]
+    for key, by in runs.items():
+        n, b = med(by.get("new", [])), med(by.get("base", []))
+        name = ", ".join(str(v) if k == "kernel" else "%s %s" % (k, v) for k, v in key)
+        out.append("| %s | %s | %s | %s |" % (name, fmt(n, ".2f"), fmt(b, ".2f"),
+                                               fmt(b / n if n and b else None, ".2f")))
+    return out
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__.strip().split("\n\n")[1].strip())
+    d = sys.argv[1]
+    lines = model_table(sections(os.path.join(d, "decode.txt")) + sections(os.path.join(d, "big.txt")))
+    lines += [""] + kernel_table(sections(os.path.join(d, "kernels.txt")))
+    text = "\n".join(lines).strip()
+    if not text:
+        sys.exit("summarize: no measurements under " + d)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
