@@ -471,8 +471,9 @@ static void check_matmul_formats(void)
         { 200, 384 },     /* a partial tile; 6 column blocks: 4 warps per tile */
         { 20000, 256 },   /* 1250 tiles: 2 warps per tile */
         { 40000, 128 },   /* 2500 tiles: one warp per tile */
-        { 12000, 1600 },  /* 25 column blocks over 8 warps: ranges of 3 and 4
-                           * blocks, whose last chunk is cut short */
+        { 12000, 1664 },  /* 26 column blocks over 8 warps: ranges of 3 and 4
+                           * blocks, whose last chunk is cut short (13 groups
+                           * of 128) */
     };
     static const int formats[][2] = { { 2, 32 }, { 2, 64 }, { 4, 32 }, { 4, 64 }, { 4, 128 },
                                       { 8, 32 }, { 8, 64 }, { 8, 128 }, { 0, 0 } };
