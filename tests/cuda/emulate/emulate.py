@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Runs test-cuda's matmul checks on the host, with the CUDA kernels of
+engine/cuda/matmul.cu emulated (host_cuda.h): a way to check a kernel change
+where there is no GPU. Slow (one coroutine per CUDA thread): about 5 minutes
+for --quick, 15 for all, on two cores.
+
+    tests/cuda/emulate/emulate.py [--quick] [--source matmul.cu] [--dump DIR]
+                                  [--sanitize]
+
+--quick   the small shape in every format (200 x 384, 1-40 tokens), not the
+          long shapes nor the bit-for-bit check across token counts
+--source  another matmul.cu (a base revision's: git show REV:engine/cuda/matmul.cu)
+--dump    also write each result to DIR, to compare two sources bit for bit
+          (cmp DIR1/* DIR2/*)
+
+The kernels' source is adapted as text: the PTX helpers (mma_16816, mask_set,
+cp_async*) give way to host_cuda.h's, launches become host_launch calls. If
+matmul.cu changes so that this no longer applies, the script says which
+piece it could not find. The checks themselves come from
+tests/cuda/test_cuda.c (matmul_error, check_matmul_formats,
+check_matmul_bits), so that the two cannot drift apart. Output: TAP.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+PTX_HELPERS = ["mma_16816", "mask_set", "cp_async", "cp_async_commit", "cp_async_wait"]
+CHECKS = ["next_random", "uniform", "to_device", "matmul_error", "check_matmul_formats",
+          "check_matmul_bits"]
+
+
+def fail(msg):
+    sys.exit("emulate: " + msg)
+
+
+def host_kernels(source):
+    s = re.sub(r'#include <cuda_(fp16|bf16)\.h>\n', '', source)
+    if '#include "cuda_kernels.h"' not in s:
+        fail('matmul.cu no longer includes "cuda_kernels.h"')
+    s = s.replace('#include "cuda_kernels.h"', '#include "host_cuda.h"\n#include "cuda_kernels.h"', 1)
+    for name in PTX_HELPERS:
+        pat = re.compile(r'(template <[^>\n]*>\n)?static __device__ (__forceinline__|inline) '
+                         r'(void|uint32_t) ' + name + r'\(.*?\n}\n', re.S)
+        s, n = pat.subn('', s, count=1)
+        if n != 1 and name != "mask_set":   # mask_set is newer than some bases
+            fail(f"the definition of {name} in matmul.cu")
+    shared = 'extern __shared__ __align__(16) uint8_t smem[];'
+    if shared not in s:
+        fail("the dynamic shared memory declaration in matmul.cu")
+    s = s.replace(shared, 'uint8_t *smem = host_cur_block->smem;')
+
+    def launch(m):
+        config = m.group(2).rsplit(',', 1)[0]   # the stream is dropped
+        return 'host_launch(%s, [&] { %s(%s); });' % (config, m.group(1), m.group(3))
+    s, n = re.subn(r'([\w:]+(?:<[^;<>]*(?:<[^;<>]*>[^;<>]*)*>)?)\s*<<<(.*?)>>>\((.*?)\);',
+                   launch, s, flags=re.S)
+    if n == 0:
+        fail("no kernel launch in matmul.cu")
+    return s
+
+
+def function(source, name):
+    m = re.search(r'^static [^\n(]*\b' + name + r'\(.*?^}\n', source, re.S | re.M)
+    if not m:
+        fail(f"{name} in tests/cuda/test_cuda.c")
+    return m.group(0)
+
+
+def checks(test_source, quick, dump):
+    body = "\n".join(function(test_source, n) for n in CHECKS)
+    if quick:
+        body = re.sub(r'\n        \{ (?!200, 384)\d+, \d+ \},[^\n]*(\n {27}\*[^\n]*)*', '', body)
+    if dump:
+        body = body.replace('    double worst = e == cudaSuccess ? 0.0 : INFINITY, scale = 0.0;',
+                            '    dump(y, (size_t)n_tok * rows, rows, cols, bits, group, n_tok, swiglu);\n'
+                            '    double worst = e == cudaSuccess ? 0.0 : INFINITY, scale = 0.0;')
+    return r'''#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cuda_kernels.h"
+
+static int tests, failures;
+
+static void tap_diag(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("# ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+}
+
+static bool tap_ok(bool ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %d - ", ok ? "ok" : "not ok", ++tests);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    failures += !ok;
+    return ok;
+}
+
+static void dump(const float *y, size_t n, int rows, int cols, int bits, int group, int n_tok,
+                 bool swiglu)
+{
+    char name[4096];
+    snprintf(name, sizeof name, "%s/%dx%d-b%d-g%d-t%d%s.f32", getenv("EMULATE_DUMP"), rows, cols,
+             bits, group, n_tok, swiglu ? "-swiglu" : "");
+    FILE *f = fopen(name, "wb");
+    if (!f || fwrite(y, sizeof *y, n, f) != n || fclose(f) != 0) {
+        fprintf(stderr, "emulate: cannot write %s\n", name);
+        exit(1);
+    }
+}
+''' + body + '''
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    check_matmul_formats();
+    if (!getenv("EMULATE_QUICK"))
+        check_matmul_bits();
+    printf("1..%d\\n", tests);
+    return failures != 0;
+}
+'''
+
+
+def cuda_include():
+    for base in (os.environ.get("CUDA_HOME"),
+                 os.path.dirname(os.path.dirname(shutil.which("nvcc") or "/x/x")),
+                 "/usr/local/cuda"):
+        if base and os.path.exists(os.path.join(base, "include", "cuda_runtime_api.h")):
+            return os.path.join(base, "include")
+    fail("no CUDA toolkit headers (cuda_runtime_api.h): set CUDA_HOME")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--source", default=os.path.join(ROOT, "engine", "cuda", "matmul.cu"))
+    ap.add_argument("--dump")
+    ap.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer")
+    args = ap.parse_args()
+    inc = cuda_include()
+    cuda_dir = os.path.join(ROOT, "engine", "cuda")
+    flags = ["-O2", "-g", "-I" + HERE, "-I" + cuda_dir, "-I" + os.path.dirname(cuda_dir),
+             "-I" + inc]
+    if args.sanitize:
+        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    with tempfile.TemporaryDirectory() as tmp:
+        kernels = os.path.join(tmp, "host_matmul.cpp")
+        open(kernels, "w").write(host_kernels(open(args.source).read()))
+        test_c = os.path.join(tmp, "checks.c")
+        open(test_c, "w").write(checks(open(os.path.join(ROOT, "tests", "cuda", "test_cuda.c")).read(),
+                                       args.quick, args.dump))
+        exe = os.path.join(tmp, "emulated-matmul")
+        objs = []
+        for src, cc, std in ((kernels, "g++", "-std=c++20"),
+                             (os.path.join(HERE, "host_runtime.cpp"), "g++", "-std=c++20"),
+                             (test_c, "gcc", "-std=gnu11")):
+            obj = src + ".o"
+            subprocess.run([cc, std, "-w", "-c", src, "-o", obj] + flags, check=True)
+            objs.append(obj)
+        subprocess.run(["g++", "-o", exe] + objs + (["-fsanitize=address"] if args.sanitize else []),
+                       check=True)
+        env = dict(os.environ)
+        if args.quick:
+            env["EMULATE_QUICK"] = "1"
+        if args.dump:
+            os.makedirs(args.dump, exist_ok=True)
+            env["EMULATE_DUMP"] = os.path.abspath(args.dump)
+        sys.exit(subprocess.run([exe], env=env).returncode)
+
+
+if __name__ == "__main__":
+    main()
