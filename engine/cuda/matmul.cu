@@ -324,18 +324,34 @@ struct warp_stream {
  * their way, so that STAGES - 1 chunks are in flight while one is
  * computed. A lane copies exactly the bytes it later reads, so no lane
  * waits for another. */
-#define STAGES 3
+/* The tuning constants can be set at build time (meson -Dnvcc_flags=...,
+ * tests/cuda/device/stage.sh --variant) so that one call of a GPU machine
+ * times several settings side by side. */
+#ifndef ALM_MATMUL_STAGES
+#define ALM_MATMUL_STAGES 3
+#endif
+#define STAGES ALM_MATMUL_STAGES
+static_assert(STAGES >= 2, "the pipeline needs a chunk in flight while one is computed");
 /* blocks per SM for up to 8 tokens: 24 warps (3 stages of 3 KB per warp
  * leave room for three blocks; measured with ncu: at 2 blocks, 16 warps,
  * the schedulers found an eligible warp only half of the time) */
-#define DECODE_BLOCKS 3
+#ifndef ALM_MATMUL_DECODE_BLOCKS
+#define ALM_MATMUL_DECODE_BLOCKS 3
+#endif
+#define DECODE_BLOCKS ALM_MATMUL_DECODE_BLOCKS
+/* weight bytes per lane in one chunk of the pipeline, over all matrices */
+#ifndef ALM_MATMUL_CHUNK_LANE_BYTES
+#define ALM_MATMUL_CHUNK_LANE_BYTES 64
+#endif
 
 template <int BITS, int NM, bool GS32>
 struct pipe_shape {
     static constexpr int WPL = BITS == 16 ? 16 : BITS;
     static constexpr int SBN = GS32 ? 2 : 1;
-    /* blocks per chunk: 64 bytes of weights per lane over all matrices, at most 4 */
-    static constexpr int U0 = 16 / (WPL * NM) > 0 ? 16 / (WPL * NM) : 1;
+    /* blocks per chunk: ALM_MATMUL_CHUNK_LANE_BYTES of weights per lane over
+     * all matrices, at least one block, at most 4 */
+    static constexpr int U0 = ALM_MATMUL_CHUNK_LANE_BYTES / (WPL * 4 * NM) > 0
+                                  ? ALM_MATMUL_CHUNK_LANE_BYTES / (WPL * 4 * NM) : 1;
     static constexpr int U = U0 > 4 ? 4 : U0;
     static constexpr int LANE_BYTES = WPL * 4;                    /* one block, one matrix */
     static constexpr int BLOCK_BYTES = 32 * LANE_BYTES;           /* the next block of a tile */

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions in the streaming loop of the matmul kernels, from their SASS.
 
-    tests/cuda/sass_loop_stats.py [--nvdisasm PATH] [--cu engine/cuda/matmul.cu]
+    tests/cuda/sass_loop_stats.py [--nvdisasm PATH] [--cu engine/cuda/matmul.cu] [-D NAME=VALUE]...
 
 Compiles the kernels for sm_90a with nvcc, disassembles them and prints one
 JSON line per kernel: the loop's instructions, its tensor-core instructions
@@ -86,6 +86,8 @@ def main():
     ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "nvdisasm")
     ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
     ap.add_argument("--cu", default=os.path.join(root, "engine", "cuda", "matmul.cu"))
+    ap.add_argument("-D", dest="defines", action="append", default=[],
+                    help="a macro for nvcc, as -Dnvcc_flags gives them (ALM_MATMUL_STAGES=4)")
     args = ap.parse_args()
     for tool in (args.nvcc, args.nvdisasm):
         if not shutil.which(tool):
@@ -95,7 +97,7 @@ def main():
         cubin = os.path.join(tmp, "matmul.cubin")
         subprocess.run([args.nvcc, "-cubin", "-O3", "-std=c++17", "-I" + src,
                         "-I" + os.path.dirname(src), "-gencode", "arch=compute_90a,code=sm_90a",
-                        args.cu, "-o", cubin], check=True)
+                        args.cu, "-o", cubin] + ["-D" + d for d in args.defines], check=True)
         sass = disassemble(args.nvdisasm, cubin, tmp)
     for label, name in KERNELS.items():
         body = function_body(sass, name)

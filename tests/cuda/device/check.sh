@@ -6,10 +6,11 @@
 #
 #   correctness  test-cuda with CUDA graphs and without (ALM_CUDA_GRAPHS=0),
 #                compute-sanitizer memcheck on a short speculative run
-#   kernels      cuda-kernel-bench, this build and the base interleaved
+#   kernels      cuda-kernel-bench, this build, the base and the variants
+#                interleaved
 #   decode       cuda-bench (decode, prefill, k-token passes) for the 4-bit
-#                presets, llama3-8b BF16 and the coder pair; this build and
-#                the base interleaved, twice, so that ratios come from one call
+#                presets, llama3-8b BF16 and the coder pair; every build
+#                interleaved, twice, so that ratios come from one call
 #   big          cuda-bench llama3-70b 4-bit (this build, then the base)
 #   spec         alm-engine bench: 70B + 1B and 8B + 1B at synthetic
 #                acceptance 0.8, and the coder pair
@@ -29,6 +30,10 @@ export PATH="$PATH:/usr/local/cuda/bin"
 export ALM_TEST_DATA="$PWD/tests/data" ALM_DEFAULT_MODELS="$PWD/data/models"
 builds=(new)
 [ -d .device/base ] && builds+=(base)
+for d in .device/*/; do   # variants staged with --variant
+    d=$(basename "$d")
+    case $d in new|base|lib) ;; *) [ -x ".device/$d/cuda-bench" ] && builds+=("$d") ;; esac
+done
 coder=(--model data/models/coder-target-4bit --draft data/models/coder-draft-4bit)
 
 run() {   # run LABEL COMMAND...: the command's output, then its status

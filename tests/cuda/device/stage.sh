@@ -3,15 +3,18 @@
 # libraries a bare GPU machine lacks, under .device/ (ignored by git), so
 # that one call of the GPU machine can check and time them:
 #
-#   tests/cuda/device/stage.sh [BASE_REV]
+#   tests/cuda/device/stage.sh [--variant NAME=FLAG,FLAG...]... [BASE_REV]
 #
 # .device/new/      this working tree's build (build-cuda/)
 # .device/base/     BASE_REV's build (a git worktree in build-cuda-base/),
 #                   for before/after ratios measured in the same call
+# .device/NAME/     this tree built with extra nvcc flags (build-cuda-NAME/,
+#                   meson -Dnvcc_flags=FLAG,FLAG...), e.g.
+#                   --variant stages4=-DALM_MATMUL_STAGES=4
 # .device/lib/      libglib, json-glib, pcre2 and what they pull in; never
 #                   the C or C++ runtime, which the GPU machine has
 # .device/check.sh  the script to run there (tests/cuda/device/check.sh)
-# all three folders packed in .device/bundle.tar.xz, which check.sh unpacks
+# the folders packed in .device/bundle.tar.xz, which check.sh unpacks
 #
 # Then, on the GPU machine (carry .device):  bash .device/check.sh all
 set -euo pipefail
@@ -39,9 +42,31 @@ stage() {   # stage BUILD_DIR DEST
     done
 }
 
+variants=()
+while [ $# -ge 1 ] && [ "$1" = --variant ]; do
+    case ${2:-} in
+    new=*|base=*|lib=*) echo "stage.sh: new, base and lib are taken; name the variant otherwise" >&2; exit 2 ;;
+    [a-z0-9]*=-*) variants+=("$2") ;;
+    *) echo "stage.sh: --variant NAME=FLAG,FLAG... (got '${2:-}')" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+
 build build-cuda .
 stage build-cuda .device/new
 echo "staged $(git describe --always --dirty) as .device/new"
+
+for v in "${variants[@]}"; do
+    name=${v%%=*} flags=${v#*=}
+    if [ -f "build-cuda-$name/build.ninja" ]; then
+        meson configure "build-cuda-$name" "-Dnvcc_flags=$flags" >/dev/null
+    else
+        meson setup "build-cuda-$name" . -Dcuda=enabled "-Dnvcc_flags=$flags" >/dev/null
+    fi
+    ninja -C "build-cuda-$name" >/dev/null
+    stage "build-cuda-$name" ".device/$name"
+    echo "staged the variant $name ($flags) as .device/$name"
+done
 
 if [ $# -ge 1 ]; then
     rev=$(git rev-parse --verify "$1^{commit}")
@@ -69,7 +94,8 @@ done
 # compressed: the call carries the working tree and .device, 64 MiB in all
 staged=(new lib)
 [ -d .device/base ] && staged+=(base)
+for v in "${variants[@]}"; do staged+=("${v%%=*}"); done
 tar -C .device -cJf .device/bundle.tar.xz "${staged[@]}"
-rm -rf .device/new .device/base .device/lib
+rm -rf "${staged[@]/#/.device/}"
 cp tests/cuda/device/check.sh .device/check.sh
 du -sh .device | awk '{ print "staged " $1 " in .device" }'

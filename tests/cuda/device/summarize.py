@@ -4,10 +4,11 @@
     tests/cuda/device/summarize.py DIR
 
 DIR holds check.sh's SECTION.txt files (the run's $OUT, as it comes back).
-Prints markdown: for decode.txt and big.txt, per model the medians over the
-runs of each build (decode ms, share of the roofline, prefill tokens/s,
-cost of a 5-token pass) and the base/new ratio of decode time; for
-kernels.txt, per kernel the median µs of each build and their ratio.
+Prints markdown: for decode.txt and big.txt, per model and build (this
+tree, the base, the variants) the medians over the runs (decode ms, the
+base's decode time over this build's, share of the roofline, prefill
+tokens/s, cost of a 5-token pass); for kernels.txt, per kernel the median
+µs of each build and the base/new ratio.
 """
 import json
 import os
@@ -31,7 +32,7 @@ def sections(path):
             if label is not None:
                 blocks.append((label, build, rows))
             label = line[4:]
-            m = re.search(r"\((new|base)\b", label)
+            m = re.search(r"\(([a-z0-9]+)\b", label)
             build, rows = (m.group(1) if m else "new"), []
         elif line.startswith("{") and label is not None:
             try:
@@ -51,6 +52,10 @@ def fmt(v, spec):
     return format(v, spec) if v is not None else "-"
 
 
+def build_order(builds):
+    return sorted(builds, key=lambda b: (b != "new", b != "base", b))
+
+
 def model_table(blocks):
     runs = defaultdict(lambda: defaultdict(list))
     for _, build, rows in blocks:
@@ -59,36 +64,42 @@ def model_table(blocks):
                 runs[(r["model"], r["bits"])][build].append(r)
     if not runs:
         return []
-    out = ["| model | bits | decode ms (new) | base | base/new | of roofline | prefill tok/s (new) | base | pass 5 |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| model | bits | build | decode ms | base / this | of roofline | prefill tok/s | pass 5 |",
+           "|---|---|---|---|---|---|---|---|"]
     for (model, bits), by in runs.items():
-        new, base = by.get("new", []), by.get("base", [])
-        dn = med([r["decode_ms"] for r in new])
-        db = med([r["decode_ms"] for r in base])
-        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            model, bits, fmt(dn, ".3f"), fmt(db, ".3f"),
-            fmt(db / dn if dn and db else None, ".2f") + ("x" if dn and db else ""),
-            fmt(med([r["roofline_fraction"] * 100 for r in new]), ".0f") + "%",
-            fmt(med([r["prefill_tok_s"] for r in new]), ",.0f"),
-            fmt(med([r["prefill_tok_s"] for r in base]), ",.0f"),
-            fmt(med([r["pass_cost"].get("5") for r in new if "5" in r.get("pass_cost", {})]), ".2f")))
+        base = med([r["decode_ms"] for r in by.get("base", [])])
+        for build in build_order(by):
+            rs = by[build]
+            d = med([r["decode_ms"] for r in rs])
+            out.append("| %s | %s | %s | %s | %s | %s%% | %s | %s |" % (
+                model, bits, build, fmt(d, ".3f"),
+                fmt(base / d if base and d else None, ".2f"),
+                fmt(med([r["roofline_fraction"] * 100 for r in rs]), ".0f"),
+                fmt(med([r["prefill_tok_s"] for r in rs]), ",.0f"),
+                fmt(med([r["pass_cost"]["5"] for r in rs if "5" in r.get("pass_cost", {})]), ".2f")))
     return out
 
 
 def kernel_table(blocks):
     runs = defaultdict(lambda: defaultdict(list))
+    builds = set()
     for _, build, rows in blocks:
         for r in rows:
             key = tuple((k, r[k]) for k in ("kernel", "shape", "bits", "dim", "n_tok", "pos0") if k in r)
             runs[key][build].append(r["us"])
+            builds.add(build)
     if not runs:
         return []
-    out = ["| kernel | µs (new) | base | base/new |", "|---|---|---|---|"]
+    order = build_order(builds)
+    out = ["| kernel | " + " | ".join("µs (%s)" % b for b in order) +
+           (" | base / new |" if "base" in builds else " |"),
+           "|---|" + "---|" * len(order) + ("---|" if "base" in builds else "")]
     for key, by in runs.items():
-        n, b = med(by.get("new", [])), med(by.get("base", []))
         name = ", ".join(str(v) if k == "kernel" else "%s %s" % (k, v) for k, v in key)
-        out.append("| %s | %s | %s | %s |" % (name, fmt(n, ".2f"), fmt(b, ".2f"),
-                                               fmt(b / n if n and b else None, ".2f")))
+        cells = [fmt(med(by.get(b, [])), ".2f") for b in order]
+        n, b = med(by.get("new", [])), med(by.get("base", []))
+        ratio = [fmt(b / n if n and b else None, ".2f")] if "base" in builds else []
+        out.append("| " + " | ".join([name] + cells + ratio) + " |")
     return out
 
 

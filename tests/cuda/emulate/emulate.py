@@ -5,7 +5,7 @@ where there is no GPU. Slow (one coroutine per CUDA thread): about 5 minutes
 for --quick, 15 for all, on two cores.
 
     tests/cuda/emulate/emulate.py [--quick] [--source matmul.cu] [--dump DIR]
-                                  [--sanitize]
+                                  [--sanitize] [-D NAME=VALUE]...
 
 --quick   the small shape in every format (200 x 384, 1-40 tokens), not the
           long shapes nor the bit-for-bit check across token counts
@@ -152,11 +152,13 @@ def main():
     ap.add_argument("--source", default=os.path.join(ROOT, "engine", "cuda", "matmul.cu"))
     ap.add_argument("--dump")
     ap.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer")
+    ap.add_argument("-D", dest="defines", action="append", default=[],
+                    help="a macro for the kernels, as -Dnvcc_flags gives them (ALM_MATMUL_STAGES=4)")
     args = ap.parse_args()
     inc = cuda_include()
     cuda_dir = os.path.join(ROOT, "engine", "cuda")
     flags = ["-O2", "-g", "-I" + HERE, "-I" + cuda_dir, "-I" + os.path.dirname(cuda_dir),
-             "-I" + inc]
+             "-I" + inc] + ["-D" + d for d in args.defines]
     if args.sanitize:
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
     with tempfile.TemporaryDirectory() as tmp:
