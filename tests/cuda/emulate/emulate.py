@@ -81,36 +81,12 @@ def checks(test_source, quick, dump):
                             '    dump(y, (size_t)n_tok * rows, rows, cols, bits, group, n_tok, swiglu);\n'
                             '    double worst = e == cudaSuccess ? 0.0 : INFINITY, scale = 0.0;')
     return r'''#include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cuda_kernels.h"
-
-static int tests, failures;
-
-static void tap_diag(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("# ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-}
-
-static bool tap_ok(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++tests);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    failures += !ok;
-    return ok;
-}
+#include "tap.h"
 
 static void dump(const float *y, size_t n, int rows, int cols, int bits, int group, int n_tok,
                  bool swiglu)
@@ -131,8 +107,7 @@ int main(void)
     check_matmul_formats();
     if (!getenv("EMULATE_QUICK"))
         check_matmul_bits();
-    printf("1..%d\\n", tests);
-    return failures != 0;
+    return tap_done();
 }
 '''
 
@@ -158,7 +133,7 @@ def main():
     inc = cuda_include()
     cuda_dir = os.path.join(ROOT, "engine", "cuda")
     flags = ["-O2", "-g", "-I" + HERE, "-I" + cuda_dir, "-I" + os.path.dirname(cuda_dir),
-             "-I" + inc] + ["-D" + d for d in args.defines]
+             "-I" + os.path.join(ROOT, "tests"), "-I" + inc] + ["-D" + d for d in args.defines]
     if args.sanitize:
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
     with tempfile.TemporaryDirectory() as tmp:
