@@ -2,7 +2,7 @@
 # Runs on the GPU machine, in the repository root, over what
 # tests/cuda/device/stage.sh put in .device/:
 #
-#   bash .device/check.sh SECTION...      (all = every section in order)
+#   [BUILDS="new base"] bash .device/check.sh SECTION...   (all = every section)
 #
 #   correctness  test-cuda with CUDA graphs and without (ALM_CUDA_GRAPHS=0),
 #                compute-sanitizer memcheck on a short speculative run
@@ -34,6 +34,14 @@ for d in .device/*/; do   # variants staged with --variant
     d=$(basename "$d")
     case $d in new|base|lib) ;; *) [ -x ".device/$d/cuda-bench" ] && builds+=("$d") ;; esac
 done
+# BUILDS="new base" limits the timed builds: a cuda-bench run takes 10-30 s,
+# and a call at most 10 minutes
+if [ -n "${BUILDS:-}" ]; then
+    read -r -a builds <<< "$BUILDS"
+    for b in "${builds[@]}"; do
+        [ -x ".device/$b/cuda-bench" ] || { echo "check.sh: no staged build $b"; exit 2; }
+    done
+fi
 coder=(--model data/models/coder-target-4bit --draft data/models/coder-draft-4bit)
 
 run() {   # run LABEL COMMAND...: the command's output, then its status
