@@ -32,6 +32,9 @@
 #include "backend/moe_routing.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
+#ifdef ALM_HAVE_CUBLAS
+#include "cuda/cuda_gemm.h"
+#endif
 #include "cuda/cuda_graphs.h"
 #include "cuda/cuda_kernels.h"
 
@@ -40,6 +43,10 @@
 /* Passes of up to this many tokens become graphs: decoding and verifying. */
 #define GRAPH_MAX_TOKENS (ALM_MAX_DRAFT_TOKENS + 1)
 #define GRAPH_CACHE_SIZE 16
+#ifdef ALM_HAVE_CUBLAS
+/* cuBLAS calls are never captured into a graph */
+_Static_assert(CUDA_GEMM_MIN_TOKENS > GRAPH_MAX_TOKENS, "GEMM passes must run directly");
+#endif
 
 typedef enum pass_mode { PASS_DIRECT, PASS_RECORD, PASS_CAPTURE } pass_mode;
 
@@ -90,6 +97,9 @@ typedef struct cuda_workspace {
     int32_t *ids_dst;            /* where run() copies the ids (NULL: none asked for) */
     float *top_dst;
     int n_choice;
+#ifdef ALM_HAVE_CUBLAS
+    cuda_gemm *gemm;             /* prefill passes; NULL: the matmul kernel does them */
+#endif
     float *partials;             /* attention splits */
     size_t max_parts;
     int max_rows;
@@ -386,6 +396,9 @@ static void cuda_workspace_free(backend *base, void *p)
     cudaFree(ws->choice);
     cudaFreeHost(ws->choice_host);
     cudaFree(ws->partials);
+#ifdef ALM_HAVE_CUBLAS
+    cuda_gemm_free(ws->gemm);
+#endif
     cuda_graph_cache_free(ws->graphs);
     cuda_signature_free(&ws->sig);
     if (ws->stream)
@@ -401,6 +414,14 @@ static int cuda_memory_info(backend *base, size_t *free_bytes, size_t *total_byt
         return -EIO;
     return 0;
 }
+
+#ifdef ALM_HAVE_CUBLAS
+static bool gemm_wanted(void)
+{
+    const char *v = getenv("ALM_CUDA_GEMM");
+    return !(v && strcmp(v, "0") == 0);
+}
+#endif
 
 static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
                                 const alm_weight *const *weights, size_t n_weights,
@@ -451,6 +472,13 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     ws->use_graphs = !(graphs && strcmp(graphs, "0") == 0);
     if (e == cudaSuccess && ws->use_graphs && !(ws->graphs = cuda_graph_cache_new(GRAPH_CACHE_SIZE)))
         e = cudaErrorMemoryAllocation;
+#ifdef ALM_HAVE_CUBLAS
+    /* Without cuBLAS (or with ALM_CUDA_GEMM=0) the matmul kernel does
+     * prefill too, slower: cuda_prefill_gemm says why. */
+    if (e == cudaSuccess && shape->max_tokens >= CUDA_GEMM_MIN_TOKENS && gemm_wanted() &&
+        cuda_gemm_new(ws->stream, &ws->gemm, NULL) < 0)
+        ws->gemm = NULL;
+#endif
     if (e != cudaSuccess) {
         (void)cudaGetLastError();   /* not a later launch's failure */
         cuda_workspace_free(base, ws);
@@ -629,6 +657,45 @@ static void cuda_op_embed(backend_exec *ex, const alm_weight *table, const int32
     check(ex, cuda_embed(matrix_of(table), ws->tokens + 1, n_tok, x, ws->stream), "embedding");
 }
 
+/* cuda_matmul (frag_out NULL) or cuda_swiglu_fragments, through the
+ * prefill GEMM when the pass is long enough and cuBLAS is there. */
+static void matmul(backend_exec *ex, const cuda_matrix *w, const cuda_matrix *up, const void *frag,
+                   int n_tok, const float *bias, const float *up_bias, float *y, int y_stride,
+                   int accumulate, void *frag_out, const char *what)
+{
+    cuda_workspace *ws = ex->ws;
+#ifdef ALM_HAVE_CUBLAS
+    if (ws->gemm && n_tok >= CUDA_GEMM_MIN_TOKENS) {
+        alm_error spare;
+        cuda_gemm_matmul(ws->gemm, w, up, frag, n_tok, bias, up_bias, y, y_stride, accumulate, 1.0f,
+                         frag_out, ws->error.code ? &spare : &ws->error);
+        return;
+    }
+#endif
+    if (frag_out)
+        check(ex, cuda_swiglu_fragments(w, up, frag, n_tok, bias, up_bias, y, frag_out, ws->stream),
+              what);
+    else
+        check(ex, cuda_matmul(w, up, frag, n_tok, bias, up_bias, y, y_stride, accumulate, 1.0f,
+                              ws->stream), what);
+}
+
+/* cuda_matmul_many, likewise. */
+static void matmul_many(backend_exec *ex, const cuda_matrix *const *w, int n_w, const void *frag,
+                        int n_tok, const float *const *bias, float *const *y)
+{
+    cuda_workspace *ws = ex->ws;
+#ifdef ALM_HAVE_CUBLAS
+    if (ws->gemm && n_tok >= CUDA_GEMM_MIN_TOKENS) {
+        alm_error spare;
+        cuda_gemm_matmul_many(ws->gemm, w, n_w, frag, n_tok, bias, y,
+                              ws->error.code ? &spare : &ws->error);
+        return;
+    }
+#endif
+    check(ex, cuda_matmul_many(w, n_w, frag, n_tok, bias, y, ws->stream), "matmul");
+}
+
 static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, const float *norm,
                                 float eps, int n_w, const alm_weight *const *w,
                                 const float *const *bias, float *const *y, bool swiglu)
@@ -667,12 +734,12 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
         const float *ub = bias ? device_vector_for(ex, bias[1], (size_t)w[1]->rows) : NULL;
         if (w[0]->rows % 64 == 0) {
             /* the down projection's input, ready */
-            check(ex, cuda_swiglu_fragments(matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub,
-                                            y[0], ws->frag_out, ws->stream), "gate/up matmul");
+            matmul(ex, matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub, y[0], w[0]->rows, 0,
+                   ws->frag_out, "gate/up matmul");
             ws->note = (fragment_note){ y[0], n_tok, w[0]->rows, ws->frag_out };
         } else {
-            check(ex, cuda_matmul(matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub, y[0],
-                                  w[0]->rows, 0, 1.0f, ws->stream), "gate/up matmul");
+            matmul(ex, matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub, y[0], w[0]->rows, 0,
+                   NULL, "gate/up matmul");
         }
         return;
     }
@@ -691,7 +758,7 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
             outs[n] = y[i0 + n];
             n++;
         }
-        check(ex, cuda_matmul_many(mats, n, ws->frag, n_tok, biases, outs, ws->stream), "matmul");
+        matmul_many(ex, mats, n, ws->frag, n_tok, biases, outs);
         i0 += n;
     }
 }
@@ -716,8 +783,7 @@ static void cuda_op_matmul_add(backend_exec *ex, const alm_weight *w, const floa
         frag = note.buf;   /* made by the operation that made h */
     else
         check(ex, cuda_to_fragments(h, n_tok, w->cols, NULL, 0.0f, ws->frag, ws->stream), "fragments");
-    check(ex, cuda_matmul(matrix_of(w), NULL, frag, n_tok, b, NULL, x, w->rows, 1, 1.0f,
-                          ws->stream), "matmul");
+    matmul(ex, matrix_of(w), NULL, frag, n_tok, b, NULL, x, w->rows, 1, NULL, "matmul");
 }
 
 static void cuda_op_rope_store(backend_exec *ex, const attention_shape *s, const rope_table *rope,
@@ -1002,6 +1068,20 @@ int cuda_backend_new(backend **out, alm_error *err)
     pthread_mutex_init(&be->lock, NULL);
     *out = &be->base;
     return 0;
+}
+
+bool cuda_prefill_gemm(alm_error *err)
+{
+#ifdef ALM_HAVE_CUBLAS
+    if (!gemm_wanted()) {
+        alm_error_set(err, -ECANCELED, "ALM_CUDA_GEMM=0");
+        return false;
+    }
+    return cuda_gemm_probe(err) == 0;
+#else
+    alm_error_set(err, -ENOTSUP, "built without cublas_v2.h");
+    return false;
+#endif
 }
 
 int cuda_copy_bandwidth(size_t bytes, int reps, double *gb_per_s, alm_error *err)

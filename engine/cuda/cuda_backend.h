@@ -4,6 +4,7 @@
 #ifndef ALM_CUDA_BACKEND_H
 #define ALM_CUDA_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "backend/backend.h"
@@ -16,5 +17,10 @@ int cuda_backend_new(backend **out, alm_error *err);
  * and written (a copy of bytes moves 2 * bytes), the best of reps timed
  * copies after a warm-up. */
 int cuda_copy_bandwidth(size_t bytes, int reps, double *gb_per_s, alm_error *err);
+
+/* Whether passes of many tokens (prefill) go through cuBLAS (cuda_gemm.h);
+ * when not, err says why: built without its header, the library cannot be
+ * opened, or ALM_CUDA_GEMM=0. The matmul kernel then does them, slower. */
+bool cuda_prefill_gemm(alm_error *err);
 
 #endif

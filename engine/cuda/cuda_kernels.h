@@ -133,6 +133,35 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
 cudaError_t cuda_argmax(const float *logits, int n, int stride, int n_valid, int32_t *ids,
                         float *top, cudaStream_t s);
 
+/* ---- around a library GEMM, for prefill (gemm_kernels.cu, cuda_gemm.h) */
+
+/* Rows row0 .. row0 + n_rows - 1 of m (row0 and the end within whole
+ * tiles) as row-major float16 [n_rows][n_kb * 64], each value the float16
+ * the matmul kernel multiplies (padding columns included). */
+cudaError_t cuda_dequantize_rows(const cuda_matrix *m, int row0, int n_rows, void *out,
+                                 cudaStream_t s);
+
+/* x = the fragments of n_tok tokens as row-major float16 [n_tok][cols],
+ * cols a multiple of 64 (the padded width of the fragments). */
+cudaError_t cuda_fragments_to_rows(const void *frag, int n_tok, int cols, void *x, cudaStream_t s);
+
+/* The matmul's epilogue over results computed elsewhere, for rows row0 ..
+ * row0 + n_rows - 1 of the output: v = gate[t][r] + bias; with up, v =
+ * silu(v) * (up[t][r] + up_bias); y[t][row] = (accumulate ? y + : ) alpha *
+ * v, and frag_out (not NULL) the float16 fragments of y's rows, as
+ * cuda_swiglu_fragments writes them. gate and up are [n_tok][ld]. */
+typedef struct cuda_epilogue {
+    const float *gate, *up;
+    int ld, n_tok, row0, n_rows;
+    const float *bias, *up_bias;
+    float *y;
+    int y_stride;         /* floats per token in y, and the rows of frag_out */
+    int accumulate;
+    float alpha;
+    void *frag_out;
+} cuda_epilogue;
+cudaError_t cuda_matmul_epilogue(const cuda_epilogue *e, cudaStream_t s);
+
 /* Copies bytes device to device reps times; for the bandwidth probe. */
 cudaError_t cuda_copy_repeat(void *dst, const void *src, size_t bytes, int reps, cudaStream_t s);
 

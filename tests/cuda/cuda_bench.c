@@ -6,7 +6,9 @@
  * prefill of 512 tokens, decode steps, and passes over 2..16 tokens (the
  * verification of k draft tokens) as multiples of one decode step. Decode
  * is timed twice, interleaved: with passes replayed as CUDA graphs (the
- * default) and launched kernel by kernel (ALM_CUDA_GRAPHS=0). */
+ * default) and launched kernel by kernel (ALM_CUDA_GRAPHS=0); prefill
+ * likewise, through cuBLAS (the default, where it is found) and through
+ * the matmul kernel (ALM_CUDA_GEMM=0). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,17 +76,26 @@ int main(int argc, char **argv)
         tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
     float *logits = malloc(sizeof(float) * (size_t)vocab * 16);
 
-    /* prefill: 512 tokens, logits of the last */
-    double prefill[REPEAT];
-    for (int rep = -1; rep < REPEAT; rep++) {
-        alm_seq_truncate(seq, 0);
-        double s = alm_now_seconds();
-        r = alm_seq_forward(seq, pool, tokens, PROMPT, 1, logits, &err);
-        if (rep >= 0)
-            prefill[rep] = alm_now_seconds() - s;
-        if (r < 0)
-            break;
+    /* prefill: 512 tokens, logits of the last; by default and through the
+     * matmul kernel */
+    alm_error why = { 0 };
+    bool gemm = cuda_prefill_gemm(&why);
+    alm_seq *by_kernel = NULL;
+    setenv("ALM_CUDA_GEMM", "0", 1);
+    r = alm_seq_new(model, PROMPT + 8, &by_kernel, &err);
+    unsetenv("ALM_CUDA_GEMM");
+    double prefill[REPEAT], prefill_kernel[REPEAT];
+    for (int rep = -1; rep < REPEAT && r == 0; rep++) {
+        for (int which = 0; which < 2 && r == 0; which++) {
+            alm_seq *sq = which ? by_kernel : seq;
+            alm_seq_truncate(sq, 0);
+            double s = alm_now_seconds();
+            r = alm_seq_forward(sq, pool, tokens, PROMPT, 1, logits, &err);
+            if (rep >= 0)
+                (which ? prefill_kernel : prefill)[rep] = alm_now_seconds() - s;
+        }
     }
+    alm_seq_free(by_kernel);
     /* the same prompt in a sequence whose passes are launched directly */
     alm_seq *direct = NULL;
     setenv("ALM_CUDA_GRAPHS", "0", 1);
@@ -115,11 +126,13 @@ int main(int argc, char **argv)
     /* A copy of n bytes reads n and writes n: the memory moves gbs. */
     double roofline = (double)bytes / (gbs * 1e9);
     printf("{\"model\": \"%s\", \"bits\": \"%s\", \"load_s\": %.1f, \"copy_read_plus_write_gb_s\": %.0f, "
-           "\"decode_bytes\": %zu, \"roofline_ms\": %.3f, \"prefill_tok_s\": %.0f, \"decode_ms\": %.3f, "
+           "\"decode_bytes\": %zu, \"roofline_ms\": %.3f, \"prefill_tok_s\": %.0f, "
+           "\"prefill_tok_s_kernel\": %.0f, \"prefill_gemm\": \"%s\", \"decode_ms\": %.3f, "
            "\"decode_tok_s\": %.1f, \"roofline_fraction\": %.3f, \"decode_ms_direct\": %.3f, "
            "\"graph_speedup\": %.3f, \"pass_cost\": {",
            argv[1], argc > 2 ? argv[2] : "default", load_s, gbs, bytes, roofline * 1e3,
-           PROMPT / median(prefill, REPEAT), step * 1e3, 1.0 / step, roofline / step,
+           PROMPT / median(prefill, REPEAT), PROMPT / median(prefill_kernel, REPEAT),
+           gemm ? "cublas" : why.message, step * 1e3, 1.0 / step, roofline / step,
            median(decode_direct, REPEAT) * 1e3, median(decode_direct, REPEAT) / step);
     static const int sizes[] = { 2, 4, 5, 8, 9, 16 };
     for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {

@@ -16,13 +16,20 @@
  * - the argmax on the GPU (alm_seq_forward_argmax) against the argmax of
  *   the logits, with and without a vocabulary limit;
  * - with the GPU's memory taken, a sequence and its work buffers are
- *   refused with what they need and what is free. */
+ *   refused with what they need and what is free;
+ * - the prefill GEMM (cuBLAS, where the library is found) against the
+ *   matmul kernel: every operation it replaces, in several formats, and a
+ *   model's logits after a long prompt. */
 #include <errno.h>
 #include <math.h>
 
 #include <cuda_runtime_api.h>
 
 #include "alm.h"
+#include "cuda/cuda_backend.h"
+#ifdef ALM_HAVE_CUBLAS
+#include "cuda/cuda_gemm.h"
+#endif
 #include "cuda/cuda_kernels.h"
 #include "tap.h"
 #include "test_util.h"
@@ -31,6 +38,10 @@
 #define NEAR_TIE 1e-2
 
 static alm_pool *pool;
+
+#ifdef ALM_HAVE_CUBLAS
+static void check_gemm_logits(const char *label, alm_model *model, int n);
+#endif
 
 static alm_model *load_cuda(const char *dir, alm_error *err)
 {
@@ -351,6 +362,13 @@ static void check_pair(const char *label, const char *target_dir, const char *dr
         check_speculative(label, target, draft, json_object_get_array_member(models, target_ref));
         check_graphs(target_ref, target);
         check_argmax(target_ref, target);
+#ifdef ALM_HAVE_CUBLAS
+        alm_error why = { 0 };
+        if (cuda_prefill_gemm(&why)) {
+            check_gemm_logits(target_ref, target, 300);
+            check_gemm_logits(draft_ref, draft, 300);
+        }
+#endif
     }
     alm_model_free(draft);
     alm_model_free(target);
@@ -572,6 +590,232 @@ static void check_matmul_bits(void)
     free(first);
 }
 
+#ifdef ALM_HAVE_CUBLAS
+static float *device_randoms(uint64_t *rng, size_t n, float lo, float hi)
+{
+    float *h = malloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = uniform(rng, lo, hi);
+    float *d = to_device(h, n * sizeof *h);
+    free(h);
+    return d;
+}
+
+/* Largest |a - b| over the largest |a|, of n floats (or float16 values) in
+ * device memory. */
+static double device_difference(const void *a, const void *b, size_t n, bool halves)
+{
+    size_t bytes = n * (halves ? 2 : 4);
+    void *ha = malloc(bytes), *hb = malloc(bytes);
+    cudaMemcpy(ha, a, bytes, cudaMemcpyDeviceToHost);
+    cudaMemcpy(hb, b, bytes, cudaMemcpyDeviceToHost);
+    double worst = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double x = halves ? (double)((_Float16 *)ha)[i] : (double)((float *)ha)[i];
+        double y = halves ? (double)((_Float16 *)hb)[i] : (double)((float *)hb)[i];
+        scale = fmax(scale, fabs(x));
+        worst = fmax(worst, fabs(x - y));
+        if (isnan(x) != isnan(y))
+            worst = INFINITY;
+    }
+    free(ha);
+    free(hb);
+    return scale > 0.0 ? worst / scale : worst;
+}
+
+/* A random weight of the format, repacked on the GPU. */
+static cuda_matrix random_matrix(uint64_t *rng, int rows, int cols, int bits, int group)
+{
+    size_t n_w = (size_t)rows * (size_t)cols, words = bits ? n_w * (size_t)bits / 32u : n_w / 2u;
+    size_t groups = bits ? n_w / (size_t)group : 1;
+    uint32_t *data = malloc(words * sizeof *data);
+    _Float16 *sb = malloc(2 * groups * sizeof *sb);
+    for (size_t i = 0; i < words; i++) {
+        if (bits) {
+            data[i] = next_random(rng) ^ next_random(rng) << 16;
+        } else {
+            _Float16 pair[2] = { (_Float16)uniform(rng, -0.05f, 0.05f), (_Float16)uniform(rng, -0.05f, 0.05f) };
+            memcpy(&data[i], pair, sizeof pair);
+        }
+    }
+    for (size_t i = 0; i < 2 * groups; i++)
+        sb[i] = (_Float16)(i < groups ? uniform(rng, 0.001f, 0.02f) : uniform(rng, -0.05f, 0.05f));
+    cuda_raw_weight raw = { .rows = rows, .cols = cols, .bits = bits, .group_size = group,
+                            .dtype = CUDA_F16, .scale_dtype = CUDA_F16 };
+    raw.data = to_device(data, words * sizeof *data);
+    _Float16 *sbd = to_device(sb, 2 * groups * sizeof *sb);
+    raw.scales = bits ? sbd : NULL;
+    raw.biases = bits ? sbd + groups : NULL;
+    cuda_matrix m = { 0 };
+    cudaMalloc((void **)&m.tiles, cuda_matrix_tile_bytes(rows, cols, bits ? bits : 16));
+    if (bits)
+        cudaMalloc(&m.scale_bias, cuda_matrix_scale_bytes(rows, cols, group));
+    cuda_repack_weight(&raw, &m, 0);
+    cudaDeviceSynchronize();
+    cudaFree((void *)raw.data);
+    cudaFree(sbd);
+    free(data);
+    free(sb);
+    return m;
+}
+
+/* The GEMM against the matmul kernel for one format, shape and token
+ * count: the o/down projection (+= with a bias), SwiGLU with its
+ * fragments, and q/k/v of one input (two matrices, with biases). The
+ * results differ only in the order of float32 sums. Returns the worst
+ * difference relative to max|y| (fragments: float16, up to one rounding). */
+static double gemm_difference(cuda_gemm *g, int rows, int cols, int bits, int group, int n_tok,
+                              double *worst_frag)
+{
+    uint64_t rng = (uint64_t)rows * 13u + (uint64_t)cols + (uint64_t)bits * 5u + (uint64_t)n_tok;
+    cuda_matrix w = random_matrix(&rng, rows, cols, bits, group);
+    cuda_matrix up = random_matrix(&rng, rows, cols, bits, group);
+    cuda_matrix k = random_matrix(&rng, rows / 2 / 16 * 16 + 16, cols, bits, group);
+    float *x = device_randoms(&rng, (size_t)n_tok * cols, -1.0f, 1.0f);
+    float *bias = device_randoms(&rng, (size_t)rows, -0.5f, 0.5f);
+    float *up_bias = device_randoms(&rng, (size_t)rows, -0.5f, 0.5f);
+    float *y0 = device_randoms(&rng, (size_t)n_tok * rows, -1.0f, 1.0f);
+    size_t y_bytes = (size_t)n_tok * rows * sizeof(float);
+    float *ya = NULL, *yb = NULL, *ka = NULL, *kb = NULL;
+    void *frag = NULL, *fa = NULL, *fb = NULL;
+    cudaMalloc((void **)&ya, y_bytes);
+    cudaMalloc((void **)&yb, y_bytes);
+    cudaMalloc((void **)&ka, (size_t)n_tok * k.rows * sizeof(float));
+    cudaMalloc((void **)&kb, (size_t)n_tok * k.rows * sizeof(float));
+    cudaMalloc(&frag, cuda_fragment_bytes(n_tok, cols));
+    cudaMalloc(&fa, cuda_fragment_bytes(n_tok, rows));
+    cudaMalloc(&fb, cuda_fragment_bytes(n_tok, rows));
+    alm_error err = { 0 };
+    double worst = 0.0;
+    *worst_frag = 0.0;
+    cudaError_t e = cuda_to_fragments(x, n_tok, cols, NULL, 0.0f, frag, 0);
+    /* x += 0.5 (W h + b) */
+    cudaMemcpy(ya, y0, y_bytes, cudaMemcpyDeviceToDevice);
+    cudaMemcpy(yb, y0, y_bytes, cudaMemcpyDeviceToDevice);
+    if (e == cudaSuccess)
+        e = cuda_matmul(&w, NULL, frag, n_tok, bias, NULL, ya, rows, 1, 0.5f, 0);
+    int r = cuda_gemm_matmul(g, &w, NULL, frag, n_tok, bias, NULL, yb, rows, 1, 0.5f, NULL, &err);
+    cudaDeviceSynchronize();
+    if (e == cudaSuccess && r == 0)
+        worst = fmax(worst, device_difference(ya, yb, (size_t)n_tok * rows, false));
+    /* SwiGLU and its fragments (rows a multiple of 64) */
+    if (rows % 64 == 0) {
+        cudaMemset(fa, 0, cuda_fragment_bytes(n_tok, rows));
+        cudaMemset(fb, 0, cuda_fragment_bytes(n_tok, rows));
+        if (e == cudaSuccess)
+            e = cuda_swiglu_fragments(&w, &up, frag, n_tok, bias, up_bias, ya, fa, 0);
+        if (r == 0)
+            r = cuda_gemm_matmul(g, &w, &up, frag, n_tok, bias, up_bias, yb, rows, 0, 1.0f, fb, &err);
+        cudaDeviceSynchronize();
+        if (e == cudaSuccess && r == 0) {
+            worst = fmax(worst, device_difference(ya, yb, (size_t)n_tok * rows, false));
+            *worst_frag = device_difference(fa, fb, cuda_fragment_bytes(n_tok, rows) / 2, true);
+        }
+    }
+    /* two matrices of one input, with biases */
+    const cuda_matrix *ws[2] = { &w, &k };
+    const float *bs[2] = { bias, up_bias };
+    float *outs_a[2] = { ya, ka }, *outs_b[2] = { yb, kb };
+    if (e == cudaSuccess)
+        e = cuda_matmul_many(ws, 2, frag, n_tok, bs, outs_a, 0);
+    if (r == 0)
+        r = cuda_gemm_matmul_many(g, ws, 2, frag, n_tok, bs, outs_b, &err);
+    cudaDeviceSynchronize();
+    if (e == cudaSuccess && r == 0) {
+        worst = fmax(worst, device_difference(ya, yb, (size_t)n_tok * rows, false));
+        worst = fmax(worst, device_difference(ka, kb, (size_t)n_tok * k.rows, false));
+    }
+    if (e != cudaSuccess || r < 0) {
+        tap_diag("gemm %dx%d: %s", rows, cols, r < 0 ? err.message : cudaGetErrorString(e));
+        worst = INFINITY;
+    }
+    cuda_matrix *all[3] = { &w, &up, &k };
+    for (int i = 0; i < 3; i++) {
+        cudaFree(all[i]->tiles);
+        cudaFree(all[i]->scale_bias);
+    }
+    void *bufs[] = { x, bias, up_bias, y0, ya, yb, ka, kb, frag, fa, fb };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        cudaFree(bufs[i]);
+    return worst;
+}
+
+/* The last token's logits after a prompt of n tokens, through the GEMM and
+ * through the matmul kernel (ALM_CUDA_GEMM=0). */
+static void check_gemm_logits(const char *label, alm_model *model, int n)
+{
+    alm_error err = { 0 };
+    int vocab = alm_model_vocab_size(model);
+    float *a = malloc(sizeof(float) * (size_t)vocab), *b = malloc(sizeof(float) * (size_t)vocab);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
+    alm_seq *kernel = NULL, *gemm = NULL;
+    setenv("ALM_CUDA_GEMM", "0", 1);
+    int r = alm_seq_new(model, n + 8, &kernel, &err);
+    unsetenv("ALM_CUDA_GEMM");
+    if (r == 0)
+        r = alm_seq_new(model, n + 8, &gemm, &err);
+    if (r == 0)
+        r = alm_seq_forward(kernel, pool, ids, n, 1, a, &err);
+    if (r == 0)
+        r = alm_seq_forward(gemm, pool, ids, n, 1, b, &err);
+    double worst = 0.0, scale = 0.0;
+    int arg_a = 0, arg_b = 0;
+    for (int i = 0; r == 0 && i < vocab; i++) {
+        scale = fmax(scale, fabs(a[i]));
+        worst = fmax(worst, fabs(a[i] - b[i]));
+        if (a[i] > a[arg_a])
+            arg_a = i;
+        if (b[i] > b[arg_b])
+            arg_b = i;
+    }
+    tap_ok(r == 0 && worst <= 1e-3 * scale && arg_a == arg_b,
+           "%s: the logits after a %d-token prompt through the prefill GEMM equal the matmul kernel's within 1e-3 x max|logit| (%.2e of %.2f), same argmax (%s)",
+           label, n, worst, scale, r == 0 ? "ok" : err.message);
+    alm_seq_free(kernel);
+    alm_seq_free(gemm);
+    free(a);
+    free(b);
+    free(ids);
+}
+
+static void check_gemm(void)
+{
+    alm_error err = { 0 };
+    if (!cuda_prefill_gemm(&err)) {
+        tap_diag("SKIP: prefill GEMM not checked: %s", err.message);
+        return;
+    }
+    cuda_gemm *g = NULL;
+    if (!tap_ok(cuda_gemm_new(0, &g, &err) == 0, "prefill GEMM set up (%s)", err.message))
+        return;
+    static const struct { int rows, cols, bits, group; } cases[] = {
+        { 200, 384, 4, 64 }, { 256, 384, 4, 32 }, { 512, 640, 8, 64 }, { 384, 512, 2, 32 },
+        { 320, 448, 0, 0 }, { 4096, 1664, 4, 128 },
+    };
+    static const int toks[] = { 64, 100, 512 };
+    double worst = 0.0, worst_frag = 0.0;
+    int runs = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++) {
+            double wf = 0.0;
+            double d = gemm_difference(g, cases[c].rows, cases[c].cols, cases[c].bits,
+                                       cases[c].group ? cases[c].group : 64, toks[t], &wf);
+            if (!(d <= 1e-5) || !(wf <= 1e-3))
+                tap_diag("gemm %dx%d, %d bits, %d tokens: %.2e (fragments %.2e)", cases[c].rows,
+                         cases[c].cols, cases[c].bits, toks[t], d, wf);
+            worst = fmax(worst, d);
+            worst_frag = fmax(worst_frag, wf);
+            runs++;
+        }
+    tap_ok(worst <= 1e-5 && worst_frag <= 1e-3,
+           "prefill GEMM equals the matmul kernel in %d formats, shapes and token counts within 1e-5 of max|y| (worst %.2e; float16 fragments %.2e)",
+           runs, worst, worst_frag);
+    cuda_gemm_free(g);
+}
+#endif
+
 /* Takes all but `leave` bytes of the GPU's free memory; NULL if it cannot. */
 static void *hog_gpu(size_t leave)
 {
@@ -646,6 +890,11 @@ int main(void)
     check_matmul_formats();
     check_matmul_bits();
     check_out_of_memory();
+#ifdef ALM_HAVE_CUBLAS
+    check_gemm();
+#else
+    tap_diag("SKIP: built without cublas_v2.h: the prefill GEMM is not checked");
+#endif
 
     char *refs = test_path("ALM_TEST_DATA", "refs/tiny-logits.json");
     JsonParser *parser = test_load_json(refs);

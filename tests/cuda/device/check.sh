@@ -2,7 +2,7 @@
 # Runs on the GPU machine, in the repository root, over what
 # tests/cuda/device/stage.sh put in .device/:
 #
-#   [BUILDS="new base"] bash .device/check.sh SECTION...   (all = every section)
+#   [BUILDS="new base"] [REPS=2] bash .device/check.sh SECTION...   (all = every section)
 #
 #   correctness  test-cuda with CUDA graphs and without (ALM_CUDA_GRAPHS=0),
 #                compute-sanitizer memcheck on a short speculative run
@@ -27,6 +27,12 @@ out=${OUT:-device-out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$PATH:/usr/local/cuda/bin"
+# cuBLAS, which the engine opens at run time for prefill: the toolkit's, or
+# a Python wheel's where the loader does not know one
+if ! ldconfig -p | grep -q 'libcublas\.so\.13 '; then
+    cublas=$(find /usr/local /usr/lib /opt -name 'libcublas.so.13' 2>/dev/null | head -n 1)
+    [ -n "$cublas" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$cublas")"
+fi
 export ALM_TEST_DATA="$PWD/tests/data" ALM_DEFAULT_MODELS="$PWD/data/models"
 builds=(new)
 [ -d .device/base ] && builds+=(base)
@@ -42,6 +48,7 @@ if [ -n "${BUILDS:-}" ]; then
         [ -x ".device/$b/cuda-bench" ] || { echo "check.sh: no staged build $b"; exit 2; }
     done
 fi
+reps=${REPS:-2}   # runs of each timed program, interleaved across the builds
 coder=(--model data/models/coder-target-4bit --draft data/models/coder-draft-4bit)
 
 run() {   # run LABEL COMMAND...: the command's output, then its status
@@ -65,13 +72,15 @@ correctness() {
 }
 
 kernels() {
-    for b in "${builds[@]}" "${builds[@]}"; do
-        run "cuda-kernel-bench ($b)" .device/$b/cuda-kernel-bench
+    for rep in $(seq "$reps"); do
+        for b in "${builds[@]}"; do
+            run "cuda-kernel-bench ($b)" .device/$b/cuda-kernel-bench
+        done
     done
 }
 
 decode() {
-    for rep in 1 2; do
+    for rep in $(seq "$reps"); do
         for b in "${builds[@]}"; do
             for args in "llama3-8b 4" "llama3.2-1b 4" "qwen2.5-0.5b 4" "llama3-8b 0" \
                         data/models/coder-target-4bit data/models/coder-draft-4bit; do
@@ -107,7 +116,7 @@ profile() {
     local sections=(--section LaunchStats --section Occupancy --section SchedulerStats
                     --section WarpStateStats --section MemoryWorkloadAnalysis
                     --section SourceCounters)
-    for k in "matmul_kernel<4, 1, true" "matmul_kernel<4, 1, false"; do
+    for k in "matmul_kernel<.int.4, .int.1, .bool.1" "matmul_kernel<.int.4, .int.1, .bool.0"; do
         run "ncu: $k" ncu --clock-control none --kernel-name-base demangled \
             --kernel-name "regex:$k" --launch-skip 20 --launch-count 1 "${sections[@]}" \
             .device/new/cuda-kernel-bench
