@@ -81,8 +81,11 @@ int main(int argc, char **argv)
     alm_error why = { 0 };
     bool gemm = cuda_prefill_gemm(&why);
     alm_seq *by_kernel = NULL;
+    /* its work buffers, and so its path, are made at its first pass */
     setenv("ALM_CUDA_GEMM", "0", 1);
     r = alm_seq_new(model, PROMPT + 8, &by_kernel, &err);
+    if (r == 0)
+        r = alm_seq_forward(by_kernel, pool, tokens, PROMPT, 1, logits, &err);
     unsetenv("ALM_CUDA_GEMM");
     double prefill[REPEAT], prefill_kernel[REPEAT];
     for (int rep = -1; rep < REPEAT && r == 0; rep++) {

@@ -751,13 +751,15 @@ static void check_gemm_logits(const char *label, alm_model *model, int n)
     for (int i = 0; i < n; i++)
         ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
     alm_seq *kernel = NULL, *gemm = NULL;
+    /* the work buffers (and so the choice of path) are made at the first
+     * pass, which must see the variable */
     setenv("ALM_CUDA_GEMM", "0", 1);
     int r = alm_seq_new(model, n + 8, &kernel, &err);
+    if (r == 0)
+        r = alm_seq_forward(kernel, pool, ids, n, 1, a, &err);
     unsetenv("ALM_CUDA_GEMM");
     if (r == 0)
         r = alm_seq_new(model, n + 8, &gemm, &err);
-    if (r == 0)
-        r = alm_seq_forward(kernel, pool, ids, n, 1, a, &err);
     if (r == 0)
         r = alm_seq_forward(gemm, pool, ids, n, 1, b, &err);
     double worst = 0.0, scale = 0.0;
