@@ -32,6 +32,7 @@
 #include "backend/moe_routing.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/cuda_error.h"
 #ifdef ALM_HAVE_CUBLAS
 #include "cuda/cuda_gemm.h"
 #endif
@@ -120,16 +121,6 @@ struct backend_exec {
 };
 
 /* ------------------------------------------------------------ errors */
-
-static int cuda_fail(alm_error *err, cudaError_t e, const char *what)
-{
-    /* A failed call also sets the runtime's last error, which a later
-     * launch's check would report as its own: clear it. */
-    (void)cudaGetLastError();
-    int code = e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
-    return alm_error_set(err, code, "CUDA: %s: %s (%s)", what, cudaGetErrorString(e),
-                         cudaGetErrorName(e));
-}
 
 /* Records the first failure of a pass; later operations still run (on
  * garbage) but the pass is reported as failed. */

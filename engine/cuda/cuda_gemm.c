@@ -5,6 +5,7 @@
 
 #include <cublas_v2.h>
 
+#include "cuda/cuda_error.h"
 #include "cuda/cuda_gemm.h"
 
 #define STR_(x) #x
@@ -54,13 +55,6 @@ static int cublas_fail(const cuda_gemm *g, alm_error *err, cublasStatus_t st, co
                          "cuBLAS: %s: %s (status %d)", what, why, (int)st);
 }
 
-static int cuda_failed(alm_error *err, cudaError_t e, const char *what)
-{
-    (void)cudaGetLastError();   /* not a later launch's failure */
-    return alm_error_set(err, e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO, "CUDA: %s: %s (%s)",
-                         what, cudaGetErrorString(e), cudaGetErrorName(e));
-}
-
 static int reserve(buffer *b, size_t bytes, alm_error *err)
 {
     if (b->bytes >= bytes)
@@ -78,7 +72,7 @@ static int reserve(buffer *b, size_t bytes, alm_error *err)
                                  "not enough GPU memory for the prefill GEMM's buffers: %.0f MiB "
                                  "more needed, %.0f MiB of %.0f MiB free",
                                  bytes / 1048576.0, free_bytes / 1048576.0, total / 1048576.0);
-        return cuda_failed(err, e, "allocating the prefill GEMM's buffers");
+        return cuda_fail(err, e, "allocating the prefill GEMM's buffers");
     }
     b->bytes = bytes;
     return 0;
@@ -202,7 +196,7 @@ static int run_slices(cuda_gemm *g, const cuda_matrix *w, const cuda_matrix *up,
         for (int i = 0; i < n_m && r == 0; i++) {
             cudaError_t ce = cuda_dequantize_rows(m[i], row0, padded, g->w[i].p, g->stream);
             r = ce == cudaSuccess ? gemm(g, g->w[i].p, padded, cols, n_tok, g->c[i].p, err)
-                                  : cuda_failed(err, ce, "dequantizing for the prefill GEMM");
+                                  : cuda_fail(err, ce, "dequantizing for the prefill GEMM");
         }
         if (r < 0)
             break;
@@ -213,7 +207,7 @@ static int run_slices(cuda_gemm *g, const cuda_matrix *w, const cuda_matrix *up,
         e.up = up ? g->c[1].p : NULL;
         cudaError_t ce = cuda_matmul_epilogue(&e, g->stream);
         if (ce != cudaSuccess)
-            r = cuda_failed(err, ce, "the prefill GEMM's epilogue");
+            r = cuda_fail(err, ce, "the prefill GEMM's epilogue");
     }
     return r;
 }
@@ -224,7 +218,7 @@ static int load_activations(cuda_gemm *g, const void *frag, int n_tok, int cols,
     if (r < 0)
         return r;
     cudaError_t e = cuda_fragments_to_rows(frag, n_tok, cols, g->x.p, g->stream);
-    return e == cudaSuccess ? 0 : cuda_failed(err, e, "activations for the prefill GEMM");
+    return e == cudaSuccess ? 0 : cuda_fail(err, e, "activations for the prefill GEMM");
 }
 
 int cuda_gemm_matmul(cuda_gemm *g, const cuda_matrix *w, const cuda_matrix *up, const void *frag,
