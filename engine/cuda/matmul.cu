@@ -322,8 +322,10 @@ struct warp_stream {
  * group parameters) from memory into its own ring of STAGES slots of shared
  * memory with cp.async, which needs no registers while the bytes are on
  * their way, so that STAGES - 1 chunks are in flight while one is
- * computed. A lane copies exactly the bytes it later reads, so no lane
- * waits for another. */
+ * computed. A lane copies exactly the weights it later reads; a group's
+ * parameters are copied once, by lane 4g for the four lanes of row pair
+ * g (they took a third of the ring when every lane copied its own), so
+ * the warp synchronizes once per chunk. */
 /* The tuning constants can be set at build time (meson -Dnvcc_flags=...,
  * tests/cuda/device/stage.sh --variant) so that one call of a GPU machine
  * times several settings side by side. */
@@ -358,7 +360,9 @@ struct pipe_shape {
     static constexpr int PIECE = LANE_BYTES < 16 ? LANE_BYTES : 16;
     static constexpr int PIECES = LANE_BYTES / PIECE;
     static constexpr int WORD_BYTES = NM * U * 32 * LANE_BYTES;   /* one chunk's weights */
-    static constexpr int SCALE_BYTES = BITS == 16 ? 0 : NM * U * SBN * 32 * 8;
+    /* a group's (scale, bias) of the tile's 16 rows: 64 bytes, copied once
+     * (lanes 4g .. 4g + 3 all read row pair g's 8 bytes) */
+    static constexpr int SCALE_BYTES = BITS == 16 ? 0 : NM * U * SBN * 64;
     static constexpr int SLOT_BYTES = WORD_BYTES + SCALE_BYTES;
     static constexpr int WARP_BYTES = STAGES * SLOT_BYTES;
 };
@@ -391,7 +395,7 @@ static __device__ __forceinline__ void cp_async_wait()
  * warp's range; st.words points at kb0's) into slot (byte offset of the
  * warp's slot), then moves st.words to the next chunk. Weights sit in
  * 16-byte pieces with the 32 lanes side by side (no bank conflicts), group
- * parameters likewise per block and matrix. */
+ * parameters as 64 bytes per block and matrix (8 bytes per row pair). */
 template <int BITS, int NM, bool GS32>
 static __device__ __forceinline__ void issue_chunk(warp_stream<NM> &st, int kb0, uint32_t slot,
                                                    int lane)
@@ -408,14 +412,14 @@ static __device__ __forceinline__ void issue_chunk(warp_stream<NM> &st, int kb0,
             for (int i = 0; i < P::PIECES; i++)
                 cp_async(slot + (uint32_t)((((m * P::U + u) * P::PIECES + i) * 32 + lane) * P::PIECE),
                          src + i * P::PIECE, P::PIECE, P::PIECES == 1);
-            if (BITS != 16) {
-                /* a group's 16 rows take 64 bytes */
+            if (BITS != 16 && (lane & 3) == 0) {
+                /* a group's 16 rows take 64 bytes: row pair g's 8 from lane 4g */
                 const uint32_t group = (uint32_t)(((kb0 + u) * 64) >> st.shift[m]);
                 const uint8_t *sp = st.scales[m] + group * 64u;
-                const uint32_t s0 = slot + P::WORD_BYTES + (uint32_t)((((m * P::U + u) * P::SBN) * 32 + lane) * 8);
+                const uint32_t s0 = slot + P::WORD_BYTES + (uint32_t)(((m * P::U + u) * P::SBN) * 64 + (lane >> 2) * 8);
                 cp_async(s0, sp, 8, false);
                 if (GS32)
-                    cp_async(s0 + 32 * 8, sp + 64, 8, false);
+                    cp_async(s0 + 64, sp + 64, 8, false);
             }
         }
     }
@@ -487,10 +491,10 @@ static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const u
             }
             uint2 sb[P::SBN];
             if (BITS != 16) {
-                const uint2 *s = reinterpret_cast<const uint2 *>(slot + P::WORD_BYTES) + ((m * P::U + u) * P::SBN) * 32 + lane;
+                const uint2 *s = reinterpret_cast<const uint2 *>(slot + P::WORD_BYTES) + ((m * P::U + u) * P::SBN) * 8 + (lane >> 2);
                 sb[0] = s[0];
                 if (GS32)
-                    sb[GS32 ? 1 : 0] = s[32];
+                    sb[GS32 ? 1 : 0] = s[8];
             }
             step<BITS, NT8, NM, GS32, 0>(w, sb, b[NB == 1 ? 0 : u][0], acc[m]);
             step<BITS, NT8, NM, GS32, 1>(w, sb, b[NB == 1 ? 0 : u][1], acc[m]);
@@ -563,6 +567,10 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
         uint32_t compute_at = 0, issue_at = (STAGES - 1) * P::SLOT_BYTES;
         for (int kb = st.kb_lo; kb < st.kb_hi; kb += P::U) {
             cp_async_wait<STAGES - 2>();   /* chunk kb has landed */
+            /* ... the group parameters too, which lane 4g copied for lanes
+             * 4g .. 4g + 3; and every lane is done with the slot that
+             * issue_chunk now refills */
+            __syncwarp();
             const int next = kb + (STAGES - 1) * P::U;
             if (next < st.kb_hi)
                 issue_chunk<BITS, NM, GS32>(st, next, ring_addr + issue_at, lane);

@@ -124,6 +124,7 @@ static inline void host_wait(int kind)
 }
 
 static inline void __syncthreads() { host_wait(2); }
+static inline void __syncwarp(unsigned = 0xffffffffu) { host_wait(1); }
 
 static inline float __shfl_xor_sync(unsigned, float v, int lane_mask)
 {
