@@ -108,6 +108,7 @@ typedef struct cuda_workspace {
     alm_error error;             /* first failure since take_error */
 
     bool use_graphs;             /* ALM_CUDA_GRAPHS=0: never */
+    bool use_flash;              /* prefill attention on the tensor cores; ALM_CUDA_FLASH=0: never */
     pass_mode mode;
     bool graph_ok;               /* recording: the pass can be a graph */
     int graph_pos0;              /* recording: the pass's position, -1 before one is seen */
@@ -461,6 +462,8 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->partials, partial * sizeof(float));
     const char *graphs = getenv("ALM_CUDA_GRAPHS");
     ws->use_graphs = !(graphs && strcmp(graphs, "0") == 0);
+    const char *flash = getenv("ALM_CUDA_FLASH");
+    ws->use_flash = !(flash && strcmp(flash, "0") == 0);
     if (e == cudaSuccess && ws->use_graphs && !(ws->graphs = cuda_graph_cache_new(GRAPH_CACHE_SIZE)))
         e = cudaErrorMemoryAllocation;
 #ifdef ALM_HAVE_CUBLAS
@@ -842,8 +845,12 @@ static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const 
     /* the o projection's input, ready */
     int dim = s->n_heads * s->head_dim;
     void *frag = dim % 64 == 0 ? ws->frag : NULL;
-    check(ex, cuda_attention(&a, q, n_tok, pos0, pos_dev, args.span, cache.k, cache.v, out,
-                             ws->partials, ws->max_parts, frag, ws->stream), "attention");
+    if (!pos_dev && n_tok >= CUDA_FLASH_MIN_TOKENS && ws->use_flash && cuda_flash_attention_fits(&a))
+        check(ex, cuda_flash_attention(&a, q, n_tok, pos0, cache.k, cache.v, out, frag, ws->stream),
+              "attention");
+    else
+        check(ex, cuda_attention(&a, q, n_tok, pos0, pos_dev, args.span, cache.k, cache.v, out,
+                                 ws->partials, ws->max_parts, frag, ws->stream), "attention");
     if (frag)
         ws->note = (fragment_note){ out, n_tok, dim, frag };
 }

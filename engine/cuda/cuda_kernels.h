@@ -13,6 +13,7 @@
 #ifndef ALM_CUDA_KERNELS_H
 #define ALM_CUDA_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,6 +126,17 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
                            const int *pos_dev, int max_span, const float *k_cache,
                            const float *v_cache, float *out, float *partials, size_t max_parts,
                            void *frag, cudaStream_t s);
+
+/* Attention of a prefill pass on the tensor cores (flash_attention.cu):
+ * what cuda_attention computes for a direct pass (no pos_dev, no splits),
+ * with q, k, v and the probabilities rounded to float16, so about 1e-3 of
+ * max|v| apart. Passes this size are never graphs or verifications.
+ * Takes head dimensions 16, 32, 64 and 128 (cuda_flash_attention_fits). */
+#define CUDA_FLASH_MIN_TOKENS 64
+bool cuda_flash_attention_fits(const cuda_attention_shape *a);
+cudaError_t cuda_flash_attention(const cuda_attention_shape *a, const float *q, int n_tok,
+                                 int pos0, const float *k_cache, const float *v_cache, float *out,
+                                 void *frag, cudaStream_t s);
 
 /* For each of n rows of logits (stride floats apart): ids[r] = the argmax
  * over the first n_valid (the lowest index on ties; -1 when one is NaN or

@@ -7,8 +7,9 @@
  * verification of k draft tokens) as multiples of one decode step. Decode
  * is timed twice, interleaved: with passes replayed as CUDA graphs (the
  * default) and launched kernel by kernel (ALM_CUDA_GRAPHS=0); prefill
- * likewise, through cuBLAS (the default, where it is found) and through
- * the matmul kernel (ALM_CUDA_GEMM=0). */
+ * three ways: through cuBLAS (where it is found) with the tensor-core
+ * attention (the default), with the decode attention kernel instead
+ * (ALM_CUDA_FLASH=0), and through the matmul kernel too (ALM_CUDA_GEMM=0). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,29 +77,35 @@ int main(int argc, char **argv)
         tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
     float *logits = malloc(sizeof(float) * (size_t)vocab * 16);
 
-    /* prefill: 512 tokens, logits of the last; by default and through the
-     * matmul kernel */
+    /* prefill: 512 tokens, logits of the last; by default, with the decode
+     * attention kernel (ALM_CUDA_FLASH=0), and with that and the matmul
+     * kernel (ALM_CUDA_GEMM=0 too), interleaved */
     alm_error why = { 0 };
     bool gemm = cuda_prefill_gemm(&why);
-    alm_seq *by_kernel = NULL;
-    /* its work buffers, and so its path, are made at its first pass */
-    setenv("ALM_CUDA_GEMM", "0", 1);
-    r = alm_seq_new(model, PROMPT + 8, &by_kernel, &err);
-    if (r == 0)
-        r = alm_seq_forward(by_kernel, pool, tokens, PROMPT, 1, logits, &err);
-    unsetenv("ALM_CUDA_GEMM");
-    double prefill[REPEAT], prefill_kernel[REPEAT];
+    alm_seq *paths[3] = { seq, NULL, NULL };
+    for (int p = 1; p < 3 && r == 0; p++) {
+        /* the work buffers, and so the path, are made at the first pass */
+        setenv("ALM_CUDA_FLASH", "0", 1);
+        if (p == 2)
+            setenv("ALM_CUDA_GEMM", "0", 1);
+        r = alm_seq_new(model, PROMPT + 8, &paths[p], &err);
+        if (r == 0)
+            r = alm_seq_forward(paths[p], pool, tokens, PROMPT, 1, logits, &err);
+        unsetenv("ALM_CUDA_GEMM");
+        unsetenv("ALM_CUDA_FLASH");
+    }
+    double prefill[3][REPEAT];
     for (int rep = -1; rep < REPEAT && r == 0; rep++) {
-        for (int which = 0; which < 2 && r == 0; which++) {
-            alm_seq *sq = which ? by_kernel : seq;
-            alm_seq_truncate(sq, 0);
+        for (int p = 0; p < 3 && r == 0; p++) {
+            alm_seq_truncate(paths[p], 0);
             double s = alm_now_seconds();
-            r = alm_seq_forward(sq, pool, tokens, PROMPT, 1, logits, &err);
+            r = alm_seq_forward(paths[p], pool, tokens, PROMPT, 1, logits, &err);
             if (rep >= 0)
-                (which ? prefill_kernel : prefill)[rep] = alm_now_seconds() - s;
+                prefill[p][rep] = alm_now_seconds() - s;
         }
     }
-    alm_seq_free(by_kernel);
+    alm_seq_free(paths[1]);
+    alm_seq_free(paths[2]);
     /* the same prompt in a sequence whose passes are launched directly */
     alm_seq *direct = NULL;
     setenv("ALM_CUDA_GRAPHS", "0", 1);
@@ -130,11 +137,13 @@ int main(int argc, char **argv)
     double roofline = (double)bytes / (gbs * 1e9);
     printf("{\"model\": \"%s\", \"bits\": \"%s\", \"load_s\": %.1f, \"copy_read_plus_write_gb_s\": %.0f, "
            "\"decode_bytes\": %zu, \"roofline_ms\": %.3f, \"prefill_tok_s\": %.0f, "
-           "\"prefill_tok_s_kernel\": %.0f, \"prefill_gemm\": \"%s\", \"decode_ms\": %.3f, "
+           "\"prefill_tok_s_no_flash\": %.0f, \"prefill_tok_s_kernel\": %.0f, \"prefill_gemm\": \"%s\", "
+           "\"decode_ms\": %.3f, "
            "\"decode_tok_s\": %.1f, \"roofline_fraction\": %.3f, \"decode_ms_direct\": %.3f, "
            "\"graph_speedup\": %.3f, \"pass_cost\": {",
            argv[1], argc > 2 ? argv[2] : "default", load_s, gbs, bytes, roofline * 1e3,
-           PROMPT / median(prefill, REPEAT), PROMPT / median(prefill_kernel, REPEAT),
+           PROMPT / median(prefill[0], REPEAT), PROMPT / median(prefill[1], REPEAT),
+           PROMPT / median(prefill[2], REPEAT),
            gemm ? "cublas" : why.message, step * 1e3, 1.0 / step, roofline / step,
            median(decode_direct, REPEAT) * 1e3, median(decode_direct, REPEAT) / step);
     static const int sizes[] = { 2, 4, 5, 8, 9, 16 };

@@ -6,9 +6,13 @@
  * layers do), so that its bandwidth is the memory's. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cuda_runtime_api.h>
 
+#ifdef ALM_HAVE_CUBLAS
+#include "cuda/cuda_gemm.h"
+#endif
 #include "cuda/cuda_kernels.h"
 
 #define LAUNCHES 200
@@ -132,12 +136,70 @@ static void bench_small(int n_tok, int pos0)
         cuda_attention(&a, q, n_tok, pos0, NULL, 0, kc, vc, out, partials, parts, NULL, 0);
     printf("{\"kernel\": \"attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"error\": \"%s\"}\n", n_tok,
            pos0, stop_us(), cudaGetErrorString(cudaGetLastError()));
+    if (n_tok >= CUDA_FLASH_MIN_TOKENS) {
+        start();
+        for (int r = 0; r < LAUNCHES; r++)
+            cuda_flash_attention(&a, q, n_tok, pos0, kc, vc, out, frag, 0);
+        printf("{\"kernel\": \"flash_attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"error\": \"%s\"}\n",
+               n_tok, pos0, stop_us(), cudaGetErrorString(cudaGetLastError()));
+    }
     (void)hidden;
     cudaFree(x); cudaFree(norm); cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(out);
     cudaFree(kc); cudaFree(vc); cudaFree(cs); cudaFree(sn); cudaFree(partials); cudaFree(frag);
 }
 
-int main(void)
+#ifdef ALM_HAVE_CUBLAS
+/* The pieces of a prefill pass's matmul through cuBLAS: dequantizing the
+ * weights into float16 alone, and the whole (dequantize, GEMM, epilogue),
+ * with the FLOP rate that means. */
+static void bench_prefill_matmul(const char *name, int rows, int cols, int n_tok, int swiglu)
+{
+    cuda_gemm *g = NULL;
+    alm_error err = { 0 };
+    if (cuda_gemm_new(0, &g, &err) < 0) {
+        printf("{\"kernel\": \"gemm\", \"shape\": \"%s\", \"error\": \"%s\"}\n", name, err.message);
+        return;
+    }
+    cuda_matrix w = make_matrix(rows, cols, 4), up = swiglu ? make_matrix(rows, cols, 4) : (cuda_matrix){ 0 };
+    float *x = device_floats((size_t)n_tok * cols, 1.0f), *y = device_floats((size_t)n_tok * rows, 0.0f);
+    void *frag = NULL, *frag_out = NULL, *halves = NULL;
+    cudaMalloc(&frag, cuda_fragment_bytes(n_tok, cols));
+    cudaMalloc(&frag_out, cuda_fragment_bytes(n_tok, rows));
+    cudaMalloc(&halves, (size_t)rows * cols * 2);
+    cuda_to_fragments(x, n_tok, cols, NULL, 0.0f, frag, 0);
+    const int reps = 20;
+    for (int i = 0; i < 2; i++)
+        cuda_dequantize_rows(&w, 0, rows, halves, 0);
+    cudaDeviceSynchronize();
+    cudaEventRecord(ev0, 0);
+    for (int i = 0; i < reps * (swiglu ? 2 : 1); i++)
+        cuda_dequantize_rows(&w, 0, rows, halves, 0);
+    float ms_dq = 0.0f, ms = 0.0f;
+    cudaEventRecord(ev1, 0);
+    cudaEventSynchronize(ev1);
+    cudaEventElapsedTime(&ms_dq, ev0, ev1);
+    int r = 0;
+    for (int i = 0; i < 2 && r == 0; i++)
+        r = cuda_gemm_matmul(g, &w, swiglu ? &up : NULL, frag, n_tok, NULL, NULL, y, rows, 0, 1.0f,
+                             swiglu ? frag_out : NULL, &err);
+    cudaDeviceSynchronize();
+    cudaEventRecord(ev0, 0);
+    for (int i = 0; i < reps && r == 0; i++)
+        r = cuda_gemm_matmul(g, &w, swiglu ? &up : NULL, frag, n_tok, NULL, NULL, y, rows, 0, 1.0f,
+                             swiglu ? frag_out : NULL, &err);
+    cudaEventRecord(ev1, 0);
+    cudaEventSynchronize(ev1);
+    cudaEventElapsedTime(&ms, ev0, ev1);
+    double us = ms * 1e3 / reps, flop = 2.0 * rows * cols * n_tok * (swiglu ? 2 : 1);
+    printf("{\"kernel\": \"gemm\", \"shape\": \"%s\", \"n_tok\": %d, \"us\": %.1f, \"dequant_us\": %.1f, \"tflop_s\": %.0f, \"error\": \"%s\"}\n",
+           name, n_tok, us, ms_dq * 1e3 / reps, flop / (us * 1e-6) / 1e12, r == 0 ? cudaGetErrorString(cudaGetLastError()) : err.message);
+    cuda_gemm_free(g);
+    cudaFree(w.tiles); cudaFree(w.scale_bias); cudaFree(up.tiles); cudaFree(up.scale_bias);
+    cudaFree(x); cudaFree(y); cudaFree(frag); cudaFree(frag_out); cudaFree(halves);
+}
+#endif
+
+int main(int argc, char **argv)
 {
     if (cuda_matmul_setup() != cudaSuccess) {
         fprintf(stderr, "cuda-kernel-bench: no usable GPU\n");
@@ -145,6 +207,17 @@ int main(void)
     }
     cudaEventCreate(&ev0);
     cudaEventCreate(&ev1);
+    /* cuda-kernel-bench prefill: only the pieces of a 512-token pass */
+    if (argc > 1 && strcmp(argv[1], "prefill") == 0) {
+#ifdef ALM_HAVE_CUBLAS
+        bench_prefill_matmul("qkv 6144x4096", 6144, 4096, 512, 0);
+        bench_prefill_matmul("o 4096x4096", 4096, 4096, 512, 0);
+        bench_prefill_matmul("gate+up 14336x4096", 14336, 4096, 512, 1);
+        bench_prefill_matmul("down 4096x14336", 4096, 14336, 512, 0);
+#endif
+        bench_small(512, 0);
+        return 0;
+    }
     static const int toks[] = { 1, 5, 32 };
     for (int i = 0; i < 3; i++) {
         bench_matmul("q_proj 4096x4096", 4096, 4096, 4, toks[i], 0);
@@ -159,5 +232,6 @@ int main(void)
     bench_small(1, 4000);
     bench_small(5, 540);
     bench_small(32, 0);
+    bench_small(512, 0);
     return 0;
 }

@@ -17,6 +17,7 @@
  *   the logits, with and without a vocabulary limit;
  * - with the GPU's memory taken, a sequence and its work buffers are
  *   refused with what they need and what is free;
+ * - the prefill attention (tensor cores) against the decode kernel's;
  * - the prefill GEMM (cuBLAS, where the library is found) against the
  *   matmul kernel: every operation it replaces, in several formats, and a
  *   model's logits after a long prompt. */
@@ -740,45 +741,71 @@ static double gemm_difference(cuda_gemm *g, int rows, int cols, int bits, int gr
     return worst;
 }
 
-/* The last token's logits after a prompt of n tokens, through the GEMM and
- * through the matmul kernel (ALM_CUDA_GEMM=0). */
-static void check_gemm_logits(const char *label, alm_model *model, int n)
+/* The last token's logits after a prompt of n tokens, in a sequence whose
+ * work buffers (and so its prefill path) are made under the given
+ * ALM_CUDA_GEMM and ALM_CUDA_FLASH: they are made at the first pass. */
+static int prefill_logits(alm_model *model, const int32_t *ids, int n, bool gemm, bool flash,
+                          float *logits, alm_error *err)
 {
-    alm_error err = { 0 };
-    int vocab = alm_model_vocab_size(model);
-    float *a = malloc(sizeof(float) * (size_t)vocab), *b = malloc(sizeof(float) * (size_t)vocab);
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
-    for (int i = 0; i < n; i++)
-        ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
-    alm_seq *kernel = NULL, *gemm = NULL;
-    /* the work buffers (and so the choice of path) are made at the first
-     * pass, which must see the variable */
-    setenv("ALM_CUDA_GEMM", "0", 1);
-    int r = alm_seq_new(model, n + 8, &kernel, &err);
+    alm_seq *seq = NULL;
+    if (!gemm)
+        setenv("ALM_CUDA_GEMM", "0", 1);
+    if (!flash)
+        setenv("ALM_CUDA_FLASH", "0", 1);
+    int r = alm_seq_new(model, n + 8, &seq, err);
     if (r == 0)
-        r = alm_seq_forward(kernel, pool, ids, n, 1, a, &err);
+        r = alm_seq_forward(seq, pool, ids, n, 1, logits, err);
     unsetenv("ALM_CUDA_GEMM");
-    if (r == 0)
-        r = alm_seq_new(model, n + 8, &gemm, &err);
-    if (r == 0)
-        r = alm_seq_forward(gemm, pool, ids, n, 1, b, &err);
-    double worst = 0.0, scale = 0.0;
+    unsetenv("ALM_CUDA_FLASH");
+    alm_seq_free(seq);
+    return r;
+}
+
+/* Worst |a - b| and max|a| over a row of logits; whether the argmax agrees. */
+static bool logits_agree(const float *a, const float *b, int vocab, double rel, double *worst,
+                         double *scale)
+{
     int arg_a = 0, arg_b = 0;
-    for (int i = 0; r == 0 && i < vocab; i++) {
-        scale = fmax(scale, fabs(a[i]));
-        worst = fmax(worst, fabs(a[i] - b[i]));
+    *worst = *scale = 0.0;
+    for (int i = 0; i < vocab; i++) {
+        *scale = fmax(*scale, fabs(a[i]));
+        *worst = fmax(*worst, fabs(a[i] - b[i]));
         if (a[i] > a[arg_a])
             arg_a = i;
         if (b[i] > b[arg_b])
             arg_b = i;
     }
-    tap_ok(r == 0 && worst <= 1e-3 * scale && arg_a == arg_b,
-           "%s: the logits after a %d-token prompt through the prefill GEMM equal the matmul kernel's within 1e-3 x max|logit| (%.2e of %.2f), same argmax (%s)",
+    return *worst <= rel * *scale && arg_a == arg_b;
+}
+
+/* Three prefill paths of one prompt: the matmul kernel and the decode
+ * attention kernel; the GEMM (same results within 1e-3); the GEMM and the
+ * tensor-core attention, which rounds q, k, v to float16 (within the 1e-2
+ * the engine promises on the GPU). */
+static void check_gemm_logits(const char *label, alm_model *model, int n)
+{
+    alm_error err = { 0 };
+    int vocab = alm_model_vocab_size(model);
+    float *kernel = malloc(sizeof(float) * (size_t)vocab), *gemm = malloc(sizeof(float) * (size_t)vocab);
+    float *flash = malloc(sizeof(float) * (size_t)vocab);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
+    int r = prefill_logits(model, ids, n, false, false, kernel, &err);
+    if (r == 0)
+        r = prefill_logits(model, ids, n, true, false, gemm, &err);
+    double worst = 0.0, scale = 0.0;
+    bool ok = r == 0 && logits_agree(kernel, gemm, vocab, 1e-3, &worst, &scale);
+    tap_ok(ok, "%s: the logits after a %d-token prompt through the prefill GEMM equal the matmul kernel's within 1e-3 x max|logit| (%.2e of %.2f), same argmax (%s)",
            label, n, worst, scale, r == 0 ? "ok" : err.message);
-    alm_seq_free(kernel);
-    alm_seq_free(gemm);
-    free(a);
-    free(b);
+    if (r == 0)
+        r = prefill_logits(model, ids, n, true, true, flash, &err);
+    ok = r == 0 && logits_agree(kernel, flash, vocab, LOGIT_TOLERANCE, &worst, &scale);
+    tap_ok(ok, "%s: with the tensor-core prefill attention too, within 1e-2 x max|logit| (%.2e of %.2f), same argmax (%s)",
+           label, worst, scale, r == 0 ? "ok" : err.message);
+    free(kernel);
+    free(gemm);
+    free(flash);
     free(ids);
 }
 
@@ -817,6 +844,100 @@ static void check_gemm(void)
     cuda_gemm_free(g);
 }
 #endif
+
+/* The prefill attention on the tensor cores against the attention kernel
+ * of decoding, over random queries and caches (the cache rows past the
+ * pass hold NaN, which must not leak in): worst difference over max|v|,
+ * and whether its float16 fragments are its own output rounded. */
+static double flash_difference(int n_heads, int n_kv, int d, int n_tok, int pos0, int window,
+                               bool *frag_ok)
+{
+    uint64_t rng = (uint64_t)(n_heads * 131 + d * 7 + n_tok + pos0 * 3 + window);
+    cuda_attention_shape a = { n_heads, n_kv, d, window };
+    int ctx = pos0 + n_tok, rows_alloc = ctx + 64, dim = n_heads * d;
+    size_t nq = (size_t)n_tok * dim, nkv = (size_t)rows_alloc * n_kv * d;
+    float *q = malloc(nq * sizeof *q), *k = malloc(nkv * sizeof *k), *v = malloc(nkv * sizeof *v);
+    float *ref = malloc(nq * sizeof *ref), *got = malloc(nq * sizeof *got);
+    _Float16 *rows = malloc(nq * sizeof *rows);
+    for (size_t i = 0; i < nq; i++)
+        q[i] = uniform(&rng, -4.0f, 4.0f);
+    for (size_t i = 0; i < nkv; i++) {
+        bool past = i >= (size_t)ctx * n_kv * d;
+        k[i] = past ? NAN : uniform(&rng, -1.0f, 1.0f);
+        v[i] = past ? NAN : uniform(&rng, -1.0f, 1.0f);
+    }
+    float *qd = to_device(q, nq * sizeof *q), *kd = to_device(k, nkv * sizeof *k);
+    float *vd = to_device(v, nkv * sizeof *v), *out_ref = NULL, *out = NULL, *partials = NULL;
+    void *frag = NULL, *frag_rows = NULL;
+    size_t parts = (size_t)n_heads * n_tok * (size_t)((ctx + CUDA_ATTENTION_SPLIT_KEYS - 1) / CUDA_ATTENTION_SPLIT_KEYS);
+    cudaError_t e = cudaMalloc((void **)&out_ref, nq * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&out, nq * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&partials, parts * cuda_attention_partial_floats(d) * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc(&frag, cuda_fragment_bytes(n_tok, dim));
+    if (e == cudaSuccess) e = cudaMalloc(&frag_rows, nq * sizeof(_Float16));
+    if (e == cudaSuccess)
+        e = cuda_attention(&a, qd, n_tok, pos0, NULL, ctx, kd, vd, out_ref, partials, parts, NULL, 0);
+    if (e == cudaSuccess)
+        e = cuda_flash_attention(&a, qd, n_tok, pos0, kd, vd, out, frag, 0);
+    if (e == cudaSuccess)
+        e = cuda_fragments_to_rows(frag, n_tok, dim, frag_rows, 0);
+    if (e == cudaSuccess) e = cudaMemcpy(ref, out_ref, nq * sizeof(float), cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess) e = cudaMemcpy(got, out, nq * sizeof(float), cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess) e = cudaMemcpy(rows, frag_rows, nq * sizeof(_Float16), cudaMemcpyDeviceToHost);
+    double worst = e == cudaSuccess ? 0.0 : INFINITY;
+    *frag_ok = e == cudaSuccess;
+    for (size_t i = 0; e == cudaSuccess && i < nq; i++) {
+        double diff = fabs((double)got[i] - (double)ref[i]);
+        worst = diff > worst || isnan(diff) ? diff : worst;
+        if (rows[i] != (_Float16)got[i])
+            *frag_ok = false;
+    }
+    if (e != cudaSuccess)
+        tap_diag("flash attention: %s", cudaGetErrorString(e));
+    cudaFree(qd);
+    cudaFree(kd);
+    cudaFree(vd);
+    cudaFree(out_ref);
+    cudaFree(out);
+    cudaFree(partials);
+    cudaFree(frag);
+    cudaFree(frag_rows);
+    free(q);
+    free(k);
+    free(v);
+    free(ref);
+    free(got);
+    free(rows);
+    return worst;
+}
+
+static void check_flash_attention(void)
+{
+    static const struct { int heads, kv, d, n_tok, pos0, window; } cases[] = {
+        { 4, 2, 16, 70, 0, 0 },       /* a partial second block of queries */
+        { 4, 2, 32, 100, 30, 16 },    /* a sliding window, after a cached prefix */
+        { 14, 2, 64, 130, 0, 0 },     /* seven query heads per key head */
+        { 32, 8, 128, 512, 0, 0 },    /* llama3-8b's prompt */
+        { 8, 8, 128, 65, 300, 0 },    /* a long cached prefix */
+        { 4, 1, 64, 200, 10, 100 },   /* a window that spans key tiles */
+    };
+    double worst = 0.0;
+    int frags_ok = 1, n = (int)(sizeof cases / sizeof cases[0]);
+    for (int c = 0; c < n; c++) {
+        bool frag_ok = false;
+        double d = flash_difference(cases[c].heads, cases[c].kv, cases[c].d, cases[c].n_tok,
+                                    cases[c].pos0, cases[c].window, &frag_ok);
+        if (!(d <= 5e-3) || !frag_ok)
+            tap_diag("flash attention, %d heads (%d kv) of %d, %d tokens at %d, window %d: %.2e%s",
+                     cases[c].heads, cases[c].kv, cases[c].d, cases[c].n_tok, cases[c].pos0,
+                     cases[c].window, d, frag_ok ? "" : ", fragments differ");
+        worst = d > worst || isnan(d) ? d : worst;
+        frags_ok &= frag_ok;
+    }
+    tap_ok(worst <= 5e-3 && frags_ok,
+           "prefill attention on the tensor cores equals the decode kernel's within 5e-3 of max|v| in %d shapes (worst %.2e), its fragments its output rounded",
+           n, worst);
+}
 
 /* Takes all but `leave` bytes of the GPU's free memory; NULL if it cannot. */
 static void *hog_gpu(size_t leave)
@@ -892,6 +1013,7 @@ int main(void)
     check_matmul_formats();
     check_matmul_bits();
     check_out_of_memory();
+    check_flash_attention();
 #ifdef ALM_HAVE_CUBLAS
     check_gemm();
 #else

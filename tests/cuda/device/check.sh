@@ -2,7 +2,7 @@
 # Runs on the GPU machine, in the repository root, over what
 # tests/cuda/device/stage.sh put in .device/:
 #
-#   [BUILDS="new base"] [REPS=2] bash .device/check.sh SECTION...   (all = every section)
+#   [BUILDS="new base"] [REPS=2] [MODELS="llama3-8b 4;..."] bash .device/check.sh SECTION...   (all = every section)
 #
 #   correctness  test-cuda with CUDA graphs and without (ALM_CUDA_GRAPHS=0),
 #                compute-sanitizer memcheck on a short speculative run
@@ -11,6 +11,8 @@
 #   decode       cuda-bench (decode, prefill, k-token passes) for the 4-bit
 #                presets, llama3-8b BF16 and the coder pair; every build
 #                interleaved, twice, so that ratios come from one call
+#   prefill      cuda-kernel-bench prefill: the pieces of a 512-token pass
+#                (dequantization, GEMM, attention), every build
 #   big          cuda-bench llama3-70b 4-bit (this build, then the base)
 #   spec         alm-engine bench: 70B + 1B and 8B + 1B at synthetic
 #                acceptance 0.8, and the coder pair
@@ -48,6 +50,8 @@ if [ -n "${BUILDS:-}" ]; then
         [ -x ".device/$b/cuda-bench" ] || { echo "check.sh: no staged build $b"; exit 2; }
     done
 fi
+# MODELS="llama3-8b 4;llama3-8b 0" limits the decode section's models
+IFS=';' read -r -a models <<< "${MODELS:-llama3-8b 4;llama3.2-1b 4;qwen2.5-0.5b 4;llama3-8b 0;data/models/coder-target-4bit;data/models/coder-draft-4bit}"
 reps=${REPS:-2}   # runs of each timed program, interleaved across the builds
 coder=(--model data/models/coder-target-4bit --draft data/models/coder-draft-4bit)
 
@@ -82,12 +86,17 @@ kernels() {
 decode() {
     for rep in $(seq "$reps"); do
         for b in "${builds[@]}"; do
-            for args in "llama3-8b 4" "llama3.2-1b 4" "qwen2.5-0.5b 4" "llama3-8b 0" \
-                        data/models/coder-target-4bit data/models/coder-draft-4bit; do
+            for args in "${models[@]}"; do
                 # shellcheck disable=SC2086
                 run "cuda-bench $args ($b, run $rep)" .device/$b/cuda-bench $args
             done
         done
+    done
+}
+
+prefill() {
+    for b in "${builds[@]}"; do
+        run "cuda-kernel-bench prefill ($b)" .device/$b/cuda-kernel-bench prefill
     done
 }
 
@@ -124,12 +133,12 @@ profile() {
 }
 
 [ $# -ge 1 ] || set -- all
-[ "$1" = all ] && set -- correctness kernels decode big spec profile
+[ "$1" = all ] && set -- correctness kernels decode prefill big spec profile
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
 for section in "$@"; do
     start=$(date +%s)
     case $section in
-    correctness|kernels|decode|big|spec|profile) $section > "$out/$section.txt" ;;
+    correctness|kernels|decode|prefill|big|spec|profile) $section > "$out/$section.txt" ;;
     *) echo "unknown section: $section"; exit 2 ;;
     esac
     echo "$section: $(($(date +%s) - start)) s, $(grep -c '^### exit status' "$out/$section.txt") failed," \
