@@ -16,38 +16,46 @@
 
 static __host__ __device__ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-/* One thread per pair of columns (2c, 2c + 1) of a row: the pair sits in
- * one word of one lane (tile layout, cuda_kernels.h and matmul.cu), its two
- * values 16 bits apart, and both share a group. */
-static __global__ void dequantize_rows(cuda_matrix m, int row0, int n_rows, __half2 *out)
+/* One thread per 8 columns of a row, one 16-byte store: columns 8h ..
+ * 8h + 7 of a 16-column step are pair slot ps of 4 neighbouring lanes
+ * (tile layout, cuda_kernels.h and matmul.cu), each pair's two values 16
+ * bits apart in one word, all 8 in one group. (One thread per pair with
+ * 4-byte stores ran at under a third of the memory's bandwidth: 58% of a
+ * prefill GEMM's time was this kernel.) */
+static __global__ void dequantize_rows(cuda_matrix m, int row0, int n_rows, uint4 *out)
 {
-    const int pairs = m.n_kb * (CUDA_TILE_COLS / 2);
+    const int eights = m.n_kb * (CUDA_TILE_COLS / 8);
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)n_rows * (size_t)pairs)
+    if (idx >= (size_t)n_rows * (size_t)eights)
         return;
-    const int r = (int)(idx / (size_t)pairs), col = (int)(idx % (size_t)pairs) * 2;
+    const int r = (int)(idx / (size_t)eights), col = (int)(idx % (size_t)eights) * 8;
     const int row = row0 + r;
     const int tile = row >> 4, rr = row & 15, kb = col >> 6, cc = col & 63;
-    const int step = cc >> 4, c16 = cc & 15;
-    const int lane = (rr & 7) * 4 + ((c16 & 7) >> 1);
-    const int ps = step * 4 + ((rr >> 3) | ((c16 >> 3) << 1));
+    const int step = cc >> 4, h = (cc >> 3) & 1;
+    const int ps = step * 4 + ((rr >> 3) | (h << 1));
     const int wpl = m.bits == 16 ? 16 : m.bits;
-    const uint32_t *words = m.tiles + (((size_t)tile * (size_t)m.n_kb + (size_t)kb) * 32u + (size_t)lane) * (size_t)wpl;
-    __half2 v;
+    const uint32_t *words = m.tiles + (((size_t)tile * (size_t)m.n_kb + (size_t)kb) * 32u + (size_t)((rr & 7) * 4)) * (size_t)wpl;
+    uint32_t v[4];
     if (m.bits == 16) {
-        uint32_t w = words[ps];
-        v = *reinterpret_cast<__half2 *>(&w);
+#pragma unroll
+        for (int t = 0; t < 4; t++)
+            v[t] = words[t * wpl + ps];
     } else {
         const int per_word = 16 / m.bits, slot = ps % per_word;
-        const uint32_t w = words[ps / per_word], mask = (1u << m.bits) - 1u;
-        const uint32_t q0 = (w >> (slot * m.bits)) & mask, q1 = (w >> (16 + slot * m.bits)) & mask;
+        const uint32_t mask = (1u << m.bits) - 1u;
         const int sb_slot = (rr & 7) * 2 + (rr >> 3);
         const __half2 sb = ((const __half2 *)m.scale_bias)[((size_t)tile * (size_t)m.n_groups + (size_t)(col >> m.group_shift)) * 16u + (size_t)sb_slot];
-        /* q < 256 is exact in float16 */
-        v = __hfma2(__halves2half2(__uint2half_rn(q0), __uint2half_rn(q1)), __low2half2(sb),
-                    __high2half2(sb));
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            const uint32_t w = words[t * wpl + ps / per_word];
+            const uint32_t q0 = (w >> (slot * m.bits)) & mask, q1 = (w >> (16 + slot * m.bits)) & mask;
+            /* q < 256 is exact in float16 */
+            __half2 d = __hfma2(__halves2half2(__uint2half_rn(q0), __uint2half_rn(q1)), __low2half2(sb),
+                                __high2half2(sb));
+            v[t] = *reinterpret_cast<uint32_t *>(&d);
+        }
     }
-    out[idx] = v;
+    out[idx] = make_uint4(v[0], v[1], v[2], v[3]);
 }
 
 cudaError_t cuda_dequantize_rows(const cuda_matrix *m, int row0, int n_rows, void *out, cudaStream_t s)
@@ -55,10 +63,10 @@ cudaError_t cuda_dequantize_rows(const cuda_matrix *m, int row0, int n_rows, voi
     if (row0 < 0 || n_rows < 0 || row0 % CUDA_TILE_ROWS ||
         row0 + n_rows > ceil_div(m->rows, CUDA_TILE_ROWS) * CUDA_TILE_ROWS)
         return cudaErrorInvalidValue;
-    size_t n = (size_t)n_rows * (size_t)m->n_kb * (CUDA_TILE_COLS / 2);
+    size_t n = (size_t)n_rows * (size_t)m->n_kb * (CUDA_TILE_COLS / 8);
     if (n)
         dequantize_rows<<<(unsigned)((n + THREADS - 1) / THREADS), THREADS, 0, s>>>(*m, row0, n_rows,
-                                                                                 (__half2 *)out);
+                                                                                 (uint4 *)out);
     return cudaGetLastError();
 }
 
