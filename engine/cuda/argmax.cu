@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "cuda_kernels.h"
+#include "launch_overlap.cuh"
 
 #define ARGMAX_THREADS 1024
 
@@ -23,6 +24,8 @@ static __global__ void argmax_rows(const float *logits, int stride, int n_valid,
     __shared__ float vals[ARGMAX_THREADS / 32];
     __shared__ int idxs[ARGMAX_THREADS / 32];
     __shared__ float sums[ARGMAX_THREADS / 32];
+    let_next_kernel_start();
+    wait_for_previous_kernels();
     const float *l = logits + (size_t)blockIdx.x * (size_t)stride;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float best = -INFINITY;
@@ -76,6 +79,7 @@ cudaError_t cuda_argmax(const float *logits, int n, int stride, int n_valid, int
                         float *top, cudaStream_t s)
 {
     if (n > 0)
-        argmax_rows<<<n, ARGMAX_THREADS, 0, s>>>(logits, stride, n_valid, ids, top);
+        return launch_overlapped(argmax_rows, dim3((unsigned)n), dim3(ARGMAX_THREADS), 0, s, logits,
+                                 stride, n_valid, ids, top);
     return cudaGetLastError();
 }

@@ -11,6 +11,7 @@
 
 #include "cuda_kernels.h"
 #include "fragment_layout.cuh"
+#include "launch_overlap.cuh"
 
 #define ATTN_WARPS 4
 #define MAX_HEAD_DIM 256
@@ -32,6 +33,8 @@ static __global__ void rope_store_kernel(cuda_attention_shape a, const float *co
 {
     __shared__ float buf[MAX_HEAD_DIM];
     __shared__ float partial[32];
+    let_next_kernel_start();
+    wait_for_previous_kernels();
     const int t = blockIdx.x, head = blockIdx.y, d = a.head_dim, half = d / 2;
     const int pos = (pos_dev ? *pos_dev : pos0) + t;
     const float *src, *norm;
@@ -84,9 +87,9 @@ cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_tabl
         return cudaErrorInvalidValue;
     dim3 grid((unsigned)n_tok, (unsigned)(a->n_heads + a->n_kv_heads));
     int threads = (a->head_dim + 31) / 32 * 32;
-    rope_store_kernel<<<grid, threads, 0, s>>>(*a, cos_table, sin_table, q_norm, k_norm, eps, q,
-                                               k, v, pos0, pos_dev, k_cache, v_cache);
-    return cudaGetLastError();
+    return launch_overlapped(rope_store_kernel, grid, dim3((unsigned)threads), 0, s, *a, cos_table,
+                             sin_table, q_norm, k_norm, eps, q, k, v, pos0, pos_dev, k_cache,
+                             v_cache);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -107,6 +110,8 @@ static __global__ void attention_kernel(cuda_attention_shape a, const float *q, 
     __shared__ float warp_max[ATTN_WARPS], warp_sum_[ATTN_WARPS];
     __shared__ float warp_acc[ATTN_WARPS][32 * PER_LANE];
     __shared__ __align__(16) float qs[32 * PER_LANE];
+    let_next_kernel_start();
+    wait_for_previous_kernels();
     const int head = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d = a.head_dim;
     const int kv_head = head / (a.n_heads / a.n_kv_heads);
@@ -209,6 +214,8 @@ static __global__ void attention_kernel(cuda_attention_shape a, const float *q, 
 static __global__ void merge_splits(int n_heads, int d, int splits, const float *partials, float *out,
                                     __half *frag)
 {
+    let_next_kernel_start();
+    wait_for_previous_kernels();
     const size_t row = (size_t)blockIdx.y * n_heads + blockIdx.x;
     const float *parts = partials + row * splits * (size_t)(d + 2);
     float max = -INFINITY;
@@ -259,18 +266,21 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
     span = splits * chunk;
     dim3 grid((unsigned)a->n_heads, (unsigned)n_tok, (unsigned)splits);
     int threads = 32 * ATTN_WARPS;
+    cudaError_t e;
     if (a->head_dim <= 32)
-        attention_kernel<1><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials, fh);
+        e = launch_overlapped(attention_kernel<1>, grid, dim3((unsigned)threads), 0, s, *a, q, pos0,
+                               pos_dev, span, k_cache, v_cache, out, partials, fh);
     else if (a->head_dim <= 64)
-        attention_kernel<2><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials, fh);
+        e = launch_overlapped(attention_kernel<2>, grid, dim3((unsigned)threads), 0, s, *a, q, pos0,
+                               pos_dev, span, k_cache, v_cache, out, partials, fh);
     else if (a->head_dim <= 128)
-        attention_kernel<4><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials, fh);
+        e = launch_overlapped(attention_kernel<4>, grid, dim3((unsigned)threads), 0, s, *a, q, pos0,
+                               pos_dev, span, k_cache, v_cache, out, partials, fh);
     else
-        attention_kernel<8><<<grid, threads, 0, s>>>(*a, q, pos0, pos_dev, span, k_cache, v_cache, out, partials, fh);
-    cudaError_t e = cudaGetLastError();
+        e = launch_overlapped(attention_kernel<8>, grid, dim3((unsigned)threads), 0, s, *a, q, pos0,
+                               pos_dev, span, k_cache, v_cache, out, partials, fh);
     if (e != cudaSuccess || splits == 1)
         return e;
-    merge_splits<<<dim3((unsigned)a->n_heads, (unsigned)n_tok), 128, 0, s>>>(a->n_heads, a->head_dim,
-                                                                            splits, partials, out, fh);
-    return cudaGetLastError();
+    return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(128), 0, s,
+                             a->n_heads, a->head_dim, splits, (const float *)partials, out, fh);
 }

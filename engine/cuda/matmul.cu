@@ -24,6 +24,7 @@
 
 #include "cuda_kernels.h"
 #include "fragment_layout.cuh"
+#include "launch_overlap.cuh"
 
 #define THREADS 256
 #define WARPS (THREADS / 32)
@@ -170,6 +171,8 @@ cudaError_t cuda_repack_weight(const cuda_raw_weight *raw, cuda_matrix *m, cudaS
 static __global__ void to_fragments(const float *x, int n_tok, int dim, const float *norm,
                                     float eps, __half *frag)
 {
+    let_next_kernel_start();
+    wait_for_previous_kernels();
     int tok = blockIdx.x, c0 = blockIdx.y * FRAGMENT_COLS;
     int padded = ceil_div(dim, CUDA_TILE_COLS) * CUDA_TILE_COLS, n_steps = padded / 16;
     const float *row = x + (size_t)tok * (size_t)dim;
@@ -203,8 +206,8 @@ cudaError_t cuda_to_fragments(const float *x, int n_tok, int dim, const float *n
 {
     int padded_tokens = ceil_div(n_tok, 8) * 8;
     dim3 grid((unsigned)padded_tokens, (unsigned)ceil_div(dim, FRAGMENT_COLS));
-    to_fragments<<<grid, THREADS, 0, s>>>(x, n_tok, dim, norm, eps, (__half *)frag);
-    return cudaGetLastError();
+    return launch_overlapped(to_fragments, grid, dim3(THREADS), 0, s, x, n_tok, dim, norm, eps,
+                             (__half *)frag);
 }
 
 /* ---------------------------------------------------------------- matmul */
@@ -315,6 +318,8 @@ struct warp_stream {
     const uint8_t *words[NM];    /* the lane's bytes of the next chunk to copy */
     const uint8_t *scales[NM];   /* the lane's (rows g, g + 8) pair of group 0 */
     int shift[NM];
+    const uint8_t *act;          /* one token: the lane's 16 bytes of the next chunk's activations */
+    int act_block;               /* the block of the chunk those bytes belong to (U: none) */
     int kb_lo, kb_hi;
 };
 
@@ -341,12 +346,20 @@ static_assert(STAGES >= 2, "the pipeline needs a chunk in flight while one is co
 #define ALM_MATMUL_DECODE_BLOCKS 3
 #endif
 #define DECODE_BLOCKS ALM_MATMUL_DECODE_BLOCKS
+/* One token (a decode step): its activations travel in the ring with the
+ * weights, so that a warp never waits on them (as loads of their own, each
+ * chunk waited a trip to L2: the profile's L1TEX stalls). Up to 8 tokens
+ * would need 8 times the room and keep their loads. */
+#ifndef ALM_MATMUL_STAGE_ONE_TOKEN
+#define ALM_MATMUL_STAGE_ONE_TOKEN 1
+#endif
+#define STAGE_ONE_TOKEN ALM_MATMUL_STAGE_ONE_TOKEN
 /* weight bytes per lane in one chunk of the pipeline, over all matrices */
 #ifndef ALM_MATMUL_CHUNK_LANE_BYTES
 #define ALM_MATMUL_CHUNK_LANE_BYTES 64
 #endif
 
-template <int BITS, int NM, bool GS32>
+template <int BITS, int NM, bool GS32, bool ONE>
 struct pipe_shape {
     static constexpr int WPL = BITS == 16 ? 16 : BITS;
     static constexpr int SBN = GS32 ? 2 : 1;
@@ -363,7 +376,10 @@ struct pipe_shape {
     /* a group's (scale, bias) of the tile's 16 rows: 64 bytes, copied once
      * (lanes 4g .. 4g + 3 all read row pair g's 8 bytes) */
     static constexpr int SCALE_BYTES = BITS == 16 ? 0 : NM * U * SBN * 64;
-    static constexpr int SLOT_BYTES = WORD_BYTES + SCALE_BYTES;
+    /* one token: its activations of the chunk's steps (32 bytes a step:
+     * lanes 0-3's fragments), copied with the weights */
+    static constexpr int ACT_BYTES = ONE ? U * 4 * 32 : 0;
+    static constexpr int SLOT_BYTES = WORD_BYTES + SCALE_BYTES + ACT_BYTES;
     static constexpr int WARP_BYTES = STAGES * SLOT_BYTES;
 };
 
@@ -396,11 +412,11 @@ static __device__ __forceinline__ void cp_async_wait()
  * warp's slot), then moves st.words to the next chunk. Weights sit in
  * 16-byte pieces with the 32 lanes side by side (no bank conflicts), group
  * parameters as 64 bytes per block and matrix (8 bytes per row pair). */
-template <int BITS, int NM, bool GS32>
+template <int BITS, int NM, bool GS32, bool ONE>
 static __device__ __forceinline__ void issue_chunk(warp_stream<NM> &st, int kb0, uint32_t slot,
                                                    int lane)
 {
-    using P = pipe_shape<BITS, NM, GS32>;
+    using P = pipe_shape<BITS, NM, GS32, ONE>;
 #pragma unroll
     for (int u = 0; u < P::U; u++) {
         if (u > 0 && kb0 + u >= st.kb_hi)
@@ -428,6 +444,22 @@ static __device__ __forceinline__ void issue_chunk(warp_stream<NM> &st, int kb0,
         st.words[m] += P::U * P::BLOCK_BYTES;
 }
 
+/* One token: starts copying the activations of the chunk kb0 .. into
+ * slot, a step's 32 bytes in two 16-byte pieces by lanes 2s and 2s + 1
+ * (cached in L1: the warps of an SM share them). Apart from issue_chunk
+ * because they come from the kernel before, which the weights do not. */
+template <int BITS, int NM, bool GS32, bool ONE>
+static __device__ __forceinline__ void issue_activations(warp_stream<NM> &st, int kb0, uint32_t slot,
+                                                         int lane)
+{
+    using P = pipe_shape<BITS, NM, GS32, ONE>;
+    if (ONE) {
+        if (st.act_block < P::U && kb0 + st.act_block < st.kb_hi)
+            cp_async(slot + (uint32_t)(P::WORD_BYTES + P::SCALE_BYTES + lane * 16), st.act, 16, false);
+        st.act += P::U * 1024;
+    }
+}
+
 /* One 16-column step S of a block: its A fragment times the NT8 token
  * fragments. */
 template <int BITS, int NT8, int NM, bool GS32, int S>
@@ -444,15 +476,16 @@ static __device__ __forceinline__ void step(const uint32_t *w, const uint2 *sb, 
 /* Multiplies the chunk of blocks kb0 .. (in the warp's range, below kb_hi)
  * in slot (generic pointer) with the activations; frag[j] points at the
  * lane's fragment of 8-token group j at block kb0. */
-template <int BITS, int NT8, int NM, bool GS32>
+template <int BITS, int NT8, int NM, bool GS32, bool ONE>
 static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const uint8_t *slot,
                                                      const uint2 *const (&frag)[NT8], int lane,
                                                      float (&acc)[NM][NT8][4])
 {
-    using P = pipe_shape<BITS, NM, GS32>;
-    /* One token (decoding): every block's activations at once, so that
-     * their loads overlap; more tokens: block by block (registers). */
-    constexpr int NB = NT8 == 1 ? P::U : 1;
+    using P = pipe_shape<BITS, NM, GS32, ONE>;
+    /* One token: the activations came with the weights; up to 8: every
+     * block's at once, so that their loads overlap; more tokens: block by
+     * block (registers). */
+    constexpr int NB = NT8 == 1 && !ONE ? P::U : 1;
     uint2 b[NB][4][NT8];
 #pragma unroll
     for (int u = 0; u < P::U; u++) {
@@ -468,7 +501,9 @@ static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const u
                 for (int s = 0; s < 4; s++)
 #pragma unroll
                     for (int j = 0; j < NT8; j++)
-                        b[v][s][j] = __ldg(frag[j] + (bu * 4 + s) * 32);
+                        b[v][s][j] = ONE ? *reinterpret_cast<const uint2 *>(
+                                               slot + P::WORD_BYTES + P::SCALE_BYTES + (bu * 4 + s) * 32 + (lane & 3) * 8)
+                                         : __ldg(frag[j] + (bu * 4 + s) * 32);
             }
         }
 #pragma unroll
@@ -509,13 +544,15 @@ static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const u
  * shared memory at the end, in a fixed order. A token's result depends only
  * on the matrix (split comes from its shape), never on the tokens beside
  * it. */
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, bool ONE>
 static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matmul_params p)
 {
     constexpr int NM = SWIGLU ? 2 : 1;
-    using P = pipe_shape<BITS, NM, GS32>;
+    static_assert(!ONE || NT8 == 1, "one token is a case of up to 8");
+    using P = pipe_shape<BITS, NM, GS32, ONE>;
     extern __shared__ __align__(16) uint8_t smem[];
 
+    let_next_kernel_start();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     const int split = p.split, per_block = WARPS / split;
     const int tile = blockIdx.x * per_block + warp / split, part = warp % split;
@@ -553,14 +590,25 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
         for (int j = 0; j < NT8; j++)
             frag[j] = p.frag + (size_t)st.kb_lo * 128u +
                       (j * 8 + g < p.n_tok ? (size_t)j * (size_t)n_steps * 32u + (size_t)lane : (size_t)(lane & 3));
+        /* one token: lane L copies half L % 2 of step L / 2 of a chunk */
+        st.act = reinterpret_cast<const uint8_t *>(p.frag + (size_t)st.kb_lo * 128u) + (lane >> 1) * 256 + (lane & 1) * 16;
+        st.act_block = lane >> 3;
 
         uint8_t *ring = smem + (size_t)warp * P::WARP_BYTES;
         const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
         const int n_chunks = (st.kb_hi - st.kb_lo + P::U - 1) / P::U;
+        /* The first chunks' weights while the kernel before finishes, then
+         * (once it has) their activations; all in one group, and empty
+         * ones to keep the count of groups in flight. */
+#pragma unroll
+        for (int c = 0; c < STAGES - 1; c++)
+            if (c < n_chunks)
+                issue_chunk<BITS, NM, GS32, ONE>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
+        wait_for_previous_kernels();
 #pragma unroll
         for (int c = 0; c < STAGES - 1; c++) {
             if (c < n_chunks)
-                issue_chunk<BITS, NM, GS32>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
+                issue_activations<BITS, NM, GS32, ONE>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
             cp_async_commit();
         }
         /* byte offsets in the ring of the chunk computed and the one copied */
@@ -572,10 +620,12 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
              * issue_chunk now refills */
             __syncwarp();
             const int next = kb + (STAGES - 1) * P::U;
-            if (next < st.kb_hi)
-                issue_chunk<BITS, NM, GS32>(st, next, ring_addr + issue_at, lane);
+            if (next < st.kb_hi) {
+                issue_chunk<BITS, NM, GS32, ONE>(st, next, ring_addr + issue_at, lane);
+                issue_activations<BITS, NM, GS32, ONE>(st, next, ring_addr + issue_at, lane);
+            }
             cp_async_commit();
-            compute_chunk<BITS, NT8, NM, GS32>(kb, st.kb_hi, ring + compute_at, frag, lane, acc);
+            compute_chunk<BITS, NT8, NM, GS32, ONE>(kb, st.kb_hi, ring + compute_at, frag, lane, acc);
 #pragma unroll
             for (int j = 0; j < NT8; j++)
                 frag[j] += P::U * 128;
@@ -583,6 +633,8 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
             issue_at = issue_at == (STAGES - 1) * P::SLOT_BYTES ? 0 : issue_at + P::SLOT_BYTES;
         }
         cp_async_wait<0>();
+    } else {
+        wait_for_previous_kernels();
     }
     __syncthreads();   /* the rings become the reduction buffer */
 
@@ -632,29 +684,28 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
 
 /* Dynamic shared memory of one block: the warps' rings (which then hold
  * the reduction). */
-template <int BITS, int NT8, bool SWIGLU, bool GS32>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, bool ONE>
 static constexpr int block_smem()
 {
     constexpr int NM = SWIGLU ? 2 : 1;
-    constexpr int rings = WARPS * pipe_shape<BITS, NM, GS32>::WARP_BYTES;
+    constexpr int rings = WARPS * pipe_shape<BITS, NM, GS32, ONE>::WARP_BYTES;
     constexpr int reduce = WARPS * NM * NT8 * 128 * 4;
     return rings > reduce ? rings : reduce;
 }
 
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, bool ONE = false>
 static cudaError_t launch_one(const matmul_params *p, unsigned blocks, cudaStream_t s)
 {
-    matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS>
-        <<<blocks, THREADS, block_smem<BITS, NT8, SWIGLU, GS32>(), s>>>(*p);
-    return cudaGetLastError();
+    return launch_overlapped(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, ONE>, dim3(blocks),
+                             dim3(THREADS), block_smem<BITS, NT8, SWIGLU, GS32, ONE>(), s, *p);
 }
 
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, bool ONE = false>
 static cudaError_t allow_smem()
 {
-    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS>,
+    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, ONE>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                block_smem<BITS, NT8, SWIGLU, GS32>());
+                                block_smem<BITS, NT8, SWIGLU, GS32, ONE>());
 }
 
 /* Up to 8 tokens (decoding, verifying): DECODE_BLOCKS blocks per SM, so
@@ -664,12 +715,16 @@ static cudaError_t for_token_counts(const matmul_params *p, unsigned blocks, cud
 {
     if (!p) {
         cudaError_t e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>();
+        if (e == cudaSuccess && STAGE_ONE_TOKEN)
+            e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, true>();
         if (e == cudaSuccess)
             e = allow_smem<BITS, 2, SWIGLU, GS32, 1>();
         if (e == cudaSuccess)
             e = allow_smem<BITS, 4, SWIGLU, GS32, 1>();
         return e;
     }
+    if (p->n_tok == 1 && STAGE_ONE_TOKEN)
+        return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, true>(p, blocks, s);
     if (p->n_tok <= 8)
         return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>(p, blocks, s);
     if (p->n_tok <= 16)
@@ -844,6 +899,8 @@ static __device__ inline float tile_value(const cuda_matrix *m, int row, int col
 
 static __global__ void embed_kernel(cuda_matrix table, const int32_t *tokens, float *x)
 {
+    let_next_kernel_start();
+    wait_for_previous_kernels();
     int t = blockIdx.x, id = tokens[t];
     for (int c = threadIdx.x; c < table.cols; c += blockDim.x)
         x[(size_t)t * (size_t)table.cols + (size_t)c] = tile_value(&table, id, c);
@@ -853,7 +910,8 @@ cudaError_t cuda_embed(const cuda_matrix *table, const int32_t *tokens, int n_to
                        cudaStream_t s)
 {
     if (n_tok > 0)
-        embed_kernel<<<n_tok, THREADS, 0, s>>>(*table, tokens, x);
+        return launch_overlapped(embed_kernel, dim3((unsigned)n_tok), dim3(THREADS), 0, s, *table,
+                                 tokens, x);
     return cudaGetLastError();
 }
 

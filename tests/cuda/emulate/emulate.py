@@ -44,6 +44,7 @@ def host_kernels(source):
     if '#include "cuda_kernels.h"' not in s:
         fail('matmul.cu no longer includes "cuda_kernels.h"')
     s = s.replace('#include "cuda_kernels.h"', '#include "host_cuda.h"\n#include "cuda_kernels.h"', 1)
+    s = s.replace('#include "launch_overlap.cuh"\n', '', 1)   # host_cuda.h has its functions
     for name in PTX_HELPERS:
         pat = re.compile(r'(template <[^>\n]*>\n)?static __device__ (__forceinline__|inline) '
                          r'(void|uint32_t) ' + name + r'\(.*?\n}\n', re.S)
