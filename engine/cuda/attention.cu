@@ -13,7 +13,6 @@
 #include "fragment_layout.cuh"
 #include "launch_overlap.cuh"
 
-#define ATTN_WARPS 4
 #define MAX_HEAD_DIM 256
 
 static __device__ inline float warp_sum(float v)
@@ -94,119 +93,163 @@ cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_tabl
 
 /* ---------------------------------------------------------------- attention */
 
-size_t cuda_attention_partial_floats(int head_dim) { return (size_t)head_dim + 2u; }
 
-/* PER_LANE: head-dimension values each lane holds (head_dim <= 32 * PER_LANE).
- * A warp takes 32 keys at a time, one per lane: each lane computes its
- * key's score from the whole query (no shuffles per key), the warp takes
- * the tile's max and sum once, then adds the 32 value rows with the
- * lanes splitting the head dimension (coalesced). */
-template <int PER_LANE>
-static __global__ void attention_kernel(cuda_attention_shape a, const float *q, int pos0,
-                                        const int *pos_dev, int span, const float *k_cache,
-                                        const float *v_cache, float *out, float *partials,
-                                        __half *frag)
+/* Decoding and verifying: one block per (split, KV head, token) takes the
+ * split's keys in tiles of CUDA_ATTENTION_SPLIT_KEYS, copied into shared
+ * memory with cp.async (every copy of a tile in flight at once: at a few
+ * hundred keys the whole cache of a layer is a few MB, so the time is a
+ * trip to memory, not bandwidth), and computes the query heads that share
+ * the KV head (grouped-query attention reads K and V once for them), a
+ * warp per head: scores with a lane per key, then the weighted values with
+ * a lane per 4 dimensions. Up to ATTN_WARPS heads a block; more take
+ * several blocks (blockIdx.y = kv_head * rounds + round). */
+#define ATTN_THREADS 256
+#define ATTN_WARPS (ATTN_THREADS / 32)
+#define ATTN_KEYS CUDA_ATTENTION_SPLIT_KEYS
+static_assert(ATTN_KEYS == 64, "the score loop gives a lane two keys");
+
+/* K rows padded by 4 floats: lanes reading different keys' float4 at the
+ * same column then hit different banks. */
+static __host__ __device__ inline size_t attention_smem_floats(int d, int heads)
 {
-    __shared__ float warp_max[ATTN_WARPS], warp_sum_[ATTN_WARPS];
-    __shared__ float warp_acc[ATTN_WARPS][32 * PER_LANE];
-    __shared__ __align__(16) float qs[32 * PER_LANE];
+    return (size_t)ATTN_KEYS * (size_t)(d + 4) + (size_t)ATTN_KEYS * (size_t)d +
+           (size_t)heads * (size_t)d + (size_t)heads * ATTN_KEYS;
+}
+
+static __device__ __forceinline__ void copy16_async(float *dst, const float *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src));
+}
+
+static __device__ inline float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* V4: float4s of the head dimension per lane (d <= 128 * V4). */
+template <int V4>
+static __global__ void __launch_bounds__(ATTN_THREADS)
+attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *pos_dev, int span,
+                 const float *k_cache, const float *v_cache, float *out, float *partials,
+                 __half *frag)
+{
+    extern __shared__ __align__(16) float sm[];
     let_next_kernel_start();
     wait_for_previous_kernels();
-    const int head = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d = a.head_dim;
-    const int kv_head = head / (a.n_heads / a.n_kv_heads);
+    const int d = a.head_dim, d4 = d / 4, group = a.n_heads / a.n_kv_heads;
+    const int rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
+    const int split = blockIdx.x, splits = gridDim.x, t = blockIdx.z;
+    const int kv_head = blockIdx.y / rounds, h0 = blockIdx.y % rounds * ATTN_WARPS;
+    const int nh = min(ATTN_WARPS, group - h0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *ks = sm, *vs = ks + ATTN_KEYS * (d + 4), *qs = vs + ATTN_KEYS * d, *ps = qs + nh * d;
+
     /* splits past the context (a grid sized for a longer one) find no
      * keys and leave a partial of max -infinity, which the merge skips */
     const int pos = (pos_dev ? *pos_dev : pos0) + t;
-    int first = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
-    int chunk = (span + splits - 1) / splits;
-    int lo = max(first, split * chunk), hi = min(pos + 1, (split + 1) * chunk);
+    const int first = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
+    const int chunk = span / splits;
+    const int lo = max(first, split * chunk), hi = min(pos + 1, (split + 1) * chunk);
 
     const float scale = 1.0f / sqrtf((float)d);
-    const float *qh = q + ((size_t)t * a.n_heads + head) * d;
-    for (int c = threadIdx.x; c < d; c += blockDim.x)
-        qs[c] = qh[c] * scale;
-    __syncthreads();
-    float acc[PER_LANE];
-#pragma unroll
-    for (int i = 0; i < PER_LANE; i++)
-        acc[i] = 0.0f;
-    const size_t kv_row = (size_t)a.n_kv_heads * d;
-    const float *kbase = k_cache + (size_t)kv_head * d, *vbase = v_cache + (size_t)kv_head * d;
-    float m = -INFINITY, l = 0.0f;
-    for (int base = lo + warp * 32; base < hi; base += ATTN_WARPS * 32) {
-        int p = base + lane;
-        float score = -INFINITY;
-        if (p < hi) {
-            const float4 *kr = reinterpret_cast<const float4 *>(kbase + (size_t)p * kv_row);
-            float dot = 0.0f;
-            for (int c = 0; c < d / 4; c++) {
-                float4 k4 = __ldg(kr + c);
-                dot += qs[4 * c] * k4.x + qs[4 * c + 1] * k4.y + qs[4 * c + 2] * k4.z + qs[4 * c + 3] * k4.w;
-            }
-            score = dot;
-        }
-        float tile_max = score;
-        for (int o = 16; o > 0; o >>= 1)
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
-        float new_max = fmaxf(m, tile_max);
-        float corr = expf(m - new_max);
-        float e = p < hi ? expf(score - new_max) : 0.0f;
-        l = l * corr + warp_sum(e);
-#pragma unroll
-        for (int i = 0; i < PER_LANE; i++)
-            acc[i] *= corr;
-        int n = min(32, hi - base);
-        for (int j = 0; j < n; j++) {
-            float pj = __shfl_sync(0xffffffffu, e, j);
-            const float *vr = vbase + (size_t)(base + j) * kv_row;
-#pragma unroll
-            for (int i = 0; i < PER_LANE; i++) {
-                int c = i * 32 + lane;
-                if (c < d)
-                    acc[i] += pj * vr[c];
-            }
-        }
-        m = new_max;
-    }
-    if (lane == 0) {
-        warp_max[warp] = m;
-        warp_sum_[warp] = l;
-    }
-#pragma unroll
-    for (int i = 0; i < PER_LANE; i++)
-        warp_acc[warp][i * 32 + lane] = acc[i];
-    __syncthreads();
+    const float *qh = q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d;
+    for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
+        qs[i] = qh[i] * scale;
 
-    float block_max = -INFINITY;
-    for (int w = 0; w < ATTN_WARPS; w++)
-        block_max = fmaxf(block_max, warp_max[w]);
-    float weight[ATTN_WARPS], total = 0.0f;
-    for (int w = 0; w < ATTN_WARPS; w++) {
-        weight[w] = warp_max[w] == -INFINITY ? 0.0f : expf(warp_max[w] - block_max);
-        total += weight[w] * warp_sum_[w];
+    const bool mine = warp < nh;
+    float m = -INFINITY, l = 0.0f;
+    float4 acc[V4];
+#pragma unroll
+    for (int v = 0; v < V4; v++)
+        acc[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int base = lo; base < hi; base += ATTN_KEYS) {
+        const int nk = min(ATTN_KEYS, hi - base);
+        __syncthreads();   /* q is in; the previous tile is done with */
+        for (int i = threadIdx.x; i < nk * d4; i += ATTN_THREADS) {
+            const int key = i / d4, c = i % d4 * 4;
+            const size_t at = ((size_t)(base + key) * a.n_kv_heads + kv_head) * d + c;
+            copy16_async(ks + key * (d + 4) + c, k_cache + at);
+            copy16_async(vs + key * d + c, v_cache + at);
+        }
+        asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
+        __syncthreads();
+        if (mine) {
+            const float4 *q4 = reinterpret_cast<const float4 *>(qs + warp * d);
+            float s[2];
+#pragma unroll
+            for (int k2 = 0; k2 < 2; k2++) {
+                const int key = lane + 32 * k2;
+                float dot = -INFINITY;
+                if (key < nk) {
+                    const float4 *kr = reinterpret_cast<const float4 *>(ks + key * (d + 4));
+                    dot = 0.0f;
+                    for (int c = 0; c < d4; c++) {
+                        const float4 kk = kr[c], qq = q4[c];
+                        dot += qq.x * kk.x + qq.y * kk.y + qq.z * kk.z + qq.w * kk.w;
+                    }
+                }
+                s[k2] = dot;
+            }
+            const float new_max = fmaxf(m, warp_max(fmaxf(s[0], s[1])));
+            const float corr = expf(m - new_max);
+            const float e0 = lane < nk ? expf(s[0] - new_max) : 0.0f;
+            const float e1 = lane + 32 < nk ? expf(s[1] - new_max) : 0.0f;
+            l = l * corr + warp_sum(e0 + e1);
+            float *p = ps + warp * ATTN_KEYS;
+            p[lane] = e0;
+            p[lane + 32] = e1;
+            __syncwarp();
+#pragma unroll
+            for (int v = 0; v < V4; v++) {
+                acc[v].x *= corr;
+                acc[v].y *= corr;
+                acc[v].z *= corr;
+                acc[v].w *= corr;
+            }
+            for (int key = 0; key < nk; key++) {
+                const float pk = p[key];
+#pragma unroll
+                for (int v = 0; v < V4; v++) {
+                    const int c = (v * 32 + lane) * 4;
+                    if (c < d) {
+                        const float4 vv = *reinterpret_cast<const float4 *>(vs + key * d + c);
+                        acc[v].x += pk * vv.x;
+                        acc[v].y += pk * vv.y;
+                        acc[v].z += pk * vv.z;
+                        acc[v].w += pk * vv.w;
+                    }
+                }
+            }
+            m = new_max;
+            __syncwarp();   /* p is rewritten by the next tile */
+        }
     }
-    size_t row = (size_t)t * a.n_heads + head;
-    if (splits == 1) {
-        for (int c = threadIdx.x; c < d; c += blockDim.x) {
-            float v = 0.0f;
-            for (int w = 0; w < ATTN_WARPS; w++)
-                v += weight[w] * warp_acc[w][c];
-            out[row * d + c] = v / total;
+    if (!mine)
+        return;
+    const int head = kv_head * group + h0 + warp;
+    const size_t row = (size_t)t * a.n_heads + head;
+    float *part = partials + (row * splits + split) * (size_t)(d + 2);
+    if (splits > 1 && lane == 0) {
+        part[0] = m;
+        part[1] = l;
+    }
+#pragma unroll
+    for (int v = 0; v < V4; v++) {
+        const int c = (v * 32 + lane) * 4;
+        if (c >= d)
+            continue;
+        const float r[4] = { acc[v].x, acc[v].y, acc[v].z, acc[v].w };
+        for (int i = 0; i < 4; i++) {
+            if (splits > 1) {
+                part[2 + c + i] = r[i];
+                continue;
+            }
+            out[row * d + c + i] = r[i] / l;
             if (frag)
-                frag[fragment_index(t, head * d + c, a.n_heads * d / 16)] = __float2half_rn(v / total);
-        }
-    } else {
-        float *part = partials + (row * splits + split) * (size_t)(d + 2);
-        if (threadIdx.x == 0) {
-            part[0] = block_max;
-            part[1] = total;
-        }
-        for (int c = threadIdx.x; c < d; c += blockDim.x) {
-            float v = 0.0f;
-            for (int w = 0; w < ATTN_WARPS; w++)
-                v += weight[w] * warp_acc[w][c];
-            part[2 + c] = v;
+                frag[fragment_index(t, head * d + c + i, a.n_heads * d / 16)] = __float2half_rn(r[i] / l);
         }
     }
 }
@@ -264,23 +307,29 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
         splits = (span + chunk - 1) / chunk;
     }
     span = splits * chunk;
-    dim3 grid((unsigned)a->n_heads, (unsigned)n_tok, (unsigned)splits);
-    int threads = 32 * ATTN_WARPS;
+    const int group = a->n_heads / a->n_kv_heads, rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
+    dim3 grid((unsigned)splits, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
+    size_t smem = attention_smem_floats(a->head_dim, group < ATTN_WARPS ? group : ATTN_WARPS) * sizeof(float);
     cudaError_t e;
-    if (a->head_dim <= 32)
-        e = launch_overlapped(attention_kernel<1>, grid, dim3((unsigned)threads), 0, s, *a, q, pos0,
-                               pos_dev, span, k_cache, v_cache, out, partials, fh);
-    else if (a->head_dim <= 64)
-        e = launch_overlapped(attention_kernel<2>, grid, dim3((unsigned)threads), 0, s, *a, q, pos0,
-                               pos_dev, span, k_cache, v_cache, out, partials, fh);
-    else if (a->head_dim <= 128)
-        e = launch_overlapped(attention_kernel<4>, grid, dim3((unsigned)threads), 0, s, *a, q, pos0,
-                               pos_dev, span, k_cache, v_cache, out, partials, fh);
+    if (a->head_dim <= 128)
+        e = launch_overlapped(attention_kernel<1>, grid, dim3(ATTN_THREADS), smem, s, *a, q, pos0,
+                              pos_dev, span, k_cache, v_cache, out, partials, fh);
     else
-        e = launch_overlapped(attention_kernel<8>, grid, dim3((unsigned)threads), 0, s, *a, q, pos0,
-                               pos_dev, span, k_cache, v_cache, out, partials, fh);
+        e = launch_overlapped(attention_kernel<2>, grid, dim3(ATTN_THREADS), smem, s, *a, q, pos0,
+                              pos_dev, span, k_cache, v_cache, out, partials, fh);
     if (e != cudaSuccess || splits == 1)
         return e;
     return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(128), 0, s,
                              a->n_heads, a->head_dim, splits, (const float *)partials, out, fh);
+}
+
+size_t cuda_attention_partial_floats(int head_dim) { return (size_t)head_dim + 2u; }
+
+cudaError_t cuda_attention_setup(void)
+{
+    const int most = (int)(attention_smem_floats(MAX_HEAD_DIM, ATTN_WARPS) * sizeof(float));
+    cudaError_t e = cudaFuncSetAttribute(attention_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(attention_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+    return e;
 }

@@ -1050,6 +1050,8 @@ static int open_device(int device, alm_error *err)
         return cuda_fail(err, e, "selecting the GPU");
     if ((e = cuda_matmul_setup()) != cudaSuccess)
         return cuda_fail(err, e, "setting up the matmul kernels");
+    if ((e = cuda_attention_setup()) != cudaSuccess)
+        return cuda_fail(err, e, "setting up the attention kernel");
     return 0;
 }
 

@@ -112,7 +112,10 @@ cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_tabl
 /* Partial results per split of the key range: (max, sum, head_dim values). */
 size_t cuda_attention_partial_floats(int head_dim);
 /* Keys per split. */
-#define CUDA_ATTENTION_SPLIT_KEYS 128
+#define CUDA_ATTENTION_SPLIT_KEYS 64
+/* Allows the attention kernel the shared memory of the largest head
+ * dimension (over 48 KB); once per process, before cuda_attention. */
+cudaError_t cuda_attention_setup(void);
 
 /* out = softmax(q K^T / sqrt(d) + mask) V, split along the keys when the
  * context is long (partials: room for max_parts splits). With pos_dev the

@@ -318,8 +318,10 @@ struct warp_stream {
     const uint8_t *words[NM];    /* the lane's bytes of the next chunk to copy */
     const uint8_t *scales[NM];   /* the lane's (rows g, g + 8) pair of group 0 */
     int shift[NM];
-    const uint8_t *act;          /* one token: the lane's 16 bytes of the next chunk's activations */
-    int act_block;               /* the block of the chunk those bytes belong to (U: none) */
+    const uint8_t *act;          /* staged tokens: the lane's first piece of the next chunk's activations */
+    int act_block;               /* one token: the block of the chunk that piece belongs to (U: none) */
+    bool act_lane;               /* up to 8: whether the lane copies (its piece of a step holds a token's) */
+    int act_read;                /* byte offset of the lane's fragment in a step's staged activations */
     int kb_lo, kb_hi;
 };
 
@@ -346,20 +348,24 @@ static_assert(STAGES >= 2, "the pipeline needs a chunk in flight while one is co
 #define ALM_MATMUL_DECODE_BLOCKS 3
 #endif
 #define DECODE_BLOCKS ALM_MATMUL_DECODE_BLOCKS
-/* One token (a decode step): its activations travel in the ring with the
- * weights, so that a warp never waits on them (as loads of their own, each
- * chunk waited a trip to L2: the profile's L1TEX stalls). Up to 8 tokens
- * would need 8 times the room and keep their loads. */
-#ifndef ALM_MATMUL_STAGE_ONE_TOKEN
-#define ALM_MATMUL_STAGE_ONE_TOKEN 1
+/* Up to this many tokens (0, 1 or 8), the activations travel in the ring
+ * with the weights, so that a warp never waits on them (as loads of their
+ * own, each chunk waited a trip to L2: the profile's L1TEX stalls). One
+ * token takes 32 bytes a 16-column step; up to 8 (verifying draft tokens)
+ * take 256, so their chunks hold one block and the ring one stage more.
+ * Default 1: on the H100, 8 made gate+up at 5 tokens faster (34.7 -> 27.4
+ * us) but q_proj and down slower (5.8 -> 7.9, 16.7 -> 23.3 us). */
+#ifndef ALM_MATMUL_STAGE_TOKENS
+#define ALM_MATMUL_STAGE_TOKENS 1
 #endif
-#define STAGE_ONE_TOKEN ALM_MATMUL_STAGE_ONE_TOKEN
+#define STAGE_TOKENS ALM_MATMUL_STAGE_TOKENS
+static_assert(STAGE_TOKENS == 0 || STAGE_TOKENS == 1 || STAGE_TOKENS == 8, "tokens staged: 0, 1 or 8");
 /* weight bytes per lane in one chunk of the pipeline, over all matrices */
 #ifndef ALM_MATMUL_CHUNK_LANE_BYTES
 #define ALM_MATMUL_CHUNK_LANE_BYTES 64
 #endif
 
-template <int BITS, int NM, bool GS32, bool ONE>
+template <int BITS, int NM, bool GS32, int TOKS>
 struct pipe_shape {
     static constexpr int WPL = BITS == 16 ? 16 : BITS;
     static constexpr int SBN = GS32 ? 2 : 1;
@@ -367,7 +373,7 @@ struct pipe_shape {
      * all matrices, at least one block, at most 4 */
     static constexpr int U0 = ALM_MATMUL_CHUNK_LANE_BYTES / (WPL * 4 * NM) > 0
                                   ? ALM_MATMUL_CHUNK_LANE_BYTES / (WPL * 4 * NM) : 1;
-    static constexpr int U = U0 > 4 ? 4 : U0;
+    static constexpr int U = TOKS == 8 ? 1 : U0 > 4 ? 4 : U0;
     static constexpr int LANE_BYTES = WPL * 4;                    /* one block, one matrix */
     static constexpr int BLOCK_BYTES = 32 * LANE_BYTES;           /* the next block of a tile */
     static constexpr int PIECE = LANE_BYTES < 16 ? LANE_BYTES : 16;
@@ -376,11 +382,19 @@ struct pipe_shape {
     /* a group's (scale, bias) of the tile's 16 rows: 64 bytes, copied once
      * (lanes 4g .. 4g + 3 all read row pair g's 8 bytes) */
     static constexpr int SCALE_BYTES = BITS == 16 ? 0 : NM * U * SBN * 64;
-    /* one token: its activations of the chunk's steps (32 bytes a step:
-     * lanes 0-3's fragments), copied with the weights */
-    static constexpr int ACT_BYTES = ONE ? U * 4 * 32 : 0;
+    /* staged tokens: their activations of the chunk's steps, a step as
+     * the fragments hold it (8 tokens: 256 bytes) or token 0's 32 */
+    static constexpr int STEP_ACT = TOKS * 32;
+    static constexpr int ACT_BYTES = U * 4 * STEP_ACT;
     static constexpr int SLOT_BYTES = WORD_BYTES + SCALE_BYTES + ACT_BYTES;
-    static constexpr int WARP_BYTES = STAGES * SLOT_BYTES;
+    /* up to 8 staged tokens: a stage more where three blocks still fit an
+     * SM (228 KB, 1 KB of it reserved per block); where not even the usual
+     * stages fit, those tokens take the loads (FITS false) */
+    static constexpr int THIRD_OF_SM = (228 * 1024 - 3 * 1024) / 3;
+    static constexpr int STAGES_ = TOKS == 8 && WARPS * (STAGES + 1) * SLOT_BYTES <= THIRD_OF_SM
+                                       ? STAGES + 1 : STAGES;
+    static constexpr bool FITS = TOKS != 8 || WARPS * STAGES_ * SLOT_BYTES <= THIRD_OF_SM;
+    static constexpr int WARP_BYTES = STAGES_ * SLOT_BYTES;
 };
 
 /* 16 bytes that fill whole 32-byte sectors across the warp (lanes side by
@@ -412,11 +426,11 @@ static __device__ __forceinline__ void cp_async_wait()
  * warp's slot), then moves st.words to the next chunk. Weights sit in
  * 16-byte pieces with the 32 lanes side by side (no bank conflicts), group
  * parameters as 64 bytes per block and matrix (8 bytes per row pair). */
-template <int BITS, int NM, bool GS32, bool ONE>
+template <int BITS, int NM, bool GS32, int TOKS>
 static __device__ __forceinline__ void issue_chunk(warp_stream<NM> &st, int kb0, uint32_t slot,
                                                    int lane)
 {
-    using P = pipe_shape<BITS, NM, GS32, ONE>;
+    using P = pipe_shape<BITS, NM, GS32, TOKS>;
 #pragma unroll
     for (int u = 0; u < P::U; u++) {
         if (u > 0 && kb0 + u >= st.kb_hi)
@@ -444,20 +458,27 @@ static __device__ __forceinline__ void issue_chunk(warp_stream<NM> &st, int kb0,
         st.words[m] += P::U * P::BLOCK_BYTES;
 }
 
-/* One token: starts copying the activations of the chunk kb0 .. into
- * slot, a step's 32 bytes in two 16-byte pieces by lanes 2s and 2s + 1
- * (cached in L1: the warps of an SM share them). Apart from issue_chunk
- * because they come from the kernel before, which the weights do not. */
-template <int BITS, int NM, bool GS32, bool ONE>
+/* Staged tokens: starts copying the activations of the chunk kb0 .. into
+ * slot in 16-byte pieces (cached in L1: the warps of an SM share them).
+ * One token: a step's 32 bytes by lanes 2s and 2s + 1; up to 8: the
+ * chunk's one block, lanes 16h + i copying piece i of steps h and h + 2
+ * where piece i holds a token's. Apart from issue_chunk because they come
+ * from the kernel before, which the weights do not. */
+template <int BITS, int NM, bool GS32, int TOKS>
 static __device__ __forceinline__ void issue_activations(warp_stream<NM> &st, int kb0, uint32_t slot,
                                                          int lane)
 {
-    using P = pipe_shape<BITS, NM, GS32, ONE>;
-    if (ONE) {
-        if (st.act_block < P::U && kb0 + st.act_block < st.kb_hi)
-            cp_async(slot + (uint32_t)(P::WORD_BYTES + P::SCALE_BYTES + lane * 16), st.act, 16, false);
-        st.act += P::U * 1024;
+    using P = pipe_shape<BITS, NM, GS32, TOKS>;
+    const uint32_t at = slot + (uint32_t)(P::WORD_BYTES + P::SCALE_BYTES);
+    if (TOKS == 1 && st.act_block < P::U && kb0 + st.act_block < st.kb_hi)
+        cp_async(at + (uint32_t)(lane * 16), st.act, 16, false);
+    if (TOKS == 8 && st.act_lane) {
+        const uint32_t d = (uint32_t)((lane >> 4) * 256 + (lane & 15) * 16);
+        cp_async(at + d, st.act, 16, false);
+        cp_async(at + d + 512, st.act + 512, 16, false);
     }
+    if (TOKS)
+        st.act += P::U * 1024;
 }
 
 /* One 16-column step S of a block: its A fragment times the NT8 token
@@ -476,16 +497,16 @@ static __device__ __forceinline__ void step(const uint32_t *w, const uint2 *sb, 
 /* Multiplies the chunk of blocks kb0 .. (in the warp's range, below kb_hi)
  * in slot (generic pointer) with the activations; frag[j] points at the
  * lane's fragment of 8-token group j at block kb0. */
-template <int BITS, int NT8, int NM, bool GS32, bool ONE>
+template <int BITS, int NT8, int NM, bool GS32, int TOKS>
 static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const uint8_t *slot,
-                                                     const uint2 *const (&frag)[NT8], int lane,
-                                                     float (&acc)[NM][NT8][4])
+                                                     const uint2 *const (&frag)[NT8], int act_read,
+                                                     int lane, float (&acc)[NM][NT8][4])
 {
-    using P = pipe_shape<BITS, NM, GS32, ONE>;
-    /* One token: the activations came with the weights; up to 8: every
-     * block's at once, so that their loads overlap; more tokens: block by
-     * block (registers). */
-    constexpr int NB = NT8 == 1 && !ONE ? P::U : 1;
+    using P = pipe_shape<BITS, NM, GS32, TOKS>;
+    /* Staged tokens: the activations came with the weights; otherwise up
+     * to 8 tokens: every block's at once, so that their loads overlap;
+     * more: block by block (registers). */
+    constexpr int NB = NT8 == 1 && !TOKS ? P::U : 1;
     uint2 b[NB][4][NT8];
 #pragma unroll
     for (int u = 0; u < P::U; u++) {
@@ -501,9 +522,9 @@ static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const u
                 for (int s = 0; s < 4; s++)
 #pragma unroll
                     for (int j = 0; j < NT8; j++)
-                        b[v][s][j] = ONE ? *reinterpret_cast<const uint2 *>(
-                                               slot + P::WORD_BYTES + P::SCALE_BYTES + (bu * 4 + s) * 32 + (lane & 3) * 8)
-                                         : __ldg(frag[j] + (bu * 4 + s) * 32);
+                        b[v][s][j] = TOKS ? *reinterpret_cast<const uint2 *>(
+                                                slot + P::WORD_BYTES + P::SCALE_BYTES + (bu * 4 + s) * P::STEP_ACT + act_read)
+                                          : __ldg(frag[j] + (bu * 4 + s) * 32);
             }
         }
 #pragma unroll
@@ -544,12 +565,12 @@ static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const u
  * shared memory at the end, in a fixed order. A token's result depends only
  * on the matrix (split comes from its shape), never on the tokens beside
  * it. */
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, bool ONE>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS>
 static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matmul_params p)
 {
     constexpr int NM = SWIGLU ? 2 : 1;
-    static_assert(!ONE || NT8 == 1, "one token is a case of up to 8");
-    using P = pipe_shape<BITS, NM, GS32, ONE>;
+    static_assert(!TOKS || NT8 == 1, "staged tokens are a case of up to 8");
+    using P = pipe_shape<BITS, NM, GS32, TOKS>;
     extern __shared__ __align__(16) uint8_t smem[];
 
     let_next_kernel_start();
@@ -590,9 +611,13 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
         for (int j = 0; j < NT8; j++)
             frag[j] = p.frag + (size_t)st.kb_lo * 128u +
                       (j * 8 + g < p.n_tok ? (size_t)j * (size_t)n_steps * 32u + (size_t)lane : (size_t)(lane & 3));
-        /* one token: lane L copies half L % 2 of step L / 2 of a chunk */
-        st.act = reinterpret_cast<const uint8_t *>(p.frag + (size_t)st.kb_lo * 128u) + (lane >> 1) * 256 + (lane & 1) * 16;
+        /* staged tokens (issue_activations): where the lane's pieces come
+         * from and where it reads its fragment */
+        st.act = reinterpret_cast<const uint8_t *>(p.frag + (size_t)st.kb_lo * 128u) +
+                 (TOKS == 1 ? (lane >> 1) * 256 + (lane & 1) * 16 : (lane >> 4) * 256 + (lane & 15) * 16);
         st.act_block = lane >> 3;
+        st.act_lane = (lane & 15) < 2 * p.n_tok;
+        st.act_read = TOKS == 1 || g >= p.n_tok ? (lane & 3) * 8 : lane * 8;
 
         uint8_t *ring = smem + (size_t)warp * P::WARP_BYTES;
         const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
@@ -601,36 +626,36 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
          * (once it has) their activations; all in one group, and empty
          * ones to keep the count of groups in flight. */
 #pragma unroll
-        for (int c = 0; c < STAGES - 1; c++)
+        for (int c = 0; c < P::STAGES_ - 1; c++)
             if (c < n_chunks)
-                issue_chunk<BITS, NM, GS32, ONE>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
+                issue_chunk<BITS, NM, GS32, TOKS>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
         wait_for_previous_kernels();
 #pragma unroll
-        for (int c = 0; c < STAGES - 1; c++) {
+        for (int c = 0; c < P::STAGES_ - 1; c++) {
             if (c < n_chunks)
-                issue_activations<BITS, NM, GS32, ONE>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
+                issue_activations<BITS, NM, GS32, TOKS>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
             cp_async_commit();
         }
         /* byte offsets in the ring of the chunk computed and the one copied */
-        uint32_t compute_at = 0, issue_at = (STAGES - 1) * P::SLOT_BYTES;
+        uint32_t compute_at = 0, issue_at = (P::STAGES_ - 1) * P::SLOT_BYTES;
         for (int kb = st.kb_lo; kb < st.kb_hi; kb += P::U) {
-            cp_async_wait<STAGES - 2>();   /* chunk kb has landed */
+            cp_async_wait<P::STAGES_ - 2>();   /* chunk kb has landed */
             /* ... the group parameters too, which lane 4g copied for lanes
              * 4g .. 4g + 3; and every lane is done with the slot that
              * issue_chunk now refills */
             __syncwarp();
-            const int next = kb + (STAGES - 1) * P::U;
+            const int next = kb + (P::STAGES_ - 1) * P::U;
             if (next < st.kb_hi) {
-                issue_chunk<BITS, NM, GS32, ONE>(st, next, ring_addr + issue_at, lane);
-                issue_activations<BITS, NM, GS32, ONE>(st, next, ring_addr + issue_at, lane);
+                issue_chunk<BITS, NM, GS32, TOKS>(st, next, ring_addr + issue_at, lane);
+                issue_activations<BITS, NM, GS32, TOKS>(st, next, ring_addr + issue_at, lane);
             }
             cp_async_commit();
-            compute_chunk<BITS, NT8, NM, GS32, ONE>(kb, st.kb_hi, ring + compute_at, frag, lane, acc);
+            compute_chunk<BITS, NT8, NM, GS32, TOKS>(kb, st.kb_hi, ring + compute_at, frag, st.act_read, lane, acc);
 #pragma unroll
             for (int j = 0; j < NT8; j++)
                 frag[j] += P::U * 128;
-            compute_at = compute_at == (STAGES - 1) * P::SLOT_BYTES ? 0 : compute_at + P::SLOT_BYTES;
-            issue_at = issue_at == (STAGES - 1) * P::SLOT_BYTES ? 0 : issue_at + P::SLOT_BYTES;
+            compute_at = compute_at == (P::STAGES_ - 1) * P::SLOT_BYTES ? 0 : compute_at + P::SLOT_BYTES;
+            issue_at = issue_at == (P::STAGES_ - 1) * P::SLOT_BYTES ? 0 : issue_at + P::SLOT_BYTES;
         }
         cp_async_wait<0>();
     } else {
@@ -684,28 +709,28 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
 
 /* Dynamic shared memory of one block: the warps' rings (which then hold
  * the reduction). */
-template <int BITS, int NT8, bool SWIGLU, bool GS32, bool ONE>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int TOKS>
 static constexpr int block_smem()
 {
     constexpr int NM = SWIGLU ? 2 : 1;
-    constexpr int rings = WARPS * pipe_shape<BITS, NM, GS32, ONE>::WARP_BYTES;
+    constexpr int rings = WARPS * pipe_shape<BITS, NM, GS32, TOKS>::WARP_BYTES;
     constexpr int reduce = WARPS * NM * NT8 * 128 * 4;
     return rings > reduce ? rings : reduce;
 }
 
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, bool ONE = false>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS = 0>
 static cudaError_t launch_one(const matmul_params *p, unsigned blocks, cudaStream_t s)
 {
-    return launch_overlapped(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, ONE>, dim3(blocks),
-                             dim3(THREADS), block_smem<BITS, NT8, SWIGLU, GS32, ONE>(), s, *p);
+    return launch_overlapped(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, TOKS>, dim3(blocks),
+                             dim3(THREADS), block_smem<BITS, NT8, SWIGLU, GS32, TOKS>(), s, *p);
 }
 
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, bool ONE = false>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS = 0>
 static cudaError_t allow_smem()
 {
-    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, ONE>,
+    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, TOKS>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                block_smem<BITS, NT8, SWIGLU, GS32, ONE>());
+                                block_smem<BITS, NT8, SWIGLU, GS32, TOKS>());
 }
 
 /* Up to 8 tokens (decoding, verifying): DECODE_BLOCKS blocks per SM, so
@@ -715,16 +740,22 @@ static cudaError_t for_token_counts(const matmul_params *p, unsigned blocks, cud
 {
     if (!p) {
         cudaError_t e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>();
-        if (e == cudaSuccess && STAGE_ONE_TOKEN)
-            e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, true>();
+        if (e == cudaSuccess && STAGE_TOKENS >= 1)
+            e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 1>();
+        if constexpr (STAGE_TOKENS == 8 && pipe_shape<BITS, SWIGLU ? 2 : 1, GS32, 8>::FITS)
+            if (e == cudaSuccess)
+                e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 8>();
         if (e == cudaSuccess)
             e = allow_smem<BITS, 2, SWIGLU, GS32, 1>();
         if (e == cudaSuccess)
             e = allow_smem<BITS, 4, SWIGLU, GS32, 1>();
         return e;
     }
-    if (p->n_tok == 1 && STAGE_ONE_TOKEN)
-        return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, true>(p, blocks, s);
+    if (p->n_tok == 1 && STAGE_TOKENS >= 1)
+        return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 1>(p, blocks, s);
+    if constexpr (STAGE_TOKENS == 8 && pipe_shape<BITS, SWIGLU ? 2 : 1, GS32, 8>::FITS)
+        if (p->n_tok <= 8)
+            return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 8>(p, blocks, s);
     if (p->n_tok <= 8)
         return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>(p, blocks, s);
     if (p->n_tok <= 16)

@@ -201,7 +201,7 @@ static void bench_prefill_matmul(const char *name, int rows, int cols, int n_tok
 
 int main(int argc, char **argv)
 {
-    if (cuda_matmul_setup() != cudaSuccess) {
+    if (cuda_matmul_setup() != cudaSuccess || cuda_attention_setup() != cudaSuccess) {
         fprintf(stderr, "cuda-kernel-bench: no usable GPU\n");
         return 1;
     }

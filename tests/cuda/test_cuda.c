@@ -496,7 +496,7 @@ static void check_matmul_formats(void)
     };
     static const int formats[][2] = { { 2, 32 }, { 2, 64 }, { 4, 32 }, { 4, 64 }, { 4, 128 },
                                       { 8, 32 }, { 8, 64 }, { 8, 128 }, { 0, 0 } };
-    static const int toks[] = { 1, 5, 20, 40 };
+    static const int toks[] = { 1, 5, 8, 20, 40 };
     int runs = 0, bad = 0;
     double worst = 0.0;
     if (!tap_ok(cuda_matmul_setup() == cudaSuccess, "matmul kernels set up"))
@@ -921,6 +921,8 @@ static void check_flash_attention(void)
         { 8, 8, 128, 65, 300, 0 },    /* a long cached prefix */
         { 4, 1, 64, 200, 10, 100 },   /* a window that spans key tiles */
     };
+    if (!tap_ok(cuda_attention_setup() == cudaSuccess, "attention kernel set up"))
+        return;
     double worst = 0.0;
     int frags_ok = 1, n = (int)(sizeof cases / sizeof cases[0]);
     for (int c = 0; c < n; c++) {
