@@ -623,8 +623,9 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
         const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
         const int n_chunks = (st.kb_hi - st.kb_lo + P::U - 1) / P::U;
         /* The first chunks' weights while the kernel before finishes, then
-         * (once it has) their activations; all in one group, and empty
-         * ones to keep the count of groups in flight. */
+         * (once it has) their activations, a commit per chunk: the first
+         * group holds every early chunk's weights and chunk 0's
+         * activations, so the count of groups in flight is as before. */
 #pragma unroll
         for (int c = 0; c < P::STAGES_ - 1; c++)
             if (c < n_chunks)
