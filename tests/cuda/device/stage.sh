@@ -8,9 +8,9 @@
 # .device/new/      this working tree's build (build-cuda/)
 # .device/base/     BASE_REV's build (a git worktree in build-cuda-base/),
 #                   for before/after ratios measured in the same call
-# .device/NAME/     this tree built with extra nvcc flags (build-cuda-NAME/,
-#                   meson -Dnvcc_flags=FLAG,FLAG...), e.g.
-#                   --variant stages4=-DALM_MATMUL_STAGES=4
+# .device/NAME/     this tree built with extra flags for nvcc and the C
+#                   compiler (build-cuda-NAME/, meson -Dnvcc_flags=FLAG,FLAG...
+#                   -Dc_args=...), e.g. --variant stages4=-DALM_MATMUL_STAGES=4
 # .device/lib/      libglib, json-glib, pcre2 and what they pull in; never
 #                   the C or C++ runtime, which the GPU machine has
 # .device/check.sh  the script to run there (tests/cuda/device/check.sh)
@@ -59,9 +59,9 @@ echo "staged $(git describe --always --dirty) as .device/new"
 for v in "${variants[@]}"; do
     name=${v%%=*} flags=${v#*=}
     if [ -f "build-cuda-$name/build.ninja" ]; then
-        meson configure "build-cuda-$name" "-Dnvcc_flags=$flags" >/dev/null
+        meson configure "build-cuda-$name" "-Dnvcc_flags=$flags" "-Dc_args=${flags//,/ }" >/dev/null
     else
-        meson setup "build-cuda-$name" . -Dcuda=enabled "-Dnvcc_flags=$flags" >/dev/null
+        meson setup "build-cuda-$name" . -Dcuda=enabled "-Dnvcc_flags=$flags" "-Dc_args=${flags//,/ }" >/dev/null
     fi
     ninja -C "build-cuda-$name" >/dev/null
     stage "build-cuda-$name" ".device/$name"

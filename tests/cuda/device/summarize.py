@@ -87,6 +87,8 @@ def kernel_table(blocks):
         for r in rows:
             key = tuple((k, r[k]) for k in ("kernel", "shape", "bits", "dim", "n_tok", "pos0") if k in r)
             runs[key][build].append(r["us"])
+            if r.get("us_graph", -1) > 0:   # replayed from a graph (newer benches)
+                runs[key + (("timing", "graph"),)][build].append(r["us_graph"])
             builds.add(build)
     if not runs:
         return []
