@@ -129,16 +129,94 @@ static __device__ inline float warp_max(float v)
     return v;
 }
 
+/* Starts copying keys and values base + from .. base + to - 1 of kv_head
+ * into the tile's shared memory (row key - base). */
+static __device__ inline void copy_keys(const cuda_attention_shape &a, int kv_head, const float *k_cache,
+                                        const float *v_cache, int base, int from, int to, float *ks,
+                                        float *vs)
+{
+    const int d = a.head_dim, d4 = d / 4;
+    for (int i = from * d4 + (int)threadIdx.x; i < to * d4; i += ATTN_THREADS) {
+        const int key = i / d4, c = i % d4 * 4;
+        const size_t at = ((size_t)(base + key) * a.n_kv_heads + kv_head) * d + c;
+        copy16_async(ks + key * (d + 4) + c, k_cache + at);
+        copy16_async(vs + key * d + c, v_cache + at);
+    }
+}
+
+/* Floats of one split's partial result: (max, sum), two floats of padding
+ * so that the values start 16 bytes in, then head_dim weighted values. */
+static __host__ __device__ inline size_t partial_stride(int d) { return (size_t)d + 4u; }
+
+/* Merges a query head's splits (partials: partial_stride apart) into
+ * out_row (and frag, for token t, the head's first column col0): sum_s
+ * e^(m_s - max) v_s over sum_s e^(m_s - max) l_s. By one warp, so that the
+ * loads of all splits are in flight together (the time here is trips to
+ * L2, not arithmetic): a lane per split for the maxima and sums, a lane
+ * per 4 columns for the values, the splits in order. One function for
+ * merge_splits and the last block of an attention launch, so that the two
+ * give the same bits. __ldcg: other blocks of the launch wrote the
+ * partials. */
+static __device__ __forceinline__ void merge_row(const float *parts, int splits, int d, float *out_row,
+                                                 __half *frag, int t, int col0, int frag_steps)
+{
+    const int lane = threadIdx.x & 31;
+    const size_t stride = partial_stride(d);
+    float max = -INFINITY;
+    for (int s = lane; s < splits; s += 32)
+        max = fmaxf(max, __ldcg(parts + (size_t)s * stride));
+    max = warp_max(max);
+    float sum = 0.0f;
+    for (int s = lane; s < splits; s += 32) {
+        const float m = __ldcg(parts + (size_t)s * stride);
+        if (m != -INFINITY)
+            sum += expf(m - max) * __ldcg(parts + (size_t)s * stride + 1);
+    }
+    const float total = warp_sum(sum);
+    for (int c0 = 0; c0 < d; c0 += 128) {
+        const int c = c0 + 4 * lane;
+        const bool has = c < d;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int s0 = 0; s0 < splits; s0 += 32) {
+            /* the weight of split s0 + lane, handed to every lane */
+            float w = 0.0f;
+            if (s0 + lane < splits) {
+                const float m = __ldcg(parts + (size_t)(s0 + lane) * stride);
+                w = m == -INFINITY ? 0.0f : expf(m - max);
+            }
+            const int n = min(32, splits - s0);
+#pragma unroll 8
+            for (int j = 0; j < n; j++) {
+                const float ws = __shfl_sync(0xffffffffu, w, j);
+                if (has) {
+                    const float4 x = __ldcg(reinterpret_cast<const float4 *>(parts + (size_t)(s0 + j) * stride + 4 + c));
+                    v.x += ws * x.x;
+                    v.y += ws * x.y;
+                    v.z += ws * x.z;
+                    v.w += ws * x.w;
+                }
+            }
+        }
+        if (!has)
+            continue;
+        const float r[4] = { v.x / total, v.y / total, v.z / total, v.w / total };
+        for (int i = 0; i < 4; i++) {
+            out_row[c + i] = r[i];
+            if (frag)
+                frag[fragment_index(t, col0 + c + i, frag_steps)] = __float2half_rn(r[i]);
+        }
+    }
+}
+
 /* V4: float4s of the head dimension per lane (d <= 128 * V4). */
 template <int V4>
 static __global__ void __launch_bounds__(ATTN_THREADS)
 attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *pos_dev, int span,
                  const float *k_cache, const float *v_cache, float *out, float *partials,
-                 __half *frag)
+                 unsigned *counters, __half *frag)
 {
     extern __shared__ __align__(16) float sm[];
     let_next_kernel_start();
-    wait_for_previous_kernels();
     const int d = a.head_dim, d4 = d / 4, group = a.n_heads / a.n_kv_heads;
     const int rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
     const int split = blockIdx.x, splits = gridDim.x, t = blockIdx.z;
@@ -148,11 +226,21 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
     float *ks = sm, *vs = ks + ATTN_KEYS * (d + 4), *qs = vs + ATTN_KEYS * d, *ps = qs + nh * d;
 
     /* splits past the context (a grid sized for a longer one) find no
-     * keys and leave a partial of max -infinity, which the merge skips */
-    const int pos = (pos_dev ? *pos_dev : pos0) + t;
+     * keys and leave a partial of max -infinity, which the merge skips.
+     * pos_dev is safe to read before the kernels before this one are done:
+     * a graph copies it before its first kernel, which starts the chain of
+     * early starts. */
+    const int pass0 = pos_dev ? *pos_dev : pos0, pos = pass0 + t;
     const int first = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
     const int chunk = span / splits;
     const int lo = max(first, split * chunk), hi = min(pos + 1, (split + 1) * chunk);
+
+    /* The first tile's keys before the pass's first position were stored by
+     * earlier passes: their copies start while the kernels before finish
+     * (those store only the pass's own keys). */
+    const int early = lo < hi ? max(0, min(min(ATTN_KEYS, hi - lo), pass0 - lo)) : 0;
+    copy_keys(a, kv_head, k_cache, v_cache, lo, 0, early, ks, vs);
+    wait_for_previous_kernels();
 
     const float scale = 1.0f / sqrtf((float)d);
     const float *qh = q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d;
@@ -168,12 +256,7 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
     for (int base = lo; base < hi; base += ATTN_KEYS) {
         const int nk = min(ATTN_KEYS, hi - base);
         __syncthreads();   /* q is in; the previous tile is done with */
-        for (int i = threadIdx.x; i < nk * d4; i += ATTN_THREADS) {
-            const int key = i / d4, c = i % d4 * 4;
-            const size_t at = ((size_t)(base + key) * a.n_kv_heads + kv_head) * d + c;
-            copy16_async(ks + key * (d + 4) + c, k_cache + at);
-            copy16_async(vs + key * d + c, v_cache + at);
-        }
+        copy_keys(a, kv_head, k_cache, v_cache, base, base == lo ? early : 0, nk, ks, vs);
         asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
         __syncthreads();
         if (mine) {
@@ -227,30 +310,51 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
             __syncwarp();   /* p is rewritten by the next tile */
         }
     }
-    if (!mine)
-        return;
     const int head = kv_head * group + h0 + warp;
     const size_t row = (size_t)t * a.n_heads + head;
-    float *part = partials + (row * splits + split) * (size_t)(d + 2);
-    if (splits > 1 && lane == 0) {
-        part[0] = m;
-        part[1] = l;
-    }
+    float *part = partials + (row * splits + split) * partial_stride(d);
+    if (mine) {
+        if (splits > 1 && lane == 0) {
+            part[0] = m;
+            part[1] = l;
+        }
 #pragma unroll
-    for (int v = 0; v < V4; v++) {
-        const int c = (v * 32 + lane) * 4;
-        if (c >= d)
-            continue;
-        const float r[4] = { acc[v].x, acc[v].y, acc[v].z, acc[v].w };
-        for (int i = 0; i < 4; i++) {
+        for (int v = 0; v < V4; v++) {
+            const int c = (v * 32 + lane) * 4;
+            if (c >= d)
+                continue;
             if (splits > 1) {
-                part[2 + c + i] = r[i];
+                *reinterpret_cast<float4 *>(part + 4 + c) = acc[v];
                 continue;
             }
-            out[row * d + c + i] = r[i] / l;
-            if (frag)
-                frag[fragment_index(t, head * d + c + i, a.n_heads * d / 16)] = __float2half_rn(r[i] / l);
+            const float r[4] = { acc[v].x, acc[v].y, acc[v].z, acc[v].w };
+            for (int i = 0; i < 4; i++) {
+                out[row * d + c + i] = r[i] / l;
+                if (frag)
+                    frag[fragment_index(t, head * d + c + i, a.n_heads * d / 16)] = __float2half_rn(r[i] / l);
+            }
         }
+    }
+    if (splits == 1 || !counters)
+        return;   /* one split: done; no counters: merge_splits merges */
+    /* The last block of the (KV head, token) to finish merges the splits
+     * of its heads (one launch less): each block makes its partials
+     * visible, then counts itself in; the last resets the count for the
+     * next launch. */
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned *count = counters + (size_t)t * gridDim.y + blockIdx.y;
+        last = atomicAdd(count, 1u) == (unsigned)splits - 1u;
+        if (last)
+            *count = 0u;
+    }
+    __syncthreads();
+    if (last && mine) {
+        __threadfence();
+        merge_row(partials + row * splits * partial_stride(d), splits, d, out + row * d, frag, t, head * d,
+                  a.n_heads * d / 16);
     }
 }
 
@@ -260,35 +364,17 @@ static __global__ void merge_splits(int n_heads, int d, int splits, const float 
     let_next_kernel_start();
     wait_for_previous_kernels();
     const size_t row = (size_t)blockIdx.y * n_heads + blockIdx.x;
-    const float *parts = partials + row * splits * (size_t)(d + 2);
-    float max = -INFINITY;
-    for (int s = 0; s < splits; s++)
-        max = fmaxf(max, parts[(size_t)s * (d + 2)]);
-    float total = 0.0f;
-    for (int s = 0; s < splits; s++) {
-        float m = parts[(size_t)s * (d + 2)];
-        if (m != -INFINITY)
-            total += expf(m - max) * parts[(size_t)s * (d + 2) + 1];
-    }
-    for (int c = threadIdx.x; c < d; c += blockDim.x) {
-        float v = 0.0f;
-        for (int s = 0; s < splits; s++) {
-            float m = parts[(size_t)s * (d + 2)];
-            if (m != -INFINITY)
-                v += expf(m - max) * parts[(size_t)s * (d + 2) + 2 + c];
-        }
-        out[row * d + c] = v / total;
-        if (frag)
-            frag[fragment_index((int)blockIdx.y, (int)blockIdx.x * d + c, n_heads * d / 16)] =
-                __float2half_rn(v / total);
-    }
+    merge_row(partials + row * splits * partial_stride(d), splits, d, out + row * d, frag, (int)blockIdx.y,
+              (int)blockIdx.x * d, n_heads * d / 16);
 }
 
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
                            const int *pos_dev, int max_span, const float *k_cache,
-                           const float *v_cache, float *out, float *partials, size_t max_parts,
+                           const float *v_cache, float *out, const cuda_attention_scratch *scratch,
                            void *frag, cudaStream_t s)
 {
+    float *partials = scratch->partials;
+    const size_t max_parts = scratch->max_parts;
     if (frag && (a->n_heads * a->head_dim) % CUDA_TILE_COLS)
         return cudaErrorInvalidValue;
     __half *fh = (__half *)frag;
@@ -309,21 +395,23 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
     span = splits * chunk;
     const int group = a->n_heads / a->n_kv_heads, rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
     dim3 grid((unsigned)splits, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
+    /* counters for the last block's merge, where there are enough */
+    unsigned *counters = (size_t)grid.y * (size_t)n_tok <= scratch->max_counters ? scratch->counters : NULL;
     size_t smem = attention_smem_floats(a->head_dim, group < ATTN_WARPS ? group : ATTN_WARPS) * sizeof(float);
     cudaError_t e;
     if (a->head_dim <= 128)
         e = launch_overlapped(attention_kernel<1>, grid, dim3(ATTN_THREADS), smem, s, *a, q, pos0,
-                              pos_dev, span, k_cache, v_cache, out, partials, fh);
+                              pos_dev, span, k_cache, v_cache, out, partials, counters, fh);
     else
         e = launch_overlapped(attention_kernel<2>, grid, dim3(ATTN_THREADS), smem, s, *a, q, pos0,
-                              pos_dev, span, k_cache, v_cache, out, partials, fh);
-    if (e != cudaSuccess || splits == 1)
+                              pos_dev, span, k_cache, v_cache, out, partials, counters, fh);
+    if (e != cudaSuccess || splits == 1 || counters)
         return e;
-    return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(128), 0, s,
+    return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(32), 0, s,
                              a->n_heads, a->head_dim, splits, (const float *)partials, out, fh);
 }
 
-size_t cuda_attention_partial_floats(int head_dim) { return (size_t)head_dim + 2u; }
+size_t cuda_attention_partial_floats(int head_dim) { return partial_stride(head_dim); }
 
 cudaError_t cuda_attention_setup(void)
 {

@@ -44,6 +44,12 @@
 /* Passes of up to this many tokens become graphs: decoding and verifying. */
 #define GRAPH_MAX_TOKENS (ALM_MAX_DRAFT_TOKENS + 1)
 #define GRAPH_CACHE_SIZE 16
+/* 0 (at build time, e.g. tests/cuda/device/stage.sh --variant): a decode
+ * step converts its normed inputs in launches of their own, as before the
+ * matmul learned to normalize its row itself; for comparing the two. */
+#ifndef ALM_CUDA_FUSE_NORM
+#define ALM_CUDA_FUSE_NORM 1
+#endif
 #ifdef ALM_HAVE_CUBLAS
 /* cuBLAS calls are never captured into a graph */
 _Static_assert(CUDA_GEMM_MIN_TOKENS > GRAPH_MAX_TOKENS, "GEMM passes must run directly");
@@ -103,6 +109,8 @@ typedef struct cuda_workspace {
 #endif
     float *partials;             /* attention splits */
     size_t max_parts;
+    unsigned *counters;          /* attention: for merging in the last block (cuda_attention_scratch) */
+    size_t max_counters;
     int max_rows;
     int max_splits;              /* attention splits of the whole context */
     alm_error error;             /* first failure since take_error */
@@ -388,6 +396,7 @@ static void cuda_workspace_free(backend *base, void *p)
     cudaFree(ws->choice);
     cudaFreeHost(ws->choice_host);
     cudaFree(ws->partials);
+    cudaFree(ws->counters);
 #ifdef ALM_HAVE_CUBLAS
     cuda_gemm_free(ws->gemm);
 #endif
@@ -460,6 +469,10 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->choice, 2 * tokens * sizeof(int32_t));
     if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->choice_host, 2 * tokens * sizeof(int32_t));
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->partials, partial * sizeof(float));
+    ws->max_counters = CUDA_ATTENTION_COUNTERS(shape->n_heads, GRAPH_MAX_TOKENS);
+    const size_t counter_bytes = ws->max_counters * sizeof(unsigned);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->counters, counter_bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(ws->counters, 0, counter_bytes, ws->stream);
     const char *graphs = getenv("ALM_CUDA_GRAPHS");
     ws->use_graphs = !(graphs && strcmp(graphs, "0") == 0);
     const char *flash = getenv("ALM_CUDA_FLASH");
@@ -479,7 +492,8 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
         size_t device_bytes = 3 * frag + tokens * (size_t)width * sizeof(float) +
                               (size_t)width * sizeof(float) +
                               tokens * MOE_MAX_EXPERTS * sizeof(float) + logits_bytes +
-                              partial * sizeof(float) + (3 + 2 * tokens) * sizeof(int32_t);
+                              partial * sizeof(float) + counter_bytes +
+                              (3 + 2 * tokens) * sizeof(int32_t);
         size_t free_bytes = 0, total_bytes = 0;
         if (e == cudaErrorMemoryAllocation && cuda_memory_info(base, &free_bytes, &total_bytes) == 0)
             alm_error_set(err, -ENOMEM,
@@ -722,11 +736,22 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
         ws->graph_ok = false;
     if (recording(ex, OP_NORM_MATMUL, &args, sizeof args))
         return;
-    check(ex, cuda_to_fragments(x, n_tok, dim, dnorm, eps, ws->frag, ws->stream), "rmsnorm");
+    /* One token: the matmul normalizes its input itself (one launch less a
+     * layer, twice); the same float16 values as the conversion's. */
+    const cuda_normed_row normed = { x, dnorm, eps };
+    const bool fuse = ALM_CUDA_FUSE_NORM && n_tok == 1 && dim <= CUDA_NORMED_MAX_COLS && dnorm;
+    if (!fuse)
+        check(ex, cuda_to_fragments(x, n_tok, dim, dnorm, eps, ws->frag, ws->stream), "rmsnorm");
     if (swiglu) {
         const float *gb = bias ? device_vector_for(ex, bias[0], (size_t)w[0]->rows) : NULL;
         const float *ub = bias ? device_vector_for(ex, bias[1], (size_t)w[1]->rows) : NULL;
-        if (w[0]->rows % 64 == 0) {
+        void *frag_out = w[0]->rows % 64 == 0 ? ws->frag_out : NULL;
+        if (fuse) {
+            check(ex, cuda_swiglu_normed(matrix_of(w[0]), matrix_of(w[1]), &normed, gb, ub, y[0],
+                                         frag_out, ws->stream), "gate/up matmul");
+            if (frag_out)
+                ws->note = (fragment_note){ y[0], n_tok, w[0]->rows, frag_out };
+        } else if (frag_out) {
             /* the down projection's input, ready */
             matmul(ex, matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub, y[0], w[0]->rows, 0,
                    ws->frag_out, "gate/up matmul");
@@ -752,7 +777,10 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
             outs[n] = y[i0 + n];
             n++;
         }
-        matmul_many(ex, mats, n, ws->frag, n_tok, biases, outs);
+        if (fuse)
+            check(ex, cuda_matmul_many_normed(mats, n, &normed, biases, outs, ws->stream), "matmul");
+        else
+            matmul_many(ex, mats, n, ws->frag, n_tok, biases, outs);
         i0 += n;
     }
 }
@@ -848,9 +876,12 @@ static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const 
     if (!pos_dev && n_tok >= CUDA_FLASH_MIN_TOKENS && ws->use_flash && cuda_flash_attention_fits(&a))
         check(ex, cuda_flash_attention(&a, q, n_tok, pos0, cache.k, cache.v, out, frag, ws->stream),
               "attention");
-    else
-        check(ex, cuda_attention(&a, q, n_tok, pos0, pos_dev, args.span, cache.k, cache.v, out,
-                                 ws->partials, ws->max_parts, frag, ws->stream), "attention");
+    else {
+        const cuda_attention_scratch scratch = { ws->partials, ws->max_parts, ws->counters, ws->max_counters };
+        check(ex, cuda_attention(&a, q, n_tok, pos0, pos_dev, args.span, cache.k, cache.v, out, &scratch,
+                                 frag, ws->stream),
+              "attention");
+    }
     if (frag)
         ws->note = (fragment_note){ out, n_tok, dim, frag };
 }

@@ -91,6 +91,24 @@ cudaError_t cuda_swiglu_fragments(const cuda_matrix *gate, const cuda_matrix *up
 cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *frag, int n_tok,
                              const float *const *bias, float *const *y, cudaStream_t s);
 
+/* One token's input as its float row, which the matmul normalizes itself
+ * (RMSNorm with weights norm): the float16 values cuda_to_fragments(x, 1,
+ * cols, norm, eps, ...) would make, bit for bit, without that launch and
+ * its trip through memory. Up to CUDA_NORMED_MAX_COLS columns. */
+#define CUDA_NORMED_MAX_COLS 8192
+typedef struct cuda_normed_row {
+    const float *x, *norm;
+    float eps;
+} cuda_normed_row;
+
+/* cuda_matmul_many and cuda_swiglu_fragments (frag_out may be NULL: then
+ * any count of rows) of one token given as a normed row. */
+cudaError_t cuda_matmul_many_normed(const cuda_matrix *const *w, int n_w, const cuda_normed_row *in,
+                                    const float *const *bias, float *const *y, cudaStream_t s);
+cudaError_t cuda_swiglu_normed(const cuda_matrix *gate, const cuda_matrix *up,
+                               const cuda_normed_row *in, const float *gate_bias,
+                               const float *up_bias, float *y, void *frag_out, cudaStream_t s);
+
 /* x[t] = table row tokens[t] (tokens in device memory). */
 cudaError_t cuda_embed(const cuda_matrix *table, const int32_t *tokens, int n_tok, float *x,
                        cudaStream_t s);
@@ -109,8 +127,21 @@ cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_tabl
                             int pos0, const int *pos_dev, float *k_cache, float *v_cache,
                             cudaStream_t s);
 
-/* Partial results per split of the key range: (max, sum, head_dim values). */
+/* Floats of one split's partial result (max, sum, head_dim values, padding). */
 size_t cuda_attention_partial_floats(int head_dim);
+/* What cuda_attention needs when it splits the keys: room for max_parts
+ * partials (of a query head and token each), and max_counters counters,
+ * zeroed before the first launch and left zeroed by each, with which the
+ * last block of a (KV head, token) merges the splits itself (one launch
+ * less; NULL or too few for a pass: a launch of its own merges). */
+typedef struct cuda_attention_scratch {
+    float *partials;
+    size_t max_parts;
+    unsigned *counters;
+    size_t max_counters;
+} cuda_attention_scratch;
+/* Counters a pass of n_tok tokens uses. */
+#define CUDA_ATTENTION_COUNTERS(n_heads, n_tok) ((size_t)(n_heads) * (size_t)(n_tok))
 /* Keys per split. */
 #define CUDA_ATTENTION_SPLIT_KEYS 64
 /* Allows the attention kernel the shared memory of the largest head
@@ -118,7 +149,7 @@ size_t cuda_attention_partial_floats(int head_dim);
 cudaError_t cuda_attention_setup(void);
 
 /* out = softmax(q K^T / sqrt(d) + mask) V, split along the keys when the
- * context is long (partials: room for max_parts splits). With pos_dev the
+ * context is long (scratch: cuda_attention_scratch). With pos_dev the
  * position is read on the GPU and the launch covers contexts up to
  * max_span keys (splits past the real context do nothing); the results
  * are those of the launch sized for the real context, bit for bit.
@@ -127,7 +158,7 @@ cudaError_t cuda_attention_setup(void);
  * but for the padding tokens; n_heads * head_dim a multiple of 64). */
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
                            const int *pos_dev, int max_span, const float *k_cache,
-                           const float *v_cache, float *out, float *partials, size_t max_parts,
+                           const float *v_cache, float *out, const cuda_attention_scratch *scratch,
                            void *frag, cudaStream_t s);
 
 /* Attention of a prefill pass on the tensor cores (flash_attention.cu):

@@ -1,6 +1,8 @@
 /* Times each CUDA kernel alone on shapes of Llama 3 8B (4-bit, groups of
- * 64), as JSON lines: microseconds per launch (200 back to back) and the
- * bandwidth that means for the matmuls. Tells which kernel holds a decode
+ * 64), as JSON lines: microseconds per launch (200 back to back: "us" as
+ * stream launches, "us_graph" replayed from a CUDA graph, as a decode step
+ * runs them, without the host's launch cost) and the bandwidth that means
+ * for the matmuls. Tells which kernel holds a decode
  * step back from the memory roofline. A matmul cycles through copies of
  * its weights that together exceed the L2 cache (as a decode step's
  * layers do), so that its bandwidth is the memory's. */
@@ -54,17 +56,49 @@ static cuda_matrix make_matrix(int rows, int cols, int bits)
 }
 
 static cudaEvent_t ev0, ev1;
+static cudaStream_t bs;   /* the launches' stream (the legacy one cannot be captured) */
 
-static void start(void) { cudaEventRecord(ev0, 0); }
+static void start(void) { cudaEventRecord(ev0, bs); }
 
 static double stop_us(void)
 {
     float ms = 0.0f;
-    cudaEventRecord(ev1, 0);
+    cudaEventRecord(ev1, bs);
     cudaEventSynchronize(ev1);
     cudaEventElapsedTime(&ms, ev0, ev1);
     return ms * 1e3 / LAUNCHES;
 }
+
+/* Microseconds per launch of LAUNCH (a statement that may use r, the
+ * launch's index), into US as stream launches and into US_GRAPH replayed
+ * from a graph of all of them (the second replay, the first warms up). */
+#define TIME_LAUNCHES(us, us_graph, LAUNCH)                                          \
+    do {                                                                              \
+        start();                                                                      \
+        for (int r = 0; r < LAUNCHES; r++) {                                          \
+            LAUNCH;                                                                   \
+        }                                                                             \
+        (us) = stop_us();                                                             \
+        cudaGraph_t graph_ = NULL;                                                    \
+        cudaGraphExec_t exec_ = NULL;                                                 \
+        (us_graph) = -1.0;                                                            \
+        if (cudaStreamBeginCapture(bs, cudaStreamCaptureModeThreadLocal) == cudaSuccess) { \
+            for (int r = 0; r < LAUNCHES; r++) {                                      \
+                LAUNCH;                                                               \
+            }                                                                         \
+            if (cudaStreamEndCapture(bs, &graph_) == cudaSuccess &&                   \
+                cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {             \
+                cudaGraphLaunch(exec_, bs);                                           \
+                start();                                                              \
+                cudaGraphLaunch(exec_, bs);                                           \
+                (us_graph) = stop_us();                                               \
+            }                                                                         \
+        }                                                                             \
+        if (exec_)                                                                    \
+            cudaGraphExecDestroy(exec_);                                              \
+        if (graph_)                                                                   \
+            cudaGraphDestroy(graph_);                                                 \
+    } while (0)
 
 #define MAX_COPIES 64
 #define COPIES_BYTES ((size_t)512 << 20)
@@ -85,17 +119,16 @@ static void bench_matmul(const char *name, int rows, int cols, int bits, int n_t
     float *x = device_floats((size_t)n_tok * cols, 1.0f), *y = device_floats((size_t)n_tok * rows, 0.0f);
     void *frag = NULL;
     cudaMalloc(&frag, cuda_fragment_bytes(n_tok, cols));
-    cuda_to_fragments(x, n_tok, cols, NULL, 0.0f, frag, 0);
+    cuda_to_fragments(x, n_tok, cols, NULL, 0.0f, frag, bs);
     for (int i = 0; i < 10; i++)
         cuda_matmul(&w[i % copies], swiglu ? &up[i % copies] : NULL, frag, n_tok, NULL, NULL, y,
-                    rows, 0, 1.0f, 0);
-    start();
-    for (int i = 0; i < LAUNCHES; i++)
-        cuda_matmul(&w[i % copies], swiglu ? &up[i % copies] : NULL, frag, n_tok, NULL, NULL, y,
-                    rows, 0, 1.0f, 0);
-    double us = stop_us();
-    printf("{\"kernel\": \"matmul\", \"shape\": \"%s\", \"bits\": %d, \"n_tok\": %d, \"copies\": %d, \"us\": %.2f, \"gb_s\": %.0f, \"error\": \"%s\"}\n",
-           name, b, n_tok, copies, us, bytes / (us * 1e-6) / 1e9, cudaGetErrorString(cudaGetLastError()));
+                    rows, 0, 1.0f, bs);
+    double us, us_graph;
+    TIME_LAUNCHES(us, us_graph,
+                  cuda_matmul(&w[r % copies], swiglu ? &up[r % copies] : NULL, frag, n_tok, NULL,
+                              NULL, y, rows, 0, 1.0f, bs));
+    printf("{\"kernel\": \"matmul\", \"shape\": \"%s\", \"bits\": %d, \"n_tok\": %d, \"copies\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"gb_s\": %.0f, \"error\": \"%s\"}\n",
+           name, b, n_tok, copies, us, us_graph, bytes / (us_graph * 1e-6) / 1e9, cudaGetErrorString(cudaGetLastError()));
     for (int c = 0; c < copies; c++) {
         cudaFree(w[c].tiles);
         cudaFree(w[c].scale_bias);
@@ -118,34 +151,36 @@ static void bench_small(int n_tok, int pos0)
     float *cs = device_floats((size_t)ctx * d / 2, 1.0f), *sn = device_floats((size_t)ctx * d / 2, 1.0f);
     size_t parts = (size_t)heads * 32 * (ctx / CUDA_ATTENTION_SPLIT_KEYS);
     float *partials = device_floats(parts * cuda_attention_partial_floats(d), 0.0f);
+    unsigned *counters = NULL;
+    const size_t n_counters = CUDA_ATTENTION_COUNTERS(heads, n_tok);
+    cudaMalloc((void **)&counters, n_counters * sizeof *counters);
+    cudaMemset(counters, 0, n_counters * sizeof *counters);
+    /* as a decode step runs it: the last block merges */
+    const cuda_attention_scratch scratch = { partials, parts, counters, n_counters };
     void *frag = NULL;
     cudaMalloc(&frag, cuda_fragment_bytes(n_tok, 14336));
     static const int dims[] = { 4096, 14336 };
+    double us, us_graph;
     for (int i = 0; i < 2; i++) {
-        start();
-        for (int r = 0; r < LAUNCHES; r++)
-            cuda_to_fragments(x, n_tok, dims[i], norm, 1e-5f, frag, 0);
-        printf("{\"kernel\": \"to_fragments\", \"dim\": %d, \"n_tok\": %d, \"us\": %.2f}\n", dims[i], n_tok, stop_us());
+        TIME_LAUNCHES(us, us_graph, cuda_to_fragments(x, n_tok, dims[i], norm, 1e-5f, frag, bs));
+        printf("{\"kernel\": \"to_fragments\", \"dim\": %d, \"n_tok\": %d, \"us\": %.2f, \"us_graph\": %.2f}\n",
+               dims[i], n_tok, us, us_graph);
     }
-    start();
-    for (int r = 0; r < LAUNCHES; r++)
-        cuda_rope_store(&a, cs, sn, NULL, NULL, 1e-5f, q, k, v, n_tok, pos0, NULL, kc, vc, 0);
-    printf("{\"kernel\": \"rope_store\", \"n_tok\": %d, \"us\": %.2f}\n", n_tok, stop_us());
-    start();
-    for (int r = 0; r < LAUNCHES; r++)
-        cuda_attention(&a, q, n_tok, pos0, NULL, 0, kc, vc, out, partials, parts, NULL, 0);
-    printf("{\"kernel\": \"attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"error\": \"%s\"}\n", n_tok,
-           pos0, stop_us(), cudaGetErrorString(cudaGetLastError()));
+    TIME_LAUNCHES(us, us_graph,
+                  cuda_rope_store(&a, cs, sn, NULL, NULL, 1e-5f, q, k, v, n_tok, pos0, NULL, kc, vc, bs));
+    printf("{\"kernel\": \"rope_store\", \"n_tok\": %d, \"us\": %.2f, \"us_graph\": %.2f}\n", n_tok, us, us_graph);
+    TIME_LAUNCHES(us, us_graph,
+                  cuda_attention(&a, q, n_tok, pos0, NULL, 0, kc, vc, out, &scratch, NULL, bs));
+    printf("{\"kernel\": \"attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"error\": \"%s\"}\n",
+           n_tok, pos0, us, us_graph, cudaGetErrorString(cudaGetLastError()));
     if (n_tok >= CUDA_FLASH_MIN_TOKENS) {
-        start();
-        for (int r = 0; r < LAUNCHES; r++)
-            cuda_flash_attention(&a, q, n_tok, pos0, kc, vc, out, frag, 0);
-        printf("{\"kernel\": \"flash_attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"error\": \"%s\"}\n",
-               n_tok, pos0, stop_us(), cudaGetErrorString(cudaGetLastError()));
+        TIME_LAUNCHES(us, us_graph, cuda_flash_attention(&a, q, n_tok, pos0, kc, vc, out, frag, bs));
+        printf("{\"kernel\": \"flash_attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"error\": \"%s\"}\n",
+               n_tok, pos0, us, us_graph, cudaGetErrorString(cudaGetLastError()));
     }
     (void)hidden;
     cudaFree(x); cudaFree(norm); cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(out);
-    cudaFree(kc); cudaFree(vc); cudaFree(cs); cudaFree(sn); cudaFree(partials); cudaFree(frag);
+    cudaFree(kc); cudaFree(vc); cudaFree(cs); cudaFree(sn); cudaFree(partials); cudaFree(counters); cudaFree(frag);
 }
 
 #ifdef ALM_HAVE_CUBLAS
@@ -207,6 +242,7 @@ int main(int argc, char **argv)
     }
     cudaEventCreate(&ev0);
     cudaEventCreate(&ev1);
+    cudaStreamCreateWithFlags(&bs, cudaStreamNonBlocking);
     /* cuda-kernel-bench prefill: only the pieces of a 512-token pass */
     if (argc > 1 && strcmp(argv[1], "prefill") == 0) {
 #ifdef ALM_HAVE_CUBLAS

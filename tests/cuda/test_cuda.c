@@ -12,12 +12,16 @@
  * - an unknown device is refused with the list of those built in;
  * - the matmul kernel on every weight format (2/4/8-bit in groups of 32,
  *   64 and 128, dense), several shapes (so every split of a tile's columns
- *   among warps) and token counts, against a host computation;
+ *   among warps) and token counts, against a host computation; the matmul
+ *   that normalizes its one token itself against the conversion launch and
+ *   the plain matmul, bit for bit;
  * - the argmax on the GPU (alm_seq_forward_argmax) against the argmax of
  *   the logits, with and without a vocabulary limit;
  * - with the GPU's memory taken, a sequence and its work buffers are
  *   refused with what they need and what is free;
- * - the prefill attention (tensor cores) against the decode kernel's;
+ * - the prefill attention (tensor cores) against the decode kernel's; the
+ *   attention that merges its splits in its last block against the merge
+ *   launch, bit for bit;
  * - the prefill GEMM (cuBLAS, where the library is found) against the
  *   matmul kernel: every operation it replaces, in several formats, and a
  *   model's logits after a long prompt. */
@@ -591,7 +595,6 @@ static void check_matmul_bits(void)
     free(first);
 }
 
-#ifdef ALM_HAVE_CUBLAS
 static float *device_randoms(uint64_t *rng, size_t n, float lo, float hi)
 {
     float *h = malloc(n * sizeof *h);
@@ -660,6 +663,116 @@ static cuda_matrix random_matrix(uint64_t *rng, int rows, int cols, int bits, in
     return m;
 }
 
+/* Equal bit for bit, n floats (or float16 values) in device memory. */
+static bool device_same(const void *a, const void *b, size_t bytes)
+{
+    void *ha = malloc(bytes), *hb = malloc(bytes);
+    cudaMemcpy(ha, a, bytes, cudaMemcpyDeviceToHost);
+    cudaMemcpy(hb, b, bytes, cudaMemcpyDeviceToHost);
+    bool same = memcmp(ha, hb, bytes) == 0;
+    free(ha);
+    free(hb);
+    return same;
+}
+
+/* A decode step's matmuls that normalize their one token themselves
+ * (cuda_matmul_many_normed, cuda_swiglu_normed) against the conversion
+ * launch and the plain matmul: bit for bit (else a verified token's logits
+ * would differ from decoding it), for q/k/v of one input, SwiGLU with its
+ * fragments and, rows not a multiple of 64, without; and a row wider than
+ * CUDA_NORMED_MAX_COLS refused. */
+static void check_normed_matmul(void)
+{
+    static const struct { int bits, group, rows, cols; } cases[] = {
+        { 4, 64, 512, 4096 }, { 4, 32, 208, 1600 }, { 8, 64, 256, 8192 }, { 2, 128, 192, 1024 },
+        { 0, 0, 320, 2048 },
+    };
+    const int n_cases = (int)(sizeof cases / sizeof cases[0]);
+    int same = 0, runs = 0;
+    cudaError_t e = cudaSuccess;
+    for (int c = 0; c < n_cases && e == cudaSuccess; c++) {
+        const int rows = cases[c].rows, cols = cases[c].cols, kv = rows / 4;
+        uint64_t rng = 7u + (uint64_t)c;
+        cuda_matrix q = random_matrix(&rng, rows, cols, cases[c].bits, cases[c].group);
+        cuda_matrix k = random_matrix(&rng, kv, cols, cases[c].bits, cases[c].group);
+        cuda_matrix v = random_matrix(&rng, kv, cols, cases[c].bits, cases[c].group);
+        float *x = device_randoms(&rng, (size_t)cols, -3.0f, 3.0f);
+        float *norm = device_randoms(&rng, (size_t)cols, 0.2f, 2.0f);
+        float *bias = device_randoms(&rng, (size_t)rows, -0.5f, 0.5f);
+        float *out[2][3] = { { NULL } };
+        void *frag = NULL, *fo[2] = { NULL, NULL };
+        for (int i = 0; i < 2; i++) {
+            cudaMalloc((void **)&out[i][0], (size_t)rows * sizeof(float));
+            cudaMalloc((void **)&out[i][1], (size_t)kv * sizeof(float));
+            cudaMalloc((void **)&out[i][2], (size_t)kv * sizeof(float));
+            cudaMalloc(&fo[i], cuda_fragment_bytes(1, rows));
+            cudaMemset(fo[i], 0, cuda_fragment_bytes(1, rows));
+        }
+        cudaMalloc(&frag, cuda_fragment_bytes(1, cols));
+        const cuda_matrix *mats[3] = { &q, &k, &v };
+        const float *biases[3] = { bias, NULL, bias };
+        const cuda_normed_row in = { x, norm, 1e-5f };
+        e = cuda_to_fragments(x, 1, cols, norm, 1e-5f, frag, 0);
+        if (e == cudaSuccess)
+            e = cuda_matmul_many(mats, 3, frag, 1, biases, out[0], 0);
+        if (e == cudaSuccess)
+            e = cuda_matmul_many_normed(mats, 3, &in, biases, out[1], 0);
+        cudaDeviceSynchronize();
+        bool ok = e == cudaSuccess && device_same(out[0][0], out[1][0], (size_t)rows * 4) &&
+                  device_same(out[0][1], out[1][1], (size_t)kv * 4) &&
+                  device_same(out[0][2], out[1][2], (size_t)kv * 4);
+        runs++;
+        same += ok;
+        if (!ok)
+            tap_diag("q/k/v, %d bits, %d x %d: differs (%s)", cases[c].bits, rows, cols, cudaGetErrorString(e));
+        /* SwiGLU (q and a copy of it as gate and up): with the fragments
+         * where rows allow, else plain */
+        const bool with_frag = rows % 64 == 0;
+        if (e == cudaSuccess)
+            e = with_frag ? cuda_swiglu_fragments(&q, &q, frag, 1, bias, NULL, out[0][0], fo[0], 0)
+                          : cuda_matmul(&q, &q, frag, 1, bias, NULL, out[0][0], rows, 0, 1.0f, 0);
+        if (e == cudaSuccess)
+            e = cuda_swiglu_normed(&q, &q, &in, bias, NULL, out[1][0], with_frag ? fo[1] : NULL, 0);
+        cudaDeviceSynchronize();
+        ok = e == cudaSuccess && device_same(out[0][0], out[1][0], (size_t)rows * 4) &&
+             (!with_frag || device_same(fo[0], fo[1], cuda_fragment_bytes(1, rows)));
+        runs++;
+        same += ok;
+        if (!ok)
+            tap_diag("SwiGLU%s, %d bits, %d x %d: differs (%s)", with_frag ? " with fragments" : "",
+                     cases[c].bits, rows, cols, cudaGetErrorString(e));
+        cuda_matrix *all[3] = { &q, &k, &v };
+        for (int i = 0; i < 3; i++) {
+            cudaFree(all[i]->tiles);
+            cudaFree(all[i]->scale_bias);
+        }
+        void *bufs[] = { x, norm, bias, frag, fo[0], fo[1], out[0][0], out[0][1], out[0][2],
+                         out[1][0], out[1][1], out[1][2] };
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            cudaFree(bufs[i]);
+    }
+    tap_ok(e == cudaSuccess && same == runs,
+           "a matmul normalizing its one token itself equals the conversion and the matmul, bit for bit (%d of %d; %s)",
+           same, runs, cudaGetErrorString(e));
+    /* too wide a row: refused, not overrun */
+    uint64_t rng = 3;
+    const int wide = CUDA_NORMED_MAX_COLS + 64;
+    cuda_matrix w = random_matrix(&rng, 16, wide, 4, 64);
+    float *x = device_randoms(&rng, (size_t)wide, -1.0f, 1.0f), *y = NULL;
+    cudaMalloc((void **)&y, 16 * sizeof(float));
+    const cuda_matrix *one[1] = { &w };
+    float *ys[1] = { y };
+    const cuda_normed_row in = { x, x, 1e-5f };
+    e = cuda_matmul_many_normed(one, 1, &in, NULL, ys, 0);
+    tap_ok(e == cudaErrorInvalidValue, "a normed row of %d columns is refused (%s)", wide, cudaGetErrorString(e));
+    cudaGetLastError();
+    cudaFree(w.tiles);
+    cudaFree(w.scale_bias);
+    cudaFree(x);
+    cudaFree(y);
+}
+
+#ifdef ALM_HAVE_CUBLAS
 /* The GEMM against the matmul kernel for one format, shape and token
  * count: the o/down projection (+= with a bias), SwiGLU with its
  * fragments, and q/k/v of one input (two matrices, with biases). The
@@ -875,8 +988,9 @@ static double flash_difference(int n_heads, int n_kv, int d, int n_tok, int pos0
     if (e == cudaSuccess) e = cudaMalloc((void **)&partials, parts * cuda_attention_partial_floats(d) * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc(&frag, cuda_fragment_bytes(n_tok, dim));
     if (e == cudaSuccess) e = cudaMalloc(&frag_rows, nq * sizeof(_Float16));
+    const cuda_attention_scratch scratch = { partials, parts, NULL, 0 };
     if (e == cudaSuccess)
-        e = cuda_attention(&a, qd, n_tok, pos0, NULL, ctx, kd, vd, out_ref, partials, parts, NULL, 0);
+        e = cuda_attention(&a, qd, n_tok, pos0, NULL, ctx, kd, vd, out_ref, &scratch, NULL, 0);
     if (e == cudaSuccess)
         e = cuda_flash_attention(&a, qd, n_tok, pos0, kd, vd, out, frag, 0);
     if (e == cudaSuccess)
@@ -939,6 +1053,86 @@ static void check_flash_attention(void)
     tap_ok(worst <= 5e-3 && frags_ok,
            "prefill attention on the tensor cores equals the decode kernel's within 5e-3 of max|v| in %d shapes (worst %.2e), its fragments its output rounded",
            n, worst);
+}
+
+/* The attention whose last block merges the splits (counters given)
+ * against the merge launch, for one shape: the output and its fragments
+ * bit for bit, and the counters left at zero. pos_dev: the position read
+ * on the GPU, with a grid for a longer context (as graphs run it). */
+static bool merge_in_last_block_same(int heads, int kv, int d, int n_tok, int pos0, int window,
+                                     bool pos_dev)
+{
+    uint64_t rng = (uint64_t)(heads * 7 + kv * 3 + d + n_tok * 11 + pos0 + window + 2 * pos_dev);
+    const int ctx = 1024;
+    cuda_attention_shape a = { heads, kv, d, window };
+    const size_t q_n = (size_t)n_tok * heads * d, c_n = (size_t)ctx * kv * d;
+    float *q = device_randoms(&rng, q_n, -1.0f, 1.0f);
+    float *kc = device_randoms(&rng, c_n, -1.0f, 1.0f), *vc = device_randoms(&rng, c_n, -1.0f, 1.0f);
+    float *out[2] = { NULL, NULL };
+    size_t parts = (size_t)heads * (size_t)n_tok * (size_t)(ctx / CUDA_ATTENTION_SPLIT_KEYS);
+    float *partials = NULL;
+    void *frag[2] = { NULL, NULL };
+    int *pos_d = NULL;
+    unsigned *counters = NULL;
+    const size_t n_counters = CUDA_ATTENTION_COUNTERS(heads, n_tok);
+    const size_t frag_bytes = cuda_fragment_bytes(n_tok, heads * d);
+    const bool with_frag = (heads * d) % 64 == 0;
+    cudaMalloc((void **)&partials, parts * cuda_attention_partial_floats(d) * sizeof(float));
+    cudaMalloc((void **)&counters, n_counters * sizeof(unsigned));
+    cudaMemset(counters, 0, n_counters * sizeof(unsigned));
+    for (int i = 0; i < 2; i++) {
+        cudaMalloc((void **)&out[i], q_n * sizeof(float));
+        cudaMalloc(&frag[i], frag_bytes);
+        cudaMemset(frag[i], 0, frag_bytes);
+    }
+    cudaMalloc((void **)&pos_d, sizeof(int));
+    cudaMemcpy(pos_d, &pos0, sizeof(int), cudaMemcpyHostToDevice);
+    const int *pd = pos_dev ? pos_d : NULL;
+    const int span = pos_dev ? ctx : 0;
+    const cuda_attention_scratch plain = { partials, parts, NULL, 0 };
+    const cuda_attention_scratch counted = { partials, parts, counters, n_counters };
+    cudaError_t e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[0], &plain,
+                                   with_frag ? frag[0] : NULL, 0);
+    /* twice: the first launch must leave the counters as it found them */
+    for (int twice = 0; twice < 2 && e == cudaSuccess; twice++)
+        e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[1], &counted,
+                           with_frag ? frag[1] : NULL, 0);
+    cudaDeviceSynchronize();
+    unsigned *left = calloc(n_counters, sizeof *left);
+    cudaMemcpy(left, counters, n_counters * sizeof *left, cudaMemcpyDeviceToHost);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n_counters; i++)
+        nonzero += left[i] != 0;
+    free(left);
+    bool same = e == cudaSuccess && nonzero == 0 && device_same(out[0], out[1], q_n * sizeof(float)) &&
+                (!with_frag || device_same(frag[0], frag[1], frag_bytes));
+    if (!same)
+        tap_diag("merge in the last block, %d heads (%d kv) of %d, %d tokens at %d, window %d%s: %s", heads,
+                 kv, d, n_tok, pos0, window, pos_dev ? ", position on the GPU" : "",
+                 e != cudaSuccess ? cudaGetErrorString(e) : nonzero ? "counters left set" : "differs");
+    void *bufs[] = { q, kc, vc, partials, counters, pos_d, out[0], out[1], frag[0], frag[1] };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        cudaFree(bufs[i]);
+    return same;
+}
+
+static void check_merge_in_last_block(void)
+{
+    static const struct { int heads, kv, d, n_tok, pos0, window, pos_dev; } cases[] = {
+        { 32, 8, 128, 1, 540, 0, 1 },    /* a llama3-8b decode step, as a graph runs it */
+        { 32, 8, 128, 5, 61, 0, 0 },     /* verifying 4 draft tokens across a split */
+        { 16, 8, 128, 17, 900, 0, 1 },   /* 17 tokens, 15 splits */
+        { 14, 2, 64, 3, 0, 0, 0 },       /* the first tokens of a sequence: one split */
+        { 4, 2, 96, 6, 100, 32, 0 },     /* a sliding window; 96 columns */
+        { 4, 1, 16, 2, 300, 0, 1 },      /* a tiny model's heads (no fragments) */
+    };
+    int n = (int)(sizeof cases / sizeof cases[0]), same = 0;
+    for (int c = 0; c < n; c++)
+        same += merge_in_last_block_same(cases[c].heads, cases[c].kv, cases[c].d, cases[c].n_tok,
+                                         cases[c].pos0, cases[c].window, cases[c].pos_dev);
+    tap_ok(same == n,
+           "attention merging its splits in its last block equals the merge launch bit for bit and leaves its counters at zero (%d of %d shapes)",
+           same, n);
 }
 
 /* Takes all but `leave` bytes of the GPU's free memory; NULL if it cannot. */
@@ -1014,8 +1208,10 @@ int main(void)
            "an unknown device is refused, naming the ones there are (%s)", err.message);
     check_matmul_formats();
     check_matmul_bits();
+    check_normed_matmul();
     check_out_of_memory();
     check_flash_attention();
+    check_merge_in_last_block();
 #ifdef ALM_HAVE_CUBLAS
     check_gemm();
 #else
