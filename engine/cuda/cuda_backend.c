@@ -44,12 +44,6 @@
 /* Passes of up to this many tokens become graphs: decoding and verifying. */
 #define GRAPH_MAX_TOKENS (ALM_MAX_DRAFT_TOKENS + 1)
 #define GRAPH_CACHE_SIZE 16
-/* 0 (at build time, e.g. tests/cuda/device/stage.sh --variant): a decode
- * step converts its normed inputs in launches of their own, as before the
- * matmul learned to normalize its row itself; for comparing the two. */
-#ifndef ALM_CUDA_FUSE_NORM
-#define ALM_CUDA_FUSE_NORM 1
-#endif
 #ifdef ALM_HAVE_CUBLAS
 /* cuBLAS calls are never captured into a graph */
 _Static_assert(CUDA_GEMM_MIN_TOKENS > GRAPH_MAX_TOKENS, "GEMM passes must run directly");
@@ -736,22 +730,11 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
         ws->graph_ok = false;
     if (recording(ex, OP_NORM_MATMUL, &args, sizeof args))
         return;
-    /* One token: the matmul normalizes its input itself (one launch less a
-     * layer, twice); the same float16 values as the conversion's. */
-    const cuda_normed_row normed = { x, dnorm, eps };
-    const bool fuse = ALM_CUDA_FUSE_NORM && n_tok == 1 && dim <= CUDA_NORMED_MAX_COLS && dnorm;
-    if (!fuse)
-        check(ex, cuda_to_fragments(x, n_tok, dim, dnorm, eps, ws->frag, ws->stream), "rmsnorm");
+    check(ex, cuda_to_fragments(x, n_tok, dim, dnorm, eps, ws->frag, ws->stream), "rmsnorm");
     if (swiglu) {
         const float *gb = bias ? device_vector_for(ex, bias[0], (size_t)w[0]->rows) : NULL;
         const float *ub = bias ? device_vector_for(ex, bias[1], (size_t)w[1]->rows) : NULL;
-        void *frag_out = w[0]->rows % 64 == 0 ? ws->frag_out : NULL;
-        if (fuse) {
-            check(ex, cuda_swiglu_normed(matrix_of(w[0]), matrix_of(w[1]), &normed, gb, ub, y[0],
-                                         frag_out, ws->stream), "gate/up matmul");
-            if (frag_out)
-                ws->note = (fragment_note){ y[0], n_tok, w[0]->rows, frag_out };
-        } else if (frag_out) {
+        if (w[0]->rows % 64 == 0) {
             /* the down projection's input, ready */
             matmul(ex, matrix_of(w[0]), matrix_of(w[1]), ws->frag, n_tok, gb, ub, y[0], w[0]->rows, 0,
                    ws->frag_out, "gate/up matmul");
@@ -777,10 +760,7 @@ static void cuda_op_norm_matmul(backend_exec *ex, const float *x, int n_tok, con
             outs[n] = y[i0 + n];
             n++;
         }
-        if (fuse)
-            check(ex, cuda_matmul_many_normed(mats, n, &normed, biases, outs, ws->stream), "matmul");
-        else
-            matmul_many(ex, mats, n, ws->frag, n_tok, biases, outs);
+        matmul_many(ex, mats, n, ws->frag, n_tok, biases, outs);
         i0 += n;
     }
 }

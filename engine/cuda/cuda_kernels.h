@@ -91,24 +91,6 @@ cudaError_t cuda_swiglu_fragments(const cuda_matrix *gate, const cuda_matrix *up
 cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *frag, int n_tok,
                              const float *const *bias, float *const *y, cudaStream_t s);
 
-/* One token's input as its float row, which the matmul normalizes itself
- * (RMSNorm with weights norm): the float16 values cuda_to_fragments(x, 1,
- * cols, norm, eps, ...) would make, bit for bit, without that launch and
- * its trip through memory. Up to CUDA_NORMED_MAX_COLS columns. */
-#define CUDA_NORMED_MAX_COLS 8192
-typedef struct cuda_normed_row {
-    const float *x, *norm;
-    float eps;
-} cuda_normed_row;
-
-/* cuda_matmul_many and cuda_swiglu_fragments (frag_out may be NULL: then
- * any count of rows) of one token given as a normed row. */
-cudaError_t cuda_matmul_many_normed(const cuda_matrix *const *w, int n_w, const cuda_normed_row *in,
-                                    const float *const *bias, float *const *y, cudaStream_t s);
-cudaError_t cuda_swiglu_normed(const cuda_matrix *gate, const cuda_matrix *up,
-                               const cuda_normed_row *in, const float *gate_bias,
-                               const float *up_bias, float *y, void *frag_out, cudaStream_t s);
-
 /* x[t] = table row tokens[t] (tokens in device memory). */
 cudaError_t cuda_embed(const cuda_matrix *table, const int32_t *tokens, int n_tok, float *x,
                        cudaStream_t s);

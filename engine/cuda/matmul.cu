@@ -168,45 +168,6 @@ cudaError_t cuda_repack_weight(const cuda_raw_weight *raw, cuda_matrix *m, cudaS
  * over many SMs. */
 #define FRAGMENT_COLS 512
 
-/* Values a thread loads at once (in flight together: the time of a
- * normalization is trips to L2, not arithmetic). */
-#define ROW_BATCH 16
-
-/* 1 / rms(row) + eps, by a block of THREADS threads in a fixed order: the
- * conversion and the matmul that normalizes its own input (a decode step's
- * q/k/v and gate/up) share it, so their fragments agree bit for bit and a
- * token's logits do not depend on which of the two ran. A thread sums its
- * columns in increasing order, ROW_BATCH loads at a time. */
-static __device__ __forceinline__ float normalized(float x, float inv, float weight)
-{
-    return (x * inv) * weight;
-}
-
-static __device__ float block_inverse_rms(const float *row, int dim, float eps)
-{
-    __shared__ float partial[THREADS / 32];
-    float ss = 0.0f;
-    for (int c0 = threadIdx.x; c0 < dim; c0 += ROW_BATCH * THREADS) {
-        float v[ROW_BATCH];
-#pragma unroll
-        for (int j = 0; j < ROW_BATCH; j++)
-            v[j] = c0 + j * THREADS < dim ? row[c0 + j * THREADS] : 0.0f;
-#pragma unroll
-        for (int j = 0; j < ROW_BATCH; j++)
-            if (c0 + j * THREADS < dim)
-                ss += v[j] * v[j];
-    }
-    for (int o = 16; o > 0; o >>= 1)
-        ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if ((threadIdx.x & 31) == 0)
-        partial[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    ss = 0.0f;
-    for (int w = 0; w < THREADS / 32; w++)
-        ss += partial[w];
-    return 1.0f / sqrtf(ss / (float)dim + eps);
-}
-
 static __global__ void to_fragments(const float *x, int n_tok, int dim, const float *norm,
                                     float eps, __half *frag)
 {
@@ -216,13 +177,26 @@ static __global__ void to_fragments(const float *x, int n_tok, int dim, const fl
     int padded = ceil_div(dim, CUDA_TILE_COLS) * CUDA_TILE_COLS, n_steps = padded / 16;
     const float *row = x + (size_t)tok * (size_t)dim;
     float inv = 1.0f;
-    if (norm && tok < n_tok)
-        inv = block_inverse_rms(row, dim, eps);
+    if (norm && tok < n_tok) {
+        __shared__ float partial[THREADS / 32];
+        float ss = 0.0f;
+        for (int c = threadIdx.x; c < dim; c += blockDim.x)
+            ss += row[c] * row[c];
+        for (int o = 16; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if ((threadIdx.x & 31) == 0)
+            partial[threadIdx.x >> 5] = ss;
+        __syncthreads();
+        ss = 0.0f;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++)
+            ss += partial[w];
+        inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    }
     int c1 = min(padded, c0 + FRAGMENT_COLS);
     for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
         float v = 0.0f;
         if (tok < n_tok && c < dim)
-            v = norm ? normalized(row[c], inv, norm[c]) : row[c];
+            v = norm ? (row[c] * inv) * norm[c] : row[c];
         frag[fragment_index(tok, c, n_steps)] = __float2half_rn(v);
     }
 }
@@ -256,8 +230,6 @@ typedef struct matmul_params {
     __half *frag_out;   /* not NULL: y also as fragments (frag_steps 16-column steps) */
     int frag_steps;
     int tok0;           /* the launch's first token in the whole pass */
-    cuda_normed_row normed;   /* normed.x not NULL: the input (one token), see normalize_row */
-    int normed_cols;
 } matmul_params;
 
 static __device__ inline void mma_16816(float c[4], const uint32_t a[4], uint2 b)
@@ -381,7 +353,7 @@ static_assert(STAGES >= 2, "the pipeline needs a chunk in flight while one is co
  * own, each chunk waited a trip to L2: the profile's L1TEX stalls). One
  * token takes 32 bytes a 16-column step; up to 8 (verifying draft tokens)
  * take 256, so their chunks hold one block and the ring one stage more.
- * On the H100, 8 made SwiGLU (gate+up) at 5 tokens faster (34.7 -> 27.4
+ * On the H100, 8 made SwiGLU (gate+up) at 5 tokens faster (34.2 -> 25.6
  * us) but q_proj and down slower (5.8 -> 7.9, 16.7 -> 23.3 us): their
  * chunks would otherwise hold 4 blocks, SwiGLU's (two matrices) 2. Hence
  * a setting for each. */
@@ -534,17 +506,15 @@ static __device__ __forceinline__ void step(const uint32_t *w, const uint2 *sb, 
 /* Multiplies the chunk of blocks kb0 .. (in the warp's range, below kb_hi)
  * in slot (generic pointer) with the activations; frag[j] points at the
  * lane's fragment of 8-token group j at block kb0. */
-template <int BITS, int NT8, int NM, bool GS32, int TOKS, bool NORMED>
+template <int BITS, int NT8, int NM, bool GS32, int TOKS>
 static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const uint8_t *slot,
                                                      const uint2 *const (&frag)[NT8], int act_read,
-                                                     const uint8_t *row, int lane,
-                                                     float (&acc)[NM][NT8][4])
+                                                     int lane, float (&acc)[NM][NT8][4])
 {
     using P = pipe_shape<BITS, NM, GS32, TOKS>;
-    /* Staged tokens: the activations came with the weights; a normed row
-     * sits in shared memory whole (row: a step's 32 bytes after another);
-     * otherwise up to 8 tokens: every block's at once, so that their loads
-     * overlap; more: block by block (registers). */
+    /* Staged tokens: the activations came with the weights; otherwise up
+     * to 8 tokens: every block's at once, so that their loads overlap;
+     * more: block by block (registers). */
     constexpr int NB = NT8 == 1 && !TOKS ? P::U : 1;
     uint2 b[NB][4][NT8];
 #pragma unroll
@@ -563,7 +533,6 @@ static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const u
                     for (int j = 0; j < NT8; j++)
                         b[v][s][j] = TOKS ? *reinterpret_cast<const uint2 *>(
                                                 slot + P::WORD_BYTES + P::SCALE_BYTES + (bu * 4 + s) * P::STEP_ACT + act_read)
-                                   : NORMED ? *reinterpret_cast<const uint2 *>(row + ((kb0 + bu) * 4 + s) * 32 + act_read)
                                           : __ldg(frag[j] + (bu * 4 + s) * 32);
             }
         }
@@ -600,53 +569,18 @@ static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const u
     }
 }
 
-/* A normed input row (matmul_params.normed): the block writes the float16
- * values of rmsnorm(x) * norm, as to_fragments computes them, into row, a
- * 16-column step's 32 bytes after another in the order of token 0's lanes
- * of a fragment (fragment_layout.cuh), padding columns zero. Every block
- * of the launch does it (a few KB from L2 each): one launch less, and the
- * loop reads the row from shared memory. */
-static __device__ void normalize_row(const matmul_params &p, __half *row)
-{
-    const float *x = p.normed.x, *norm = p.normed.norm;
-    const int dim = p.w[0].cols, cols = p.normed_cols;
-    const float inv = block_inverse_rms(x, dim, p.normed.eps);
-    for (int c0 = threadIdx.x; c0 < cols; c0 += ROW_BATCH * THREADS) {
-        float xv[ROW_BATCH], nv[ROW_BATCH];
-#pragma unroll
-        for (int j = 0; j < ROW_BATCH; j++) {
-            const int c = c0 + j * THREADS;
-            xv[j] = c < dim ? x[c] : 0.0f;
-            nv[j] = c < dim ? norm[c] : 0.0f;
-        }
-#pragma unroll
-        for (int j = 0; j < ROW_BATCH; j++) {
-            const int c = c0 + j * THREADS;
-            if (c >= cols)
-                break;
-            const float v = c < dim ? normalized(xv[j], inv, nv[j]) : 0.0f;
-            /* fragment_index(0, c, .) is step * 128 + (lane * 4 + h): token 0's lanes are 0-3 */
-            row[(c >> 4) * 16 + (int)(fragment_index(0, c, 1) & 15u)] = __float2half_rn(v);
-        }
-    }
-    __syncthreads();
-}
-
 /* Each warp streams one tile's columns kb_lo .. kb_hi - 1 (a 1/split share)
  * through its pipeline. The split warps of a tile add their sums through
  * shared memory at the end, in a fixed order. A token's result depends only
  * on the matrix (split comes from its shape), never on the tokens beside
  * it. */
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS, bool NORMED>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS>
 static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matmul_params p)
 {
     constexpr int NM = SWIGLU ? 2 : 1;
     static_assert(!TOKS || NT8 == 1, "staged tokens are a case of up to 8");
-    static_assert(!NORMED || (NT8 == 1 && !TOKS), "a normed row is one token, not staged");
     using P = pipe_shape<BITS, NM, GS32, TOKS>;
     extern __shared__ __align__(16) uint8_t smem[];
-    /* a normed row: after the rings */
-    uint8_t *const row = smem + WARPS * P::WARP_BYTES;
 
     let_next_kernel_start();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
@@ -660,22 +594,15 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
         for (int j = 0; j < NT8; j++)
             acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
 
-    /* Until the kernel before is done, a warp with a tile starts copying
-     * its first chunks of weights; then the block normalizes its input row
-     * (normed), and the warps stream the rest. */
-    const bool active = tile < p.n_tiles;
-    int sel = 0;
-    if (!SWIGLU)
-        sel = tile >= p.tile_start[2] ? 2 : tile >= p.tile_start[1] ? 1 : 0;
-    const int local = tile - p.tile_start[sel];
-    const int n_kb = p.w[sel].n_kb, n_steps = n_kb * 4;
-    warp_stream<NM> st;
-    st.kb_lo = part * n_kb / split;
-    st.kb_hi = (part + 1) * n_kb / split;
-    uint8_t *ring = smem + (size_t)warp * P::WARP_BYTES;
-    const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
-    const int n_chunks = (st.kb_hi - st.kb_lo + P::U - 1) / P::U;
-    if (active) {
+    if (tile < p.n_tiles) {
+        int sel = 0;
+        if (!SWIGLU)
+            sel = tile >= p.tile_start[2] ? 2 : tile >= p.tile_start[1] ? 1 : 0;
+        const int local = tile - p.tile_start[sel];
+        const int n_kb = p.w[sel].n_kb, n_steps = n_kb * 4;
+        warp_stream<NM> st;
+        st.kb_lo = part * n_kb / split;
+        st.kb_hi = (part + 1) * n_kb / split;
 #pragma unroll
         for (int m = 0; m < NM; m++) {
             const cuda_matrix &wm = p.w[SWIGLU ? m : sel];
@@ -684,19 +611,6 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
             st.scales[m] = (const uint8_t *)((const uint2 *)wm.scale_bias + (size_t)local * (size_t)wm.n_groups * 8u + g);
             st.shift[m] = wm.group_shift;
         }
-        /* The first chunks' weights while the kernel before finishes, then
-         * (once it has) their activations, a commit per chunk: the first
-         * group holds every early chunk's weights and chunk 0's
-         * activations, so the count of groups in flight is as before. */
-#pragma unroll
-        for (int c = 0; c < P::STAGES_ - 1; c++)
-            if (c < n_chunks)
-                issue_chunk<BITS, NM, GS32, TOKS>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
-    }
-    wait_for_previous_kernels();
-    if constexpr (NORMED)
-        normalize_row(p, reinterpret_cast<__half *>(row));
-    if (active) {
         /* The lane's activations: a lane whose token is past the count
          * reads the first token's (the same sectors as lanes 0-3, so no
          * extra traffic and no predicate); its products land in columns
@@ -712,7 +626,20 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
                  (TOKS == 1 ? (lane >> 1) * 256 + (lane & 1) * 16 : (lane >> 4) * 256 + (lane & 15) * 16);
         st.act_block = lane >> 3;
         st.act_lane = (lane & 15) < 2 * p.n_tok;
-        st.act_read = TOKS == 1 || NORMED || g >= p.n_tok ? (lane & 3) * 8 : lane * 8;
+        st.act_read = TOKS == 1 || g >= p.n_tok ? (lane & 3) * 8 : lane * 8;
+
+        uint8_t *ring = smem + (size_t)warp * P::WARP_BYTES;
+        const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
+        const int n_chunks = (st.kb_hi - st.kb_lo + P::U - 1) / P::U;
+        /* The first chunks' weights while the kernel before finishes, then
+         * (once it has) their activations, a commit per chunk: the first
+         * group holds every early chunk's weights and chunk 0's
+         * activations, so the count of groups in flight is as before. */
+#pragma unroll
+        for (int c = 0; c < P::STAGES_ - 1; c++)
+            if (c < n_chunks)
+                issue_chunk<BITS, NM, GS32, TOKS>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
+        wait_for_previous_kernels();
 #pragma unroll
         for (int c = 0; c < P::STAGES_ - 1; c++) {
             if (c < n_chunks)
@@ -733,8 +660,7 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
                 issue_activations<BITS, NM, GS32, TOKS>(st, next, ring_addr + issue_at, lane);
             }
             cp_async_commit();
-            compute_chunk<BITS, NT8, NM, GS32, TOKS, NORMED>(kb, st.kb_hi, ring + compute_at, frag, st.act_read,
-                                                             row, lane, acc);
+            compute_chunk<BITS, NT8, NM, GS32, TOKS>(kb, st.kb_hi, ring + compute_at, frag, st.act_read, lane, acc);
 #pragma unroll
             for (int j = 0; j < NT8; j++)
                 frag[j] += P::U * 128;
@@ -742,6 +668,8 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
             issue_at = issue_at == (P::STAGES_ - 1) * P::SLOT_BYTES ? 0 : issue_at + P::SLOT_BYTES;
         }
         cp_async_wait<0>();
+    } else {
+        wait_for_previous_kernels();
     }
     __syncthreads();   /* the rings become the reduction buffer */
 
@@ -790,30 +718,29 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
 }
 
 /* Dynamic shared memory of one block: the warps' rings (which then hold
- * the reduction), and after them a normed row of row_cols columns. */
+ * the reduction). */
 template <int BITS, int NT8, bool SWIGLU, bool GS32, int TOKS>
-static constexpr int block_smem(int row_cols = 0)
+static constexpr int block_smem()
 {
     constexpr int NM = SWIGLU ? 2 : 1;
     constexpr int rings = WARPS * pipe_shape<BITS, NM, GS32, TOKS>::WARP_BYTES;
     constexpr int reduce = WARPS * NM * NT8 * 128 * 4;
-    return rings + 2 * row_cols > reduce ? rings + 2 * row_cols : reduce;
+    return rings > reduce ? rings : reduce;
 }
 
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS = 0, bool NORMED = false>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS = 0>
 static cudaError_t launch_one(const matmul_params *p, unsigned blocks, cudaStream_t s)
 {
-    return launch_overlapped(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, TOKS, NORMED>, dim3(blocks),
-                             dim3(THREADS), block_smem<BITS, NT8, SWIGLU, GS32, TOKS>(NORMED ? p->normed_cols : 0),
-                             s, *p);
+    return launch_overlapped(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, TOKS>, dim3(blocks),
+                             dim3(THREADS), block_smem<BITS, NT8, SWIGLU, GS32, TOKS>(), s, *p);
 }
 
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS = 0, bool NORMED = false>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS = 0>
 static cudaError_t allow_smem()
 {
-    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, TOKS, NORMED>,
+    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, TOKS>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                block_smem<BITS, NT8, SWIGLU, GS32, TOKS>(NORMED ? CUDA_NORMED_MAX_COLS : 0));
+                                block_smem<BITS, NT8, SWIGLU, GS32, TOKS>());
 }
 
 /* Up to 8 tokens (decoding, verifying): DECODE_BLOCKS blocks per SM, so
@@ -826,8 +753,6 @@ static cudaError_t for_token_counts(const matmul_params *p, unsigned blocks, cud
         cudaError_t e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>();
         if (e == cudaSuccess && STAGED >= 1)
             e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 1>();
-        if (e == cudaSuccess)
-            e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 0, true>();
         if constexpr (STAGED == 8 && pipe_shape<BITS, SWIGLU ? 2 : 1, GS32, 8>::FITS)
             if (e == cudaSuccess)
                 e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 8>();
@@ -837,8 +762,6 @@ static cudaError_t for_token_counts(const matmul_params *p, unsigned blocks, cud
             e = allow_smem<BITS, 4, SWIGLU, GS32, 1>();
         return e;
     }
-    if (p->normed.x)
-        return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 0, true>(p, blocks, s);
     if (p->n_tok == 1 && STAGED >= 1)
         return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 1>(p, blocks, s);
     if constexpr (STAGED == 8 && pipe_shape<BITS, SWIGLU ? 2 : 1, GS32, 8>::FITS)
@@ -934,22 +857,9 @@ static cudaError_t launch_chunks(matmul_params *p, bool swiglu, int tiles, int s
     return cudaSuccess;
 }
 
-/* normed not NULL: the input instead of frag, one token. */
-static cudaError_t set_normed(matmul_params *p, const cuda_normed_row *normed)
-{
-    if (!normed)
-        return cudaSuccess;
-    if (!normed->x || !normed->norm || p->w[0].cols > CUDA_NORMED_MAX_COLS)
-        return cudaErrorInvalidValue;
-    p->normed = *normed;
-    p->normed_cols = p->w[0].n_kb * CUDA_TILE_COLS;
-    return cudaSuccess;
-}
-
-static cudaError_t matmul(const cuda_matrix *w, const cuda_matrix *up, const void *frag,
-                          const cuda_normed_row *normed, int n_tok, const float *bias,
-                          const float *up_bias, float *y, int y_stride, int accumulate, float alpha,
-                          void *frag_out, cudaStream_t s)
+static cudaError_t matmul(const cuda_matrix *w, const cuda_matrix *up, const void *frag, int n_tok,
+                          const float *bias, const float *up_bias, float *y, int y_stride,
+                          int accumulate, float alpha, void *frag_out, cudaStream_t s)
 {
     if (up && (!same_input(up, w) || up->rows != w->rows))
         return cudaErrorInvalidValue;
@@ -966,11 +876,6 @@ static cudaError_t matmul(const cuda_matrix *w, const cuda_matrix *up, const voi
         return cudaErrorInvalidValue;
     p.frag_out = (__half *)frag_out;
     p.frag_steps = y_stride / 16;
-    if (normed && n_tok != 1)
-        return cudaErrorInvalidValue;
-    cudaError_t e = set_normed(&p, normed);
-    if (e != cudaSuccess)
-        return e;
     int split = choose_split(ceil_div(w->rows, CUDA_TILE_ROWS), w->n_kb);
     float *ys[2] = { y, y };
     return launch_chunks(&p, up != NULL, ceil_div(y_stride, CUDA_TILE_ROWS), split, w->n_kb, frag,
@@ -981,28 +886,20 @@ cudaError_t cuda_matmul(const cuda_matrix *w, const cuda_matrix *up, const void 
                         const float *bias, const float *up_bias, float *y, int y_stride,
                         int accumulate, float alpha, cudaStream_t s)
 {
-    return matmul(w, up, frag, NULL, n_tok, bias, up_bias, y, y_stride, accumulate, alpha, NULL, s);
+    return matmul(w, up, frag, n_tok, bias, up_bias, y, y_stride, accumulate, alpha, NULL, s);
 }
 
 cudaError_t cuda_swiglu_fragments(const cuda_matrix *gate, const cuda_matrix *up, const void *frag,
                                   int n_tok, const float *gate_bias, const float *up_bias, float *y,
                                   void *frag_out, cudaStream_t s)
 {
-    return matmul(gate, up, frag, NULL, n_tok, gate_bias, up_bias, y, gate->rows, 0, 1.0f, frag_out, s);
+    return matmul(gate, up, frag, n_tok, gate_bias, up_bias, y, gate->rows, 0, 1.0f, frag_out, s);
 }
 
-cudaError_t cuda_swiglu_normed(const cuda_matrix *gate, const cuda_matrix *up,
-                               const cuda_normed_row *in, const float *gate_bias,
-                               const float *up_bias, float *y, void *frag_out, cudaStream_t s)
+cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *frag, int n_tok,
+                             const float *const *bias, float *const *y, cudaStream_t s)
 {
-    return matmul(gate, up, NULL, in, 1, gate_bias, up_bias, y, gate->rows, 0, 1.0f, frag_out, s);
-}
-
-static cudaError_t matmul_many(const cuda_matrix *const *w, int n_w, const void *frag,
-                               const cuda_normed_row *normed, int n_tok, const float *const *bias,
-                               float *const *y, cudaStream_t s)
-{
-    if (n_w < 1 || n_w > 3 || (normed && n_tok != 1))
+    if (n_w < 1 || n_w > 3)
         return cudaErrorInvalidValue;
     for (int i = 1; i < n_w; i++)
         if (!same_input(w[i], w[0]))
@@ -1016,23 +913,8 @@ static cudaError_t matmul_many(const cuda_matrix *const *w, int n_w, const void 
         p.tile_start[i] = tiles;
         tiles += ceil_div(w[i]->rows, CUDA_TILE_ROWS);
     }
-    cudaError_t e = set_normed(&p, normed);
-    if (e != cudaSuccess)
-        return e;
     return launch_chunks(&p, false, tiles, choose_split(tiles, w[0]->n_kb), w[0]->n_kb, frag,
                          n_tok, y, n_w, s);
-}
-
-cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *frag, int n_tok,
-                             const float *const *bias, float *const *y, cudaStream_t s)
-{
-    return matmul_many(w, n_w, frag, NULL, n_tok, bias, y, s);
-}
-
-cudaError_t cuda_matmul_many_normed(const cuda_matrix *const *w, int n_w, const cuda_normed_row *in,
-                                    const float *const *bias, float *const *y, cudaStream_t s)
-{
-    return in ? matmul_many(w, n_w, NULL, in, 1, bias, y, s) : cudaErrorInvalidValue;
 }
 
 /* ---------------------------------------------------------------- embedding */

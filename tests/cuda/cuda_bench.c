@@ -9,7 +9,11 @@
  * default) and launched kernel by kernel (ALM_CUDA_GRAPHS=0); prefill
  * three ways: through cuBLAS (where it is found) with the tensor-core
  * attention (the default), with the decode attention kernel instead
- * (ALM_CUDA_FLASH=0), and through the matmul kernel too (ALM_CUDA_GEMM=0). */
+ * (ALM_CUDA_FLASH=0), and through the matmul kernel too (ALM_CUDA_GEMM=0).
+ * decode_ms and pass_cost hand every token's logits to the host;
+ * decode_ms_argmax and pass_cost_argmax take the argmax on the GPU, as
+ * greedy generation and speculative verification do (only the ids cross
+ * the bus): the cost of a verification as speculative decoding pays it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,15 +119,23 @@ int main(int argc, char **argv)
         r = alm_seq_forward(direct, pool, tokens, PROMPT, 1, logits, &err);
     unsetenv("ALM_CUDA_GRAPHS");
     /* decode: STEPS single-token passes after the prompt */
-    double decode[REPEAT], decode_direct[REPEAT];
+    double decode[REPEAT], decode_direct[REPEAT], decode_argmax[REPEAT];
+    int32_t ids[16];
     for (int rep = 0; rep < REPEAT && r == 0; rep++) {
-        for (int which = 0; which < 2 && r == 0; which++) {
-            alm_seq *sq = which ? direct : seq;
+        for (int which = 0; which < 3 && r == 0; which++) {
+            alm_seq *sq = which == 1 ? direct : seq;
             alm_seq_truncate(sq, PROMPT);
             double s = alm_now_seconds();
             for (int i = 0; i < STEPS && r == 0; i++)
-                r = alm_seq_forward(sq, pool, &tokens[PROMPT + i], 1, 1, logits, &err);
-            (which ? decode_direct : decode)[rep] = (alm_now_seconds() - s) / STEPS;
+                r = which == 2 ? alm_seq_forward_argmax(sq, pool, &tokens[PROMPT + i], 1, 1, ids, NULL, &err)
+                               : alm_seq_forward(sq, pool, &tokens[PROMPT + i], 1, 1, logits, &err);
+            double per = (alm_now_seconds() - s) / STEPS;
+            if (which == 0)
+                decode[rep] = per;
+            else if (which == 1)
+                decode_direct[rep] = per;
+            else
+                decode_argmax[rep] = per;
         }
     }
     alm_seq_free(direct);
@@ -147,18 +159,24 @@ int main(int argc, char **argv)
            gemm ? "cublas" : why.message, step * 1e3, 1.0 / step, roofline / step,
            median(decode_direct, REPEAT) * 1e3, median(decode_direct, REPEAT) / step);
     static const int sizes[] = { 2, 4, 5, 8, 9, 16 };
-    for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
-        int n = sizes[j];
-        double t[REPEAT];
-        for (int rep = 0; rep < REPEAT && r == 0; rep++) {
-            double s = alm_now_seconds();
-            for (int i = 0; i < 16 && r == 0; i++) {
-                alm_seq_truncate(seq, PROMPT);
-                r = alm_seq_forward(seq, pool, &tokens[PROMPT], n, n, logits, &err);
+    const double step_argmax = median(decode_argmax, REPEAT);
+    for (int argmax = 0; argmax < 2; argmax++) {
+        if (argmax)
+            printf("}, \"decode_ms_argmax\": %.3f, \"pass_cost_argmax\": {", step_argmax * 1e3);
+        for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
+            int n = sizes[j];
+            double t[REPEAT];
+            for (int rep = 0; rep < REPEAT && r == 0; rep++) {
+                double s = alm_now_seconds();
+                for (int i = 0; i < 16 && r == 0; i++) {
+                    alm_seq_truncate(seq, PROMPT);
+                    r = argmax ? alm_seq_forward_argmax(seq, pool, &tokens[PROMPT], n, n, ids, NULL, &err)
+                               : alm_seq_forward(seq, pool, &tokens[PROMPT], n, n, logits, &err);
+                }
+                t[rep] = (alm_now_seconds() - s) / 16;
             }
-            t[rep] = (alm_now_seconds() - s) / 16;
+            printf("%s\"%d\": %.3f", j ? ", " : "", n, median(t, REPEAT) / (argmax ? step_argmax : step));
         }
-        printf("%s\"%d\": %.3f", j ? ", " : "", n, median(t, REPEAT) / step);
     }
     printf("}}\n");
     free(tokens);

@@ -12,9 +12,7 @@
  * - an unknown device is refused with the list of those built in;
  * - the matmul kernel on every weight format (2/4/8-bit in groups of 32,
  *   64 and 128, dense), several shapes (so every split of a tile's columns
- *   among warps) and token counts, against a host computation; the matmul
- *   that normalizes its one token itself against the conversion launch and
- *   the plain matmul, bit for bit;
+ *   among warps) and token counts, against a host computation;
  * - the argmax on the GPU (alm_seq_forward_argmax) against the argmax of
  *   the logits, with and without a vocabulary limit;
  * - with the GPU's memory taken, a sequence and its work buffers are
@@ -605,6 +603,19 @@ static float *device_randoms(uint64_t *rng, size_t n, float lo, float hi)
     return d;
 }
 
+/* Equal bit for bit, bytes of device memory. */
+static bool device_same(const void *a, const void *b, size_t bytes)
+{
+    void *ha = malloc(bytes), *hb = malloc(bytes);
+    cudaMemcpy(ha, a, bytes, cudaMemcpyDeviceToHost);
+    cudaMemcpy(hb, b, bytes, cudaMemcpyDeviceToHost);
+    bool same = memcmp(ha, hb, bytes) == 0;
+    free(ha);
+    free(hb);
+    return same;
+}
+
+#ifdef ALM_HAVE_CUBLAS
 /* Largest |a - b| over the largest |a|, of n floats (or float16 values) in
  * device memory. */
 static double device_difference(const void *a, const void *b, size_t n, bool halves)
@@ -663,116 +674,6 @@ static cuda_matrix random_matrix(uint64_t *rng, int rows, int cols, int bits, in
     return m;
 }
 
-/* Equal bit for bit, n floats (or float16 values) in device memory. */
-static bool device_same(const void *a, const void *b, size_t bytes)
-{
-    void *ha = malloc(bytes), *hb = malloc(bytes);
-    cudaMemcpy(ha, a, bytes, cudaMemcpyDeviceToHost);
-    cudaMemcpy(hb, b, bytes, cudaMemcpyDeviceToHost);
-    bool same = memcmp(ha, hb, bytes) == 0;
-    free(ha);
-    free(hb);
-    return same;
-}
-
-/* A decode step's matmuls that normalize their one token themselves
- * (cuda_matmul_many_normed, cuda_swiglu_normed) against the conversion
- * launch and the plain matmul: bit for bit (else a verified token's logits
- * would differ from decoding it), for q/k/v of one input, SwiGLU with its
- * fragments and, rows not a multiple of 64, without; and a row wider than
- * CUDA_NORMED_MAX_COLS refused. */
-static void check_normed_matmul(void)
-{
-    static const struct { int bits, group, rows, cols; } cases[] = {
-        { 4, 64, 512, 4096 }, { 4, 32, 208, 1600 }, { 8, 64, 256, 8192 }, { 2, 128, 192, 1024 },
-        { 0, 0, 320, 2048 },
-    };
-    const int n_cases = (int)(sizeof cases / sizeof cases[0]);
-    int same = 0, runs = 0;
-    cudaError_t e = cudaSuccess;
-    for (int c = 0; c < n_cases && e == cudaSuccess; c++) {
-        const int rows = cases[c].rows, cols = cases[c].cols, kv = rows / 4;
-        uint64_t rng = 7u + (uint64_t)c;
-        cuda_matrix q = random_matrix(&rng, rows, cols, cases[c].bits, cases[c].group);
-        cuda_matrix k = random_matrix(&rng, kv, cols, cases[c].bits, cases[c].group);
-        cuda_matrix v = random_matrix(&rng, kv, cols, cases[c].bits, cases[c].group);
-        float *x = device_randoms(&rng, (size_t)cols, -3.0f, 3.0f);
-        float *norm = device_randoms(&rng, (size_t)cols, 0.2f, 2.0f);
-        float *bias = device_randoms(&rng, (size_t)rows, -0.5f, 0.5f);
-        float *out[2][3] = { { NULL } };
-        void *frag = NULL, *fo[2] = { NULL, NULL };
-        for (int i = 0; i < 2; i++) {
-            cudaMalloc((void **)&out[i][0], (size_t)rows * sizeof(float));
-            cudaMalloc((void **)&out[i][1], (size_t)kv * sizeof(float));
-            cudaMalloc((void **)&out[i][2], (size_t)kv * sizeof(float));
-            cudaMalloc(&fo[i], cuda_fragment_bytes(1, rows));
-            cudaMemset(fo[i], 0, cuda_fragment_bytes(1, rows));
-        }
-        cudaMalloc(&frag, cuda_fragment_bytes(1, cols));
-        const cuda_matrix *mats[3] = { &q, &k, &v };
-        const float *biases[3] = { bias, NULL, bias };
-        const cuda_normed_row in = { x, norm, 1e-5f };
-        e = cuda_to_fragments(x, 1, cols, norm, 1e-5f, frag, 0);
-        if (e == cudaSuccess)
-            e = cuda_matmul_many(mats, 3, frag, 1, biases, out[0], 0);
-        if (e == cudaSuccess)
-            e = cuda_matmul_many_normed(mats, 3, &in, biases, out[1], 0);
-        cudaDeviceSynchronize();
-        bool ok = e == cudaSuccess && device_same(out[0][0], out[1][0], (size_t)rows * 4) &&
-                  device_same(out[0][1], out[1][1], (size_t)kv * 4) &&
-                  device_same(out[0][2], out[1][2], (size_t)kv * 4);
-        runs++;
-        same += ok;
-        if (!ok)
-            tap_diag("q/k/v, %d bits, %d x %d: differs (%s)", cases[c].bits, rows, cols, cudaGetErrorString(e));
-        /* SwiGLU (q and a copy of it as gate and up): with the fragments
-         * where rows allow, else plain */
-        const bool with_frag = rows % 64 == 0;
-        if (e == cudaSuccess)
-            e = with_frag ? cuda_swiglu_fragments(&q, &q, frag, 1, bias, NULL, out[0][0], fo[0], 0)
-                          : cuda_matmul(&q, &q, frag, 1, bias, NULL, out[0][0], rows, 0, 1.0f, 0);
-        if (e == cudaSuccess)
-            e = cuda_swiglu_normed(&q, &q, &in, bias, NULL, out[1][0], with_frag ? fo[1] : NULL, 0);
-        cudaDeviceSynchronize();
-        ok = e == cudaSuccess && device_same(out[0][0], out[1][0], (size_t)rows * 4) &&
-             (!with_frag || device_same(fo[0], fo[1], cuda_fragment_bytes(1, rows)));
-        runs++;
-        same += ok;
-        if (!ok)
-            tap_diag("SwiGLU%s, %d bits, %d x %d: differs (%s)", with_frag ? " with fragments" : "",
-                     cases[c].bits, rows, cols, cudaGetErrorString(e));
-        cuda_matrix *all[3] = { &q, &k, &v };
-        for (int i = 0; i < 3; i++) {
-            cudaFree(all[i]->tiles);
-            cudaFree(all[i]->scale_bias);
-        }
-        void *bufs[] = { x, norm, bias, frag, fo[0], fo[1], out[0][0], out[0][1], out[0][2],
-                         out[1][0], out[1][1], out[1][2] };
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            cudaFree(bufs[i]);
-    }
-    tap_ok(e == cudaSuccess && same == runs,
-           "a matmul normalizing its one token itself equals the conversion and the matmul, bit for bit (%d of %d; %s)",
-           same, runs, cudaGetErrorString(e));
-    /* too wide a row: refused, not overrun */
-    uint64_t rng = 3;
-    const int wide = CUDA_NORMED_MAX_COLS + 64;
-    cuda_matrix w = random_matrix(&rng, 16, wide, 4, 64);
-    float *x = device_randoms(&rng, (size_t)wide, -1.0f, 1.0f), *y = NULL;
-    cudaMalloc((void **)&y, 16 * sizeof(float));
-    const cuda_matrix *one[1] = { &w };
-    float *ys[1] = { y };
-    const cuda_normed_row in = { x, x, 1e-5f };
-    e = cuda_matmul_many_normed(one, 1, &in, NULL, ys, 0);
-    tap_ok(e == cudaErrorInvalidValue, "a normed row of %d columns is refused (%s)", wide, cudaGetErrorString(e));
-    cudaGetLastError();
-    cudaFree(w.tiles);
-    cudaFree(w.scale_bias);
-    cudaFree(x);
-    cudaFree(y);
-}
-
-#ifdef ALM_HAVE_CUBLAS
 /* The GEMM against the matmul kernel for one format, shape and token
  * count: the o/down projection (+= with a bias), SwiGLU with its
  * fragments, and q/k/v of one input (two matrices, with biases). The
@@ -1208,7 +1109,6 @@ int main(void)
            "an unknown device is refused, naming the ones there are (%s)", err.message);
     check_matmul_formats();
     check_matmul_bits();
-    check_normed_matmul();
     check_out_of_memory();
     check_flash_attention();
     check_merge_in_last_block();

@@ -17,7 +17,7 @@ The kernels' source is adapted as text: the PTX helpers (mma_16816, mask_set,
 cp_async*) give way to host_cuda.h's, launches become host_launch calls. If
 matmul.cu changes so that this no longer applies, the script says which
 piece it could not find. The checks themselves come from
-tests/cuda/test_cuda.c (matmul_error, check_matmul_formats, check_normed_matmul,
+tests/cuda/test_cuda.c (matmul_error, check_matmul_formats,
 check_matmul_bits), so that the two cannot drift apart. Output: TAP.
 """
 import argparse
@@ -32,12 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 PTX_HELPERS = ["mma_16816", "mask_set", "cp_async", "cp_async_commit", "cp_async_wait"]
 CHECKS = ["next_random", "uniform", "to_device", "matmul_error", "check_matmul_formats",
-          "check_matmul_bits", "device_randoms", "device_same", "random_matrix",
-          "check_normed_matmul"]
-# check_normed_matmul's shapes, made small enough to emulate (its shapes on
-# the GPU are a decode step's)
-NORMED_CASES = ("{ 4, 64, 64, 512 }, { 4, 32, 48, 320 }, { 8, 64, 64, 256 }, { 2, 128, 64, 256 },\n"
-                "        { 0, 0, 64, 128 },")
+          "check_matmul_bits"]
 
 
 def fail(msg):
@@ -80,11 +75,6 @@ def function(source, name):
 
 def checks(test_source, quick, dump):
     body = "\n".join(function(test_source, n) for n in CHECKS)
-    body, n = re.subn(r'(static const struct \{ int bits, group, rows, cols; \} cases\[\] = \{\n\s*)'
-                      r'.*?(\n    \};)', lambda m: m.group(1) + NORMED_CASES + m.group(2), body,
-                      count=1, flags=re.S)
-    if n != 1:
-        fail("the shapes of check_normed_matmul in tests/cuda/test_cuda.c")
     if quick:
         body = re.sub(r'\n        \{ (?!200, 384)\d+, \d+ \},[^\n]*(\n {27}\*[^\n]*)*', '', body)
     if dump:
@@ -98,7 +88,6 @@ def checks(test_source, quick, dump):
 #include <string.h>
 #include "cuda_kernels.h"
 #include "tap.h"
-#include <stdint.h>
 
 static void dump(const float *y, size_t n, int rows, int cols, int bits, int group, int n_tok,
                  bool swiglu)
@@ -117,7 +106,6 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     check_matmul_formats();
-    check_normed_matmul();
     if (!getenv("EMULATE_QUICK"))
         check_matmul_bits();
     return tap_done();
