@@ -1,10 +1,11 @@
 /* Rotary embedding with the KV-cache store, and attention over the cache.
  *
  * Attention is split along the keys ("flash decoding"): one block per
- * (query head, token, split) runs the online softmax over its keys with
- * one warp per key at a time, and a second kernel merges the splits'
- * (max, sum, weighted values). A decode step has one token, so without the
- * split a long context would leave most of the GPU idle. */
+ * (split, KV head, token) runs the online softmax over its keys for the
+ * query heads that share the KV head, and the last of those blocks to
+ * finish merges the splits' (max, sum, weighted values) (or, without
+ * counters for it, a second kernel). A decode step has one token, so
+ * without the split a long context would leave most of the GPU idle. */
 #include <math.h>
 
 #include <cuda_fp16.h>

@@ -168,10 +168,10 @@ cudaError_t cuda_repack_weight(const cuda_raw_weight *raw, cuda_matrix *m, cudaS
  * over many SMs. */
 #define FRAGMENT_COLS 512
 /* Squares a thread loads at once: the time of the sum is trips to L2, so
- * its loads go out together (one at a time, a 4096-wide row took 4.0 us
- * and a 14336-wide one 11.2 on an H200; batched, 1.6 and 2.7 on an H100,
- * replayed from a graph). The sum keeps the order of the columns, so the
- * values are those of the plain loop. */
+ * its loads go out together (on an H200, replayed from a graph, a
+ * 4096-wide row took 4.0 us one load at a time and 1.6 batched, a
+ * 14336-wide one 11.2 and 2.8). The sum keeps the order of the columns,
+ * so the values are those of the plain loop. */
 #define ROW_BATCH 16
 
 static __global__ void to_fragments(const float *x, int n_tok, int dim, const float *norm,
