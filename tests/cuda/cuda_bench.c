@@ -119,23 +119,18 @@ int main(int argc, char **argv)
         r = alm_seq_forward(direct, pool, tokens, PROMPT, 1, logits, &err);
     unsetenv("ALM_CUDA_GRAPHS");
     /* decode: STEPS single-token passes after the prompt */
-    double decode[REPEAT], decode_direct[REPEAT], decode_argmax[REPEAT];
+    enum { GRAPHS, DIRECT, ARGMAX, WAYS };   /* logits to the host; without graphs; argmax on the GPU */
+    double decode[WAYS][REPEAT];
     int32_t ids[16];
     for (int rep = 0; rep < REPEAT && r == 0; rep++) {
-        for (int which = 0; which < 3 && r == 0; which++) {
-            alm_seq *sq = which == 1 ? direct : seq;
+        for (int way = 0; way < WAYS && r == 0; way++) {
+            alm_seq *sq = way == DIRECT ? direct : seq;
             alm_seq_truncate(sq, PROMPT);
             double s = alm_now_seconds();
             for (int i = 0; i < STEPS && r == 0; i++)
-                r = which == 2 ? alm_seq_forward_argmax(sq, pool, &tokens[PROMPT + i], 1, 1, ids, NULL, &err)
-                               : alm_seq_forward(sq, pool, &tokens[PROMPT + i], 1, 1, logits, &err);
-            double per = (alm_now_seconds() - s) / STEPS;
-            if (which == 0)
-                decode[rep] = per;
-            else if (which == 1)
-                decode_direct[rep] = per;
-            else
-                decode_argmax[rep] = per;
+                r = way == ARGMAX ? alm_seq_forward_argmax(sq, pool, &tokens[PROMPT + i], 1, 1, ids, NULL, &err)
+                                  : alm_seq_forward(sq, pool, &tokens[PROMPT + i], 1, 1, logits, &err);
+            decode[way][rep] = (alm_now_seconds() - s) / STEPS;
         }
     }
     alm_seq_free(direct);
@@ -143,7 +138,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cuda-bench: %s\n", err.message);
         return 1;
     }
-    double step = median(decode, REPEAT);
+    double step = median(decode[GRAPHS], REPEAT);
     size_t bytes = alm_model_decode_bytes(model);
     /* A copy of n bytes reads n and writes n: the memory moves gbs. */
     double roofline = (double)bytes / (gbs * 1e9);
@@ -157,9 +152,9 @@ int main(int argc, char **argv)
            PROMPT / median(prefill[0], REPEAT), PROMPT / median(prefill[1], REPEAT),
            PROMPT / median(prefill[2], REPEAT),
            gemm ? "cublas" : why.message, step * 1e3, 1.0 / step, roofline / step,
-           median(decode_direct, REPEAT) * 1e3, median(decode_direct, REPEAT) / step);
+           median(decode[DIRECT], REPEAT) * 1e3, median(decode[DIRECT], REPEAT) / step);
     static const int sizes[] = { 2, 4, 5, 8, 9, 16 };
-    const double step_argmax = median(decode_argmax, REPEAT);
+    const double step_argmax = median(decode[ARGMAX], REPEAT);
     for (int argmax = 0; argmax < 2; argmax++) {
         if (argmax)
             printf("}, \"decode_ms_argmax\": %.3f, \"pass_cost_argmax\": {", step_argmax * 1e3);
