@@ -229,7 +229,8 @@ cudaError_t cuda_to_fragments(const float *x, int n_tok, int dim, const float *n
 /* Up to three matrices of the same input: end to end (the tiles of q, k
  * and v in one launch: tile_start says where each begins), or, for SwiGLU,
  * gate and up side by side (w[0], w[1]). split warps share a tile's
- * columns; a block of WARPS warps takes WARPS / split tiles. */
+ * columns; a block of split * tiles_per_block warps takes tiles_per_block
+ * tiles. */
 typedef struct matmul_params {
     cuda_matrix w[3];
     const float *bias[3];
@@ -237,6 +238,7 @@ typedef struct matmul_params {
     int tile_start[3];
     int n_tiles;
     int split;
+    int tiles_per_block;
     const uint2 *frag;
     int n_tok;
     int accumulate;
@@ -355,13 +357,24 @@ struct warp_stream {
 #endif
 #define STAGES ALM_MATMUL_STAGES
 static_assert(STAGES >= 2, "the pipeline needs a chunk in flight while one is computed");
-/* blocks per SM for up to 8 tokens: 24 warps (3 stages of 3 KB per warp
- * leave room for three blocks; measured with ncu: at 2 blocks, 16 warps,
- * the schedulers found an eligible warp only half of the time) */
+/* warps per SM for up to 8 tokens, in blocks of WARPS: 24 warps (3 stages
+ * of 3 KB per warp leave room for three such blocks; measured with ncu: at
+ * 2 blocks, 16 warps, the schedulers found an eligible warp only half of
+ * the time) */
 #ifndef ALM_MATMUL_DECODE_BLOCKS
 #define ALM_MATMUL_DECODE_BLOCKS 3
 #endif
 #define DECODE_BLOCKS ALM_MATMUL_DECODE_BLOCKS
+/* Warps an SM holds for up to 8 tokens (registers and shared memory are
+ * sized for them), and the most a block has: a tile's warps share their
+ * sums through the block's shared memory, so a split of up to 12 needs
+ * blocks of up to 12 warps (2 an SM). */
+#define SM_WARPS (DECODE_BLOCKS * WARPS)
+#ifndef ALM_MATMUL_MAX_BLOCK_WARPS
+#define ALM_MATMUL_MAX_BLOCK_WARPS 12
+#endif
+#define MAX_WARPS ALM_MATMUL_MAX_BLOCK_WARPS
+static_assert(SM_WARPS % MAX_WARPS == 0, "whole blocks fill an SM");
 /* Up to this many tokens (0, 1 or 8), the activations travel in the ring
  * with the weights, so that a warp never waits on them (as loads of their
  * own, each chunk waited a trip to L2: the profile's L1TEX stalls). One
@@ -588,8 +601,27 @@ static __device__ __forceinline__ void compute_chunk(int kb0, int kb_hi, const u
  * shared memory at the end, in a fixed order. A token's result depends only
  * on the matrix (split comes from its shape), never on the tokens beside
  * it. */
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS>
-static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matmul_params p)
+/* What the compiler sizes a kernel's registers for (__launch_bounds__):
+ * up to 8 tokens, SM_WARPS warps an SM in blocks of up to MAX_WARPS; more
+ * tokens, a block of up to WARPS warps (their accumulators take registers),
+ * or a wide block of up to MAX_WARPS, two an SM where the registers allow
+ * (without SwiGLU: as one block of 12 warps alone on its SM, down at 32
+ * tokens took 30.3 us against 24.5 in blocks of 8; and capping blocks of 8
+ * the same way made q_proj at 32 tokens slower, 8.1 -> 9.1 us). */
+enum { FOR_DECODE, FOR_MANY, FOR_MANY_WIDE };
+
+template <int FOR>
+static constexpr int bound_threads() { return FOR == FOR_MANY ? WARPS * 32 : MAX_WARPS * 32; }
+
+template <int FOR, bool SWIGLU>
+static constexpr int bound_blocks()
+{
+    return FOR == FOR_DECODE ? SM_WARPS / MAX_WARPS : FOR == FOR_MANY_WIDE && !SWIGLU ? 2 : 1;
+}
+
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int FOR, int TOKS>
+static __global__ void __launch_bounds__(bound_threads<FOR>(), (bound_blocks<FOR, SWIGLU>()))
+matmul_kernel(matmul_params p)
 {
     constexpr int NM = SWIGLU ? 2 : 1;
     static_assert(!TOKS || NT8 == 1, "staged tokens are a case of up to 8");
@@ -598,7 +630,7 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
 
     let_next_kernel_start();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
-    const int split = p.split, per_block = WARPS / split;
+    const int split = p.split, per_block = p.tiles_per_block;
     const int tile = blockIdx.x * per_block + warp / split, part = warp % split;
 
     float acc[NM][NT8][4];
@@ -697,7 +729,7 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
                 reduce[warp][(m * NT8 + j) * 128 + i * 32 + lane] = acc[m][j][i];
     __syncthreads();
 
-    for (int e = threadIdx.x; e < per_block * NT8 * 128; e += THREADS) {
+    for (int e = threadIdx.x; e < per_block * NT8 * 128; e += blockDim.x) {
         const int tl = e / (NT8 * 128), r = e % (NT8 * 128);
         const int t = blockIdx.x * per_block + tl;
         if (t >= p.n_tiles)
@@ -731,61 +763,70 @@ static __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) matmul_kernel(matm
     }
 }
 
-/* Dynamic shared memory of one block: the warps' rings (which then hold
- * the reduction). */
+/* Dynamic shared memory of a block of warps warps: their rings (which
+ * then hold the reduction). */
 template <int BITS, int NT8, bool SWIGLU, bool GS32, int TOKS>
-static constexpr int block_smem()
+static constexpr int block_smem(int warps)
 {
     constexpr int NM = SWIGLU ? 2 : 1;
-    constexpr int rings = WARPS * pipe_shape<BITS, NM, GS32, TOKS>::WARP_BYTES;
-    constexpr int reduce = WARPS * NM * NT8 * 128 * 4;
-    return rings > reduce ? rings : reduce;
+    constexpr int ring = pipe_shape<BITS, NM, GS32, TOKS>::WARP_BYTES;
+    constexpr int reduce = NM * NT8 * 128 * 4;
+    return warps * (ring > reduce ? ring : reduce);
 }
 
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS = 0>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int FOR, int TOKS = 0>
 static cudaError_t launch_one(const matmul_params *p, unsigned blocks, cudaStream_t s)
 {
-    return launch_overlapped(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, TOKS>, dim3(blocks),
-                             dim3(THREADS), block_smem<BITS, NT8, SWIGLU, GS32, TOKS>(), s, *p);
+    const int warps = p->split * p->tiles_per_block;
+    return launch_overlapped(matmul_kernel<BITS, NT8, SWIGLU, GS32, FOR, TOKS>, dim3(blocks),
+                             dim3((unsigned)(warps * 32)),
+                             (size_t)block_smem<BITS, NT8, SWIGLU, GS32, TOKS>(warps), s, *p);
 }
 
-template <int BITS, int NT8, bool SWIGLU, bool GS32, int MIN_BLOCKS, int TOKS = 0>
+template <int BITS, int NT8, bool SWIGLU, bool GS32, int FOR, int TOKS = 0>
 static cudaError_t allow_smem()
 {
-    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, MIN_BLOCKS, TOKS>,
+    return cudaFuncSetAttribute(matmul_kernel<BITS, NT8, SWIGLU, GS32, FOR, TOKS>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                block_smem<BITS, NT8, SWIGLU, GS32, TOKS>());
+                                block_smem<BITS, NT8, SWIGLU, GS32, TOKS>(bound_threads<FOR>() / 32));
 }
 
-/* Up to 8 tokens (decoding, verifying): DECODE_BLOCKS blocks per SM, so
- * that more weight loads are in flight; more tokens: one. */
+/* Up to 8 tokens (decoding, verifying): SM_WARPS warps an SM, so that
+ * more weight loads are in flight; more tokens: fewer (bound_blocks). */
 template <int BITS, bool SWIGLU, bool GS32>
 static cudaError_t for_token_counts(const matmul_params *p, unsigned blocks, cudaStream_t s)
 {
     constexpr int STAGED = staged_tokens<SWIGLU>();
     if (!p) {
-        cudaError_t e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>();
+        cudaError_t e = allow_smem<BITS, 1, SWIGLU, GS32, FOR_DECODE>();
         if (e == cudaSuccess && STAGED >= 1)
-            e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 1>();
+            e = allow_smem<BITS, 1, SWIGLU, GS32, FOR_DECODE, 1>();
         if constexpr (STAGED == 8 && pipe_shape<BITS, SWIGLU ? 2 : 1, GS32, 8>::FITS)
             if (e == cudaSuccess)
-                e = allow_smem<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 8>();
+                e = allow_smem<BITS, 1, SWIGLU, GS32, FOR_DECODE, 8>();
         if (e == cudaSuccess)
-            e = allow_smem<BITS, 2, SWIGLU, GS32, 1>();
+            e = allow_smem<BITS, 2, SWIGLU, GS32, FOR_MANY>();
         if (e == cudaSuccess)
-            e = allow_smem<BITS, 4, SWIGLU, GS32, 1>();
+            e = allow_smem<BITS, 4, SWIGLU, GS32, FOR_MANY>();
+        if (e == cudaSuccess)
+            e = allow_smem<BITS, 2, SWIGLU, GS32, FOR_MANY_WIDE>();
+        if (e == cudaSuccess)
+            e = allow_smem<BITS, 4, SWIGLU, GS32, FOR_MANY_WIDE>();
         return e;
     }
     if (p->n_tok == 1 && STAGED >= 1)
-        return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 1>(p, blocks, s);
+        return launch_one<BITS, 1, SWIGLU, GS32, FOR_DECODE, 1>(p, blocks, s);
     if constexpr (STAGED == 8 && pipe_shape<BITS, SWIGLU ? 2 : 1, GS32, 8>::FITS)
         if (p->n_tok <= 8)
-            return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS, 8>(p, blocks, s);
+            return launch_one<BITS, 1, SWIGLU, GS32, FOR_DECODE, 8>(p, blocks, s);
     if (p->n_tok <= 8)
-        return launch_one<BITS, 1, SWIGLU, GS32, DECODE_BLOCKS>(p, blocks, s);
+        return launch_one<BITS, 1, SWIGLU, GS32, FOR_DECODE>(p, blocks, s);
+    const bool wide = p->split * p->tiles_per_block > WARPS;
     if (p->n_tok <= 16)
-        return launch_one<BITS, 2, SWIGLU, GS32, 1>(p, blocks, s);
-    return launch_one<BITS, 4, SWIGLU, GS32, 1>(p, blocks, s);
+        return wide ? launch_one<BITS, 2, SWIGLU, GS32, FOR_MANY_WIDE>(p, blocks, s)
+                    : launch_one<BITS, 2, SWIGLU, GS32, FOR_MANY>(p, blocks, s);
+    return wide ? launch_one<BITS, 4, SWIGLU, GS32, FOR_MANY_WIDE>(p, blocks, s)
+                : launch_one<BITS, 4, SWIGLU, GS32, FOR_MANY>(p, blocks, s);
 }
 
 /* Launches the kernel for p's format (p NULL: allows every variant its
@@ -827,20 +868,57 @@ static cudaError_t launch_bits(const matmul_params *p, unsigned blocks, cudaStre
     return for_formats<SWIGLU>(p, p->w[0].bits, gs32, blocks, s);
 }
 
-/* Warps per tile: the fewest that still give every SM a full set of blocks, so that
- * short matrices (a decode step's o and q/k/v) fill the GPU and long ones
- * stream long runs of columns per warp. Depends on the shape only. */
-static int choose_split(int tiles, int n_kb)
+typedef struct matmul_shape {
+    int split;             /* warps a tile */
+    int tiles_per_block;
+} matmul_shape;
+
+/* Warps per tile and tiles per block. A decode step's matmuls take one or
+ * two waves of warps, so the warps left idle in the last wave are lost
+ * bandwidth: a split is scored by the share of the waves' warp slots it
+ * fills (the GPU holds SM_WARPS warps an SM), the fewest warps winning a
+ * tie, so that long matrices stream long runs of columns per warp.
+ * Matrices of more tiles than a wave holds keep one warp a tile. Splits
+ * above WARPS (blocks of up to MAX_WARPS warps) only where each warp still
+ * streams 8 blocks of columns: on the H100 a 12-way split took llama3-8b's
+ * down (4096 x 14336, 256 tiles) from 16.5 to 14.0 us, but q_proj (4096
+ * columns) got slower. Blocks are of split * tiles_per_block warps, a
+ * divisor of SM_WARPS so that whole blocks fill an SM, and at most WARPS
+ * where the split allows: smaller blocks leave a smaller last wave
+ * (llama3-70b's gate+up: 94.7 us in blocks of 12 warps, 91.2 in blocks of
+ * 6). Depends on the shape only (never on the tokens), so a token's sums
+ * are added in the same order in every pass. */
+static matmul_shape choose_shape(int tiles, int n_kb)
 {
     int device = 0, sms = 0;
     if (cudaGetDevice(&device) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms < 1)
         sms = 132;
-    int split = 1;
-    while (split < WARPS && split * 2 <= n_kb &&
-           ceil_div(tiles * split, WARPS) < DECODE_BLOCKS * sms)
-        split *= 2;
-    return split;
+    const long wave = (long)SM_WARPS * sms;
+    matmul_shape best = { 1, 1 };
+    double best_fill = 0.0;
+    for (int split = 1; split <= MAX_WARPS; split++) {
+        if (split > 1 && split * 2 > n_kb)
+            break;
+        if (split > WARPS && split * 8 > n_kb)
+            break;
+        const int most = split <= WARPS ? WARPS : MAX_WARPS;
+        int per_block = 0;
+        for (int t = most / split; t >= 1 && !per_block; t--)
+            if (SM_WARPS % (split * t) == 0)
+                per_block = t;
+        if (!per_block)
+            continue;
+        const long warps = (long)tiles * split;
+        if (split > 1 && warps > wave * 2)
+            break;
+        const double fill = (double)warps / (double)((warps + wave - 1) / wave * wave);
+        if (fill > best_fill + 1e-9) {
+            best_fill = fill;
+            best = (matmul_shape){ split, per_block };
+        }
+    }
+    return best;
 }
 
 static int same_input(const cuda_matrix *a, const cuda_matrix *b)
@@ -848,15 +926,17 @@ static int same_input(const cuda_matrix *a, const cuda_matrix *b)
     return a->bits == b->bits && a->n_kb == b->n_kb && a->group_shift == b->group_shift;
 }
 
-/* split: from the whole matrices' tiles (a prefix of rows, as a limited
+/* shape: from the whole matrices' tiles (a prefix of rows, as a limited
  * vocabulary asks, is computed as the whole matrix would be). */
-static cudaError_t launch_chunks(matmul_params *p, bool swiglu, int tiles, int split, int n_kb,
-                                 const void *frag, int n_tok, float *const *y, int n_y,
+static cudaError_t launch_chunks(matmul_params *p, bool swiglu, int tiles, matmul_shape shape,
+                                 int n_kb, const void *frag, int n_tok, float *const *y, int n_y,
                                  cudaStream_t s)
 {
     p->n_tiles = tiles;
-    p->split = split;
-    unsigned blocks = (unsigned)ceil_div(tiles * split, WARPS);
+    p->split = shape.split;
+    /* fewer tiles than a block holds: a block of just those */
+    p->tiles_per_block = shape.tiles_per_block < tiles ? shape.tiles_per_block : tiles;
+    unsigned blocks = (unsigned)ceil_div(tiles, p->tiles_per_block);
     size_t chunk_halves = (size_t)(CUDA_MATMUL_TOKENS / 8) * (size_t)n_kb * 4u * 32u * 4u;
     for (int t0 = 0; t0 < n_tok; t0 += CUDA_MATMUL_TOKENS) {
         p->frag = (const uint2 *)((const __half *)frag + (size_t)(t0 / CUDA_MATMUL_TOKENS) * chunk_halves);
@@ -880,7 +960,7 @@ static cudaError_t matmul(const cuda_matrix *w, const cuda_matrix *up, const voi
     /* rows may be fewer than the matrix holds: a prefix of whole tiles
      * (the first logits of a limited vocabulary). */
     matmul_params p = { { *w, up ? *up : *w, *w }, { bias, up_bias, NULL }, { NULL, NULL, NULL },
-                        { 0, 1 << 30, 1 << 30 }, 0, 1, NULL, 0, accumulate, alpha };
+                        { 0, 1 << 30, 1 << 30 }, 0, 1, 1, NULL, 0, accumulate, alpha };
     p.w[0].rows = y_stride;   /* the output's row length is the rows computed */
     if (y_stride > w->rows)
         return cudaErrorInvalidValue;
@@ -890,9 +970,9 @@ static cudaError_t matmul(const cuda_matrix *w, const cuda_matrix *up, const voi
         return cudaErrorInvalidValue;
     p.frag_out = (__half *)frag_out;
     p.frag_steps = y_stride / 16;
-    int split = choose_split(ceil_div(w->rows, CUDA_TILE_ROWS), w->n_kb);
+    matmul_shape shape = choose_shape(ceil_div(w->rows, CUDA_TILE_ROWS), w->n_kb);
     float *ys[2] = { y, y };
-    return launch_chunks(&p, up != NULL, ceil_div(y_stride, CUDA_TILE_ROWS), split, w->n_kb, frag,
+    return launch_chunks(&p, up != NULL, ceil_div(y_stride, CUDA_TILE_ROWS), shape, w->n_kb, frag,
                          n_tok, ys, up ? 2 : 1, s);
 }
 
@@ -919,7 +999,7 @@ cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *f
         if (!same_input(w[i], w[0]))
             return cudaErrorInvalidValue;
     matmul_params p = { { *w[0], *w[0], *w[0] }, { NULL, NULL, NULL }, { NULL, NULL, NULL },
-                        { 0, 1 << 30, 1 << 30 }, 0, 1, NULL, 0, 0, 1.0f };
+                        { 0, 1 << 30, 1 << 30 }, 0, 1, 1, NULL, 0, 0, 1.0f };
     int tiles = 0;
     for (int i = 0; i < n_w; i++) {
         p.w[i] = *w[i];
@@ -927,7 +1007,7 @@ cudaError_t cuda_matmul_many(const cuda_matrix *const *w, int n_w, const void *f
         p.tile_start[i] = tiles;
         tiles += ceil_div(w[i]->rows, CUDA_TILE_ROWS);
     }
-    return launch_chunks(&p, false, tiles, choose_split(tiles, w[0]->n_kb), w[0]->n_kb, frag,
+    return launch_chunks(&p, false, tiles, choose_shape(tiles, w[0]->n_kb), w[0]->n_kb, frag,
                          n_tok, y, n_w, s);
 }
 

@@ -262,6 +262,12 @@ int main(int argc, char **argv)
         bench_matmul("down 4096x14336", 4096, 14336, 4, toks[i], 0);
         bench_matmul("lm_head 128256x4096", 128256, 4096, 4, toks[i], 0);
     }
+    /* a decode step's q/k/v in one launch, and llama3-70b's matmuls */
+    bench_matmul("qkv 6144x4096", 6144, 4096, 4, 1, 0);
+    bench_matmul("70b qkv 10240x8192", 10240, 8192, 4, 1, 0);
+    bench_matmul("70b o 8192x8192", 8192, 8192, 4, 1, 0);
+    bench_matmul("70b gate+up 28672x8192", 28672, 8192, 4, 1, 1);
+    bench_matmul("70b down 8192x28672", 8192, 28672, 4, 1, 0);
     bench_matmul("q_proj bf16", 4096, 4096, 0, 1, 0);
     bench_matmul("down bf16", 4096, 14336, 0, 1, 0);
     bench_small(1, 540);
