@@ -879,15 +879,18 @@ typedef struct matmul_shape {
  * fills (the GPU holds SM_WARPS warps an SM), the fewest warps winning a
  * tie, so that long matrices stream long runs of columns per warp.
  * Matrices of more tiles than a wave holds keep one warp a tile. Splits
- * above WARPS (blocks of up to MAX_WARPS warps) only where each warp still
- * streams 8 blocks of columns: on the H100 a 12-way split took llama3-8b's
- * down (4096 x 14336, 256 tiles) from 16.5 to 14.0 us, but q_proj (4096
- * columns) got slower. Blocks are of split * tiles_per_block warps, a
- * divisor of SM_WARPS so that whole blocks fill an SM, and at most WARPS
- * where the split allows: smaller blocks leave a smaller last wave
- * (llama3-70b's gate+up: 94.7 us in blocks of 12 warps, 91.2 in blocks of
- * 6). Depends on the shape only (never on the tokens), so a token's sums
- * are added in the same order in every pass. */
+ * other than 1, 2, 4 and 8 (3, 6, 12) only where each warp still streams 8
+ * blocks of columns: on the H100 a 12-way split took llama3-8b's down
+ * (4096 x 14336, 256 tiles) from 16.5 to 14.0 us, but q_proj (4096
+ * columns) got slower, and splits of 3 and 6 of matrices a few hundred
+ * columns wide made the small models slower (the coder pair 5-9%, each
+ * warp had 2 or 3 blocks of columns). Blocks are of split *
+ * tiles_per_block warps, a divisor of SM_WARPS so that whole blocks fill
+ * an SM, and at most WARPS where the split allows: smaller blocks leave a
+ * smaller last wave (llama3-70b's gate+up: 95.1 us in blocks of 12 warps,
+ * 91.2-91.7 in blocks of 6, and the 70B step 16.86 against 16.40 ms).
+ * Depends on the shape only (never on the tokens), so a token's sums are
+ * added in the same order in every pass. */
 static matmul_shape choose_shape(int tiles, int n_kb)
 {
     int device = 0, sms = 0;
@@ -898,10 +901,10 @@ static matmul_shape choose_shape(int tiles, int n_kb)
     matmul_shape best = { 1, 1 };
     double best_fill = 0.0;
     for (int split = 1; split <= MAX_WARPS; split++) {
-        if (split > 1 && split * 2 > n_kb)
+        if (split > n_kb)
             break;
-        if (split > WARPS && split * 8 > n_kb)
-            break;
+        if ((split & (split - 1)) != 0 && split * 8 > n_kb)
+            continue;
         const int most = split <= WARPS ? WARPS : MAX_WARPS;
         int per_block = 0;
         for (int t = most / split; t >= 1 && !per_block; t--)
