@@ -16,6 +16,9 @@
 #   big          cuda-bench llama3-70b 4-bit (this build, then the base)
 #   spec         alm-engine bench: 70B + 1B and 8B + 1B at synthetic
 #                acceptance 0.8, and the coder pair
+#   trace        the kernel timeline of cuda-bench (decode, passes, prefill)
+#                for each build and model: kernel_trace.c's CSV, xz-packed,
+#                for tests/cuda/device/trace_summary.py back here
 #   profile      ncu on one 4-bit gate+up launch and one lm_head launch:
 #                warp states, scheduler and memory sections, source counters
 #
@@ -117,6 +120,23 @@ spec() {
         --gen-tokens 128 --repeat 3
 }
 
+trace() {
+    local lib=$PWD/.device/new/libalm-kernel-trace.so
+    if [ ! -f "$lib" ]; then
+        echo "### no kernel-trace library staged (CUPTI not found at build time)"
+        return
+    fi
+    for b in "${builds[@]}"; do
+        for args in "${models[@]}"; do
+            local csv="$out/trace-$b-$(echo "$args" | tr ' /' '__').csv"
+            # shellcheck disable=SC2086
+            CUDA_INJECTION64_PATH=$lib ALM_TRACE_FILE=$csv run "trace: cuda-bench $args ($b)" \
+                .device/$b/cuda-bench $args
+            [ -f "$csv" ] && xz -T0 -f "$csv"
+        done
+    done
+}
+
 profile() {
     if ! command -v ncu >/dev/null; then
         echo "### ncu not found: no profile"
@@ -138,7 +158,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=c
 for section in "$@"; do
     start=$(date +%s)
     case $section in
-    correctness|kernels|decode|prefill|big|spec|profile) $section > "$out/$section.txt" ;;
+    correctness|kernels|decode|prefill|big|spec|trace|profile) $section > "$out/$section.txt" ;;
     *) echo "unknown section: $section"; exit 2 ;;
     esac
     echo "$section: $(($(date +%s) - start)) s, $(grep -c '^### exit status' "$out/$section.txt") failed," \

@@ -24,6 +24,8 @@ cd "$root"
 export PATH="$PATH:/usr/local/cuda/bin"
 programs=(tests/cuda/test-cuda tests/cuda/cuda-bench tests/cuda/cuda-kernel-bench
           tests/cuda/cuda-copy-bandwidth engine/tools/alm-engine)
+# the kernel timeline (check.sh trace), where CUPTI was found to build it
+trace_lib=tests/cuda/libalm-kernel-trace.so
 
 build() {   # build DIR SRC
     local dir=$1 src=$2
@@ -54,6 +56,9 @@ done
 
 build build-cuda .
 stage build-cuda .device/new
+if [ -f "build-cuda/$trace_lib" ]; then
+    strip -o ".device/new/$(basename "$trace_lib")" "build-cuda/$trace_lib"
+fi
 echo "staged $(git describe --always --dirty) as .device/new"
 
 for v in "${variants[@]}"; do
@@ -91,6 +96,10 @@ ldd .device/new/alm-engine | awk '$3 ~ /^\// { print $3 }' | while read -r lib; 
     *) cp -L "$lib" .device/lib/ ;;
     esac
 done
+if [ -f ".device/new/$(basename "$trace_lib")" ]; then
+    ldd ".device/new/$(basename "$trace_lib")" | awk '$3 ~ /libcupti/ { print $3 }' |
+        while read -r lib; do cp -L "$lib" .device/lib/; done
+fi
 # compressed: the call carries the working tree and .device, 64 MiB in all
 staged=(new lib)
 [ -d .device/base ] && staged+=(base)
