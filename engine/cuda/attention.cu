@@ -8,6 +8,7 @@
  * without the split a long context would leave most of the GPU idle. */
 #include <math.h>
 
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 
 #include "cuda_kernels.h"
@@ -15,6 +16,12 @@
 #include "launch_overlap.cuh"
 
 #define MAX_HEAD_DIM 256
+
+/* 0 at build time (-DALM_ATTENTION_CLUSTER=0): never merge in clusters,
+ * to measure what they gain. */
+#ifndef ALM_ATTENTION_CLUSTER
+#define ALM_ATTENTION_CLUSTER 1
+#endif
 
 static __device__ inline float warp_sum(float v)
 {
@@ -114,7 +121,25 @@ static_assert(ATTN_KEYS == 64, "the score loop gives a lane two keys");
 static __host__ __device__ inline size_t attention_smem_floats(int d, int heads)
 {
     return (size_t)ATTN_KEYS * (size_t)(d + 4) + (size_t)ATTN_KEYS * (size_t)d +
-           (size_t)heads * (size_t)d + (size_t)heads * ATTN_KEYS;
+           (size_t)heads * (size_t)d + (size_t)ATTN_WARPS * ATTN_KEYS;
+}
+
+/* Warps a query head: where a KV head has fewer query heads than the
+ * block has warps (llama3's 4), the spare warps share the tile's keys
+ * (each its own online softmax, combined once at the end by
+ * combine_warps), so that the chain of a tile's score and value loops,
+ * which is what a short context's attention waits on, is shorter. A
+ * power of two, so that it divides the tile. 0 at build time
+ * (-DALM_ATTENTION_WARP_SPLIT=0): a warp a head. */
+#ifndef ALM_ATTENTION_WARP_SPLIT
+#define ALM_ATTENTION_WARP_SPLIT 1
+#endif
+static __device__ __forceinline__ int warps_per_head(int heads)
+{
+    int w = 1;
+    while (ALM_ATTENTION_WARP_SPLIT && 2 * w * heads <= ATTN_WARPS)
+        w *= 2;
+    return w;
 }
 
 static __device__ __forceinline__ void copy16_async(float *dst, const float *src)
@@ -209,6 +234,125 @@ static __device__ __forceinline__ void merge_row(const float *parts, int splits,
     }
 }
 
+/* One warp's query head over a tile of nk keys in shared memory (ks, vs),
+ * folded into its online softmax (max m, sum l, weighted values acc: a
+ * lane per 4 columns). p: the warp's ATTN_KEYS floats of scratch. */
+template <int V4>
+static __device__ __forceinline__ void attend_tile(const float *ks, const float *vs, const float *qh,
+                                                   float *p, int d, int nk, float &m, float &l,
+                                                   float4 (&acc)[V4])
+{
+    const int lane = threadIdx.x & 31, d4 = d / 4;
+    const float4 *q4 = reinterpret_cast<const float4 *>(qh);
+    float s[2];
+#pragma unroll
+    for (int k2 = 0; k2 < 2; k2++) {
+        const int key = lane + 32 * k2;
+        float dot = -INFINITY;
+        if (key < nk) {
+            const float4 *kr = reinterpret_cast<const float4 *>(ks + key * (d + 4));
+            dot = 0.0f;
+            for (int c = 0; c < d4; c++) {
+                const float4 kk = kr[c], qq = q4[c];
+                dot += qq.x * kk.x + qq.y * kk.y + qq.z * kk.z + qq.w * kk.w;
+            }
+        }
+        s[k2] = dot;
+    }
+    const float new_max = fmaxf(m, warp_max(fmaxf(s[0], s[1])));
+    const float corr = expf(m - new_max);
+    const float e0 = lane < nk ? expf(s[0] - new_max) : 0.0f;
+    const float e1 = lane + 32 < nk ? expf(s[1] - new_max) : 0.0f;
+    l = l * corr + warp_sum(e0 + e1);
+    p[lane] = e0;
+    p[lane + 32] = e1;
+    __syncwarp();
+#pragma unroll
+    for (int v = 0; v < V4; v++) {
+        acc[v].x *= corr;
+        acc[v].y *= corr;
+        acc[v].z *= corr;
+        acc[v].w *= corr;
+    }
+    for (int key = 0; key < nk; key++) {
+        const float pk = p[key];
+#pragma unroll
+        for (int v = 0; v < V4; v++) {
+            const int c = (v * 32 + lane) * 4;
+            if (c < d) {
+                const float4 vv = *reinterpret_cast<const float4 *>(vs + key * d + c);
+                acc[v].x += pk * vv.x;
+                acc[v].y += pk * vv.y;
+                acc[v].z += pk * vv.z;
+                acc[v].w += pk * vv.w;
+            }
+        }
+    }
+    m = new_max;
+    __syncwarp();   /* p is rewritten by the next tile */
+}
+
+/* The wph warps of each head (warps hw * wph .. + wph - 1) fold their
+ * online softmaxes into the first one's: max M of their maxima, and the
+ * sums and values each scaled by e^(m - M). stage: shared memory free for
+ * ATTN_WARPS partials (partial_stride(d) apart). Every thread calls it. */
+template <int V4>
+static __device__ __forceinline__ void combine_warps(float *stage, int d, int wph, bool active, float &m,
+                                                     float &l, float4 (&acc)[V4])
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const size_t stride = partial_stride(d);
+    __syncthreads();   /* the last tile is done with: stage may be the tile's memory */
+    float *mine = stage + warp * stride;
+    if (active) {
+        if (lane == 0) {
+            mine[0] = m;
+            mine[1] = l;
+        }
+#pragma unroll
+        for (int v = 0; v < V4; v++) {
+            const int c = (v * 32 + lane) * 4;
+            if (c < d)
+                *reinterpret_cast<float4 *>(mine + 4 + c) = acc[v];
+        }
+    }
+    __syncthreads();
+    if (!active || warp % wph)
+        return;
+    float most = m;
+    for (int s = 1; s < wph; s++)
+        most = fmaxf(most, mine[s * stride]);
+    if (most == -INFINITY)
+        return;   /* no keys for this head here */
+    const float f = m == -INFINITY ? 0.0f : expf(m - most);
+    l *= f;
+#pragma unroll
+    for (int v = 0; v < V4; v++) {
+        acc[v].x *= f;
+        acc[v].y *= f;
+        acc[v].z *= f;
+        acc[v].w *= f;
+    }
+    for (int s = 1; s < wph; s++) {
+        const float *theirs = mine + s * stride;
+        const float ms = theirs[0];
+        const float fs = ms == -INFINITY ? 0.0f : expf(ms - most);
+        l += fs * theirs[1];
+#pragma unroll
+        for (int v = 0; v < V4; v++) {
+            const int c = (v * 32 + lane) * 4;
+            if (c < d) {
+                const float4 x = *reinterpret_cast<const float4 *>(theirs + 4 + c);
+                acc[v].x += fs * x.x;
+                acc[v].y += fs * x.y;
+                acc[v].z += fs * x.z;
+                acc[v].w += fs * x.w;
+            }
+        }
+    }
+    m = most;
+}
+
 /* V4: float4s of the head dimension per lane (d <= 128 * V4). */
 template <int V4>
 static __global__ void __launch_bounds__(ATTN_THREADS)
@@ -218,7 +362,7 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
 {
     extern __shared__ __align__(16) float sm[];
     let_next_kernel_start();
-    const int d = a.head_dim, d4 = d / 4, group = a.n_heads / a.n_kv_heads;
+    const int d = a.head_dim, group = a.n_heads / a.n_kv_heads;
     const int rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
     const int split = blockIdx.x, splits = gridDim.x, t = blockIdx.z;
     const int kv_head = blockIdx.y / rounds, h0 = blockIdx.y % rounds * ATTN_WARPS;
@@ -248,7 +392,9 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
     for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
         qs[i] = qh[i] * scale;
 
-    const bool mine = warp < nh;
+    const int wph = warps_per_head(nh), hw = warp / wph, keys_w = ATTN_KEYS / wph;
+    const int key0 = warp % wph * keys_w;
+    const bool active = hw < nh, mine = active && warp % wph == 0;
     float m = -INFINITY, l = 0.0f;
     float4 acc[V4];
 #pragma unroll
@@ -260,58 +406,13 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
         copy_keys(a, kv_head, k_cache, v_cache, base, base == lo ? early : 0, nk, ks, vs);
         asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
         __syncthreads();
-        if (mine) {
-            const float4 *q4 = reinterpret_cast<const float4 *>(qs + warp * d);
-            float s[2];
-#pragma unroll
-            for (int k2 = 0; k2 < 2; k2++) {
-                const int key = lane + 32 * k2;
-                float dot = -INFINITY;
-                if (key < nk) {
-                    const float4 *kr = reinterpret_cast<const float4 *>(ks + key * (d + 4));
-                    dot = 0.0f;
-                    for (int c = 0; c < d4; c++) {
-                        const float4 kk = kr[c], qq = q4[c];
-                        dot += qq.x * kk.x + qq.y * kk.y + qq.z * kk.z + qq.w * kk.w;
-                    }
-                }
-                s[k2] = dot;
-            }
-            const float new_max = fmaxf(m, warp_max(fmaxf(s[0], s[1])));
-            const float corr = expf(m - new_max);
-            const float e0 = lane < nk ? expf(s[0] - new_max) : 0.0f;
-            const float e1 = lane + 32 < nk ? expf(s[1] - new_max) : 0.0f;
-            l = l * corr + warp_sum(e0 + e1);
-            float *p = ps + warp * ATTN_KEYS;
-            p[lane] = e0;
-            p[lane + 32] = e1;
-            __syncwarp();
-#pragma unroll
-            for (int v = 0; v < V4; v++) {
-                acc[v].x *= corr;
-                acc[v].y *= corr;
-                acc[v].z *= corr;
-                acc[v].w *= corr;
-            }
-            for (int key = 0; key < nk; key++) {
-                const float pk = p[key];
-#pragma unroll
-                for (int v = 0; v < V4; v++) {
-                    const int c = (v * 32 + lane) * 4;
-                    if (c < d) {
-                        const float4 vv = *reinterpret_cast<const float4 *>(vs + key * d + c);
-                        acc[v].x += pk * vv.x;
-                        acc[v].y += pk * vv.y;
-                        acc[v].z += pk * vv.z;
-                        acc[v].w += pk * vv.w;
-                    }
-                }
-            }
-            m = new_max;
-            __syncwarp();   /* p is rewritten by the next tile */
-        }
+        if (active && key0 < nk)
+            attend_tile<V4>(ks + key0 * (d + 4), vs + key0 * d, qs + hw * d, ps + warp * ATTN_KEYS, d,
+                            min(keys_w, nk - key0), m, l, acc);
     }
-    const int head = kv_head * group + h0 + warp;
+    if (wph > 1)
+        combine_warps<V4>(ks, d, wph, active, m, l, acc);
+    const int head = kv_head * group + h0 + hw;
     const size_t row = (size_t)t * a.n_heads + head;
     float *part = partials + (row * splits + split) * partial_stride(d);
     if (mine) {
@@ -369,6 +470,166 @@ static __global__ void merge_splits(int n_heads, int d, int splits, const float 
               (int)blockIdx.x * d, n_heads * d / 16);
 }
 
+/* ---------------------------------------------------------------- attention in clusters */
+
+/* The same attention with the splits' merge inside a thread block cluster
+ * (compute capability 9.0+): the CLUSTER blocks of a (KV head, token) are
+ * one cluster; block b takes the tiles of CUDA_ATTENTION_SPLIT_KEYS keys
+ * numbered b, b + CLUSTER, b + 2 CLUSTER, ... of the context, leaves its
+ * partial (max, sum, weighted values) in its own shared memory, and block
+ * 0 reads the others' over the cluster's shared memory and merges them.
+ *
+ * Why: in a decode step the attention is a chain of latencies, not
+ * bandwidth (a layer's cache is a few MB). Through global memory the
+ * merge costs the partials' stores, a fence, an atomic counter and three
+ * to five trips to L2 for the last block; here it is a cluster barrier and
+ * one trip to the neighbours' shared memory. The tiles a block takes
+ * depend on the position only, never on the pass's other tokens or the
+ * launch's size, so a verification gives bit for bit the logits of
+ * decoding its tokens one by one, and a graph's launch serves every
+ * context length. Up to CLUSTER tiles (1024 keys at 16) the splits are
+ * those of attention_kernel and the arithmetic is merge_row's: the same
+ * bits. */
+template <int V4, int CLUSTER>
+static __global__ void __launch_bounds__(ATTN_THREADS)
+attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const int *pos_dev,
+                         const float *k_cache, const float *v_cache, float *out, __half *frag)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    extern __shared__ __align__(16) float sm[];
+    let_next_kernel_start();
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    const int d = a.head_dim, group = a.n_heads / a.n_kv_heads;
+    const int rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
+    const int rank = (int)blockIdx.x, t = blockIdx.z;
+    const int kv_head = blockIdx.y / rounds, h0 = blockIdx.y % rounds * ATTN_WARPS;
+    const int nh = min(ATTN_WARPS, group - h0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *ks = sm, *vs = ks + ATTN_KEYS * (d + 4), *qs = vs + ATTN_KEYS * d, *ps = qs + nh * d;
+    float *parts = ps + ATTN_WARPS * ATTN_KEYS;   /* nh partials, partial_stride(d) apart */
+
+    /* pos_dev: safe to read early (see attention_kernel) */
+    const int pass0 = pos_dev ? *pos_dev : pos0, pos = pass0 + t;
+    const int first = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
+    const int tile0 = first / ATTN_KEYS, tile_end = pos / ATTN_KEYS + 1;
+    int tile = tile0 + ((rank - tile0 % CLUSTER) % CLUSTER + CLUSTER) % CLUSTER;
+    /* the keys of a tile: [lo, hi) */
+#define TILE_LO(j) max(first, (j) * ATTN_KEYS)
+#define TILE_HI(j) min(pos + 1, ((j) + 1) * ATTN_KEYS)
+    const int early = tile < tile_end ? max(0, min(TILE_HI(tile) - TILE_LO(tile), pass0 - TILE_LO(tile))) : 0;
+    if (tile < tile_end)
+        copy_keys(a, kv_head, k_cache, v_cache, TILE_LO(tile), 0, early, ks, vs);
+    wait_for_previous_kernels();
+
+    const float scale = 1.0f / sqrtf((float)d);
+    const float *qh = q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d;
+    for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
+        qs[i] = qh[i] * scale;
+
+    const int wph = warps_per_head(nh), hw = warp / wph, keys_w = ATTN_KEYS / wph;
+    const int key0 = warp % wph * keys_w;
+    const bool active = hw < nh, mine = active && warp % wph == 0;
+    float m = -INFINITY, l = 0.0f;
+    float4 acc[V4];
+#pragma unroll
+    for (int v = 0; v < V4; v++)
+        acc[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (bool first_tile = true; tile < tile_end; tile += CLUSTER, first_tile = false) {
+        const int lo = TILE_LO(tile), nk = TILE_HI(tile) - lo;
+        __syncthreads();   /* q is in; the previous tile is done with */
+        copy_keys(a, kv_head, k_cache, v_cache, lo, first_tile ? early : 0, nk, ks, vs);
+        asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
+        __syncthreads();
+        if (active && key0 < nk)
+            attend_tile<V4>(ks + key0 * (d + 4), vs + key0 * d, qs + hw * d, ps + warp * ATTN_KEYS, d,
+                            min(keys_w, nk - key0), m, l, acc);
+    }
+    if (wph > 1)
+        combine_warps<V4>(ks, d, wph, active, m, l, acc);
+#undef TILE_LO
+#undef TILE_HI
+    const size_t stride = partial_stride(d);
+    if (mine) {
+        float *part = parts + hw * stride;
+        if (lane == 0) {
+            part[0] = m;
+            part[1] = l;
+        }
+#pragma unroll
+        for (int v = 0; v < V4; v++) {
+            const int c = (v * 32 + lane) * 4;
+            if (c < d)
+                *reinterpret_cast<float4 *>(part + 4 + c) = acc[v];
+        }
+    }
+    cluster.sync();   /* every block's partials are in */
+    if (rank == 0 && mine) {
+        /* merge_row's arithmetic, every load of the CLUSTER partials
+         * issued before the first is used */
+        const float *part = parts + hw * stride;
+        float pm = -INFINITY, pl = 0.0f;
+        if (lane < CLUSTER) {
+            const float *their = cluster.map_shared_rank(part, (unsigned)lane);
+            pm = their[0];
+            pl = their[1];
+        }
+        const int head = kv_head * group + h0 + hw;
+        const size_t row = (size_t)t * a.n_heads + head;
+        const int frag_steps = a.n_heads * d / 16;
+#pragma unroll
+        for (int v = 0; v < V4; v++) {
+            const int c = (v * 32 + lane) * 4;
+            const bool has = c < d;
+            float4 x[CLUSTER];
+#pragma unroll
+            for (int j = 0; j < CLUSTER; j++)
+                x[j] = has ? *reinterpret_cast<const float4 *>(cluster.map_shared_rank(part, (unsigned)j) + 4 + c)
+                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            const float max = warp_max(pm);
+            const float total = warp_sum(lane < CLUSTER && pm != -INFINITY ? expf(pm - max) * pl : 0.0f);
+            const float w = lane < CLUSTER && pm != -INFINITY ? expf(pm - max) : 0.0f;
+            float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+            for (int j = 0; j < CLUSTER; j++) {
+                const float wj = __shfl_sync(0xffffffffu, w, j);
+                sum.x += wj * x[j].x;
+                sum.y += wj * x[j].y;
+                sum.z += wj * x[j].z;
+                sum.w += wj * x[j].w;
+            }
+            if (!has)
+                continue;
+            const float r[4] = { sum.x / total, sum.y / total, sum.z / total, sum.w / total };
+            for (int i = 0; i < 4; i++) {
+                out[row * d + c + i] = r[i];
+                if (frag)
+                    frag[fragment_index(t, head * d + c + i, frag_steps)] = __float2half_rn(r[i]);
+            }
+        }
+    }
+    cluster.sync();   /* block 0 is done reading the others' shared memory */
+#endif
+}
+
+/* Floats of the cluster kernel's shared memory. */
+static size_t cluster_smem_floats(int d, int heads)
+{
+    return attention_smem_floats(d, heads) + (size_t)heads * partial_stride(d);
+}
+
+template <int V4, int CLUSTER>
+static cudaError_t launch_cluster_attention(const cuda_attention_shape *a, dim3 grid, const float *q,
+                                            int pos0, const int *pos_dev, const float *k_cache,
+                                            const float *v_cache, float *out, __half *frag,
+                                            cudaStream_t s)
+{
+    const int group = a->n_heads / a->n_kv_heads;
+    size_t smem = cluster_smem_floats(a->head_dim, group < ATTN_WARPS ? group : ATTN_WARPS) * sizeof(float);
+    return launch_overlapped_clusters(attention_cluster_kernel<V4, CLUSTER>, grid, dim3(ATTN_THREADS), smem,
+                                      s, (unsigned)CLUSTER, *a, q, pos0, pos_dev, k_cache, v_cache, out, frag);
+}
+
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
                            const int *pos_dev, int max_span, const float *k_cache,
                            const float *v_cache, float *out, const cuda_attention_scratch *scratch,
@@ -395,6 +656,18 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
     }
     span = splits * chunk;
     const int group = a->n_heads / a->n_kv_heads, rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
+    if (scratch->cluster == 8 || scratch->cluster == 16) {
+        dim3 grid((unsigned)scratch->cluster, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
+        if (scratch->cluster == 16)
+            return a->head_dim <= 128
+                       ? launch_cluster_attention<1, 16>(a, grid, q, pos0, pos_dev, k_cache, v_cache, out, fh, s)
+                       : launch_cluster_attention<2, 16>(a, grid, q, pos0, pos_dev, k_cache, v_cache, out, fh, s);
+        return a->head_dim <= 128
+                   ? launch_cluster_attention<1, 8>(a, grid, q, pos0, pos_dev, k_cache, v_cache, out, fh, s)
+                   : launch_cluster_attention<2, 8>(a, grid, q, pos0, pos_dev, k_cache, v_cache, out, fh, s);
+    }
+    if (scratch->cluster)
+        return cudaErrorInvalidValue;
     dim3 grid((unsigned)splits, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
     /* counters for the last block's merge, where there are enough */
     unsigned *counters = (size_t)grid.y * (size_t)n_tok <= scratch->max_counters ? scratch->counters : NULL;
@@ -414,11 +687,74 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
 
 size_t cuda_attention_partial_floats(int head_dim) { return partial_stride(head_dim); }
 
+static bool clusters_supported(void)
+{
+    int device = 0, major = 0;
+    return ALM_ATTENTION_CLUSTER && cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+           major >= 9;
+}
+
+template <int V4, int CLUSTER>
+static cudaError_t setup_cluster_kernel(void)
+{
+    const int most = (int)(cluster_smem_floats(MAX_HEAD_DIM, ATTN_WARPS) * sizeof(float));
+    cudaError_t e = cudaFuncSetAttribute(attention_cluster_kernel<V4, CLUSTER>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+    if (e == cudaSuccess && CLUSTER > 8)
+        e = cudaFuncSetAttribute(attention_cluster_kernel<V4, CLUSTER>,
+                                 cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    return e;
+}
+
 cudaError_t cuda_attention_setup(void)
 {
     const int most = (int)(attention_smem_floats(MAX_HEAD_DIM, ATTN_WARPS) * sizeof(float));
     cudaError_t e = cudaFuncSetAttribute(attention_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(attention_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+    if (e == cudaSuccess && clusters_supported()) {
+        e = setup_cluster_kernel<1, 8>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<2, 8>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<1, 16>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<2, 16>();
+    }
     return e;
+}
+
+/* Whether the GPU can place a cluster of `blocks` attention blocks of this
+ * shape at all (a cluster lives in one GPC; blocks of a large head
+ * dimension take most of an SM's shared memory). */
+template <int V4, int CLUSTER>
+static bool cluster_fits(const cuda_attention_shape *a)
+{
+    const int group = a->n_heads / a->n_kv_heads;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = CLUSTER;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(CLUSTER, (unsigned)a->n_kv_heads, 1);
+    config.blockDim = dim3(ATTN_THREADS);
+    config.dynamicSmemBytes = cluster_smem_floats(a->head_dim, group < ATTN_WARPS ? group : ATTN_WARPS) * sizeof(float);
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    int clusters = 0;
+    return cudaOccupancyMaxActiveClusters(&clusters, attention_cluster_kernel<V4, CLUSTER>, &config) ==
+               cudaSuccess &&
+           clusters > 0;
+}
+
+int cuda_attention_cluster_blocks(const cuda_attention_shape *a)
+{
+    if (!clusters_supported() || a->head_dim > MAX_HEAD_DIM || a->head_dim % 4 || a->n_kv_heads < 1 ||
+        a->n_heads % a->n_kv_heads)
+        return 0;
+    if (a->head_dim <= 128 ? cluster_fits<1, 16>(a) : cluster_fits<2, 16>(a))
+        return 16;
+    if (a->head_dim <= 128 ? cluster_fits<1, 8>(a) : cluster_fits<2, 8>(a))
+        return 8;
+    cudaGetLastError();   /* a refusal above is an answer, not an error to keep */
+    return 0;
 }

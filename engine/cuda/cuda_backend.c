@@ -107,6 +107,8 @@ typedef struct cuda_workspace {
     size_t max_counters;
     int max_rows;
     int max_splits;              /* attention splits of the whole context */
+    int attention_cluster;       /* blocks a cluster merging the splits (cuda_attention_cluster_blocks;
+                                  * ALM_CUDA_CLUSTERS=0: none), -1 until the first attention */
     alm_error error;             /* first failure since take_error */
 
     bool use_graphs;             /* ALM_CUDA_GRAPHS=0: never */
@@ -444,6 +446,7 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
      * of decoding token by token; longer passes take longer splits. */
     size_t splits = (size_t)(shape->max_context + CUDA_ATTENTION_SPLIT_KEYS - 1) / CUDA_ATTENTION_SPLIT_KEYS;
     ws->max_splits = splits ? (int)splits : 1;
+    ws->attention_cluster = -1;
     ws->max_parts = (size_t)shape->n_heads * GRAPH_MAX_TOKENS * (size_t)ws->max_splits;
     size_t partial = ws->max_parts * cuda_attention_partial_floats(shape->head_dim);
     cudaError_t e = cudaSetDevice(be->device);
@@ -857,7 +860,23 @@ static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const 
         check(ex, cuda_flash_attention(&a, q, n_tok, pos0, cache.k, cache.v, out, frag, ws->stream),
               "attention");
     else {
-        const cuda_attention_scratch scratch = { ws->partials, ws->max_parts, ws->counters, ws->max_counters };
+        if (ws->attention_cluster < 0) {
+            const char *clusters = getenv("ALM_CUDA_CLUSTERS");
+            ws->attention_cluster = clusters && strcmp(clusters, "0") == 0 ? 0 : cuda_attention_cluster_blocks(&a);
+        }
+        /* Clusters for a decode step whose context fits one tile a block:
+         * then their results are the merge through memory's bit for bit
+         * (test-cuda), so a verification, which keeps that path (its
+         * blocks are many and mostly idle in clusters: 5 tokens at 540
+         * keys 14.6 -> 25.6 us), still gives decoding's logits. The
+         * smallest cluster that holds the context. */
+        const int keys = pos_dev ? args.span : pos0 + n_tok;
+        int cluster = 0;
+        for (int c = 8; c <= ws->attention_cluster && !cluster; c *= 2)
+            if (n_tok == 1 && keys <= c * CUDA_ATTENTION_SPLIT_KEYS)
+                cluster = c;
+        const cuda_attention_scratch scratch = { ws->partials, ws->max_parts, ws->counters, ws->max_counters,
+                                                 cluster };
         check(ex, cuda_attention(&a, q, n_tok, pos0, pos_dev, args.span, cache.k, cache.v, out, &scratch,
                                  frag, ws->stream),
               "attention");

@@ -121,6 +121,10 @@ typedef struct cuda_attention_scratch {
     size_t max_parts;
     unsigned *counters;
     size_t max_counters;
+    /* 8 or 16: the splits merge inside thread block clusters of that many
+     * blocks instead (cuda_attention_cluster_blocks; partials and counters
+     * unused); 0: through global memory */
+    int cluster;
 } cuda_attention_scratch;
 /* Counters a pass of n_tok tokens uses. */
 #define CUDA_ATTENTION_COUNTERS(n_heads, n_tok) ((size_t)(n_heads) * (size_t)(n_tok))
@@ -129,6 +133,10 @@ typedef struct cuda_attention_scratch {
 /* Allows the attention kernel the shared memory of the largest head
  * dimension (over 48 KB); once per process, before cuda_attention. */
 cudaError_t cuda_attention_setup(void);
+/* Blocks a cluster for merging this shape's splits on this GPU (16 or 8),
+ * or 0 where clusters are not to be had (before compute capability 9.0,
+ * or no GPC can hold one). After cuda_attention_setup. */
+int cuda_attention_cluster_blocks(const cuda_attention_shape *a);
 
 /* out = softmax(q K^T / sqrt(d) + mask) V, split along the keys when the
  * context is long (scratch: cuda_attention_scratch). With pos_dev the

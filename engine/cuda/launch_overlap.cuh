@@ -49,21 +49,42 @@ static inline bool overlap_supported()
            major >= 9;
 }
 
+/* cluster > 1: blocks in clusters of that many along x (compute
+ * capability 9.0+; the caller checks that the GPU can place them). */
 template <typename... Params, typename... Args>
-static cudaError_t launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                                     cudaStream_t s, Args... args)
+static cudaError_t launch_overlapped_clusters(void (*kernel)(Params...), dim3 grid, dim3 block,
+                                              size_t smem, cudaStream_t s, unsigned cluster,
+                                              Args... args)
 {
-    cudaLaunchAttribute overlap[1];
-    overlap[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    overlap[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute attrs[2];
+    unsigned n = 0;
+    if (cluster > 1) {
+        attrs[n].id = cudaLaunchAttributeClusterDimension;
+        attrs[n].val.clusterDim.x = cluster;
+        attrs[n].val.clusterDim.y = 1;
+        attrs[n].val.clusterDim.z = 1;
+        n++;
+    }
+    if (overlap_supported()) {
+        attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attrs[n].val.programmaticStreamSerializationAllowed = 1;
+        n++;
+    }
     cudaLaunchConfig_t config = {};
     config.gridDim = grid;
     config.blockDim = block;
     config.dynamicSmemBytes = smem;
     config.stream = s;
-    config.attrs = overlap;
-    config.numAttrs = overlap_supported() ? 1 : 0;
+    config.attrs = attrs;
+    config.numAttrs = n;
     return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
+template <typename... Params, typename... Args>
+static cudaError_t launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                                     cudaStream_t s, Args... args)
+{
+    return launch_overlapped_clusters(kernel, grid, block, smem, s, 1u, args...);
 }
 
 #endif

@@ -156,7 +156,9 @@ static void bench_small(int n_tok, int pos0)
     cudaMalloc((void **)&counters, n_counters * sizeof *counters);
     cudaMemset(counters, 0, n_counters * sizeof *counters);
     /* as a decode step runs it: the last block merges */
-    const cuda_attention_scratch scratch = { partials, parts, counters, n_counters };
+    const cuda_attention_scratch scratch = { partials, parts, counters, n_counters, 0 };
+    /* and as it runs it on a GPU with thread block clusters */
+    const cuda_attention_scratch clustered = { NULL, 0, NULL, 0, cuda_attention_cluster_blocks(&a) };
     void *frag = NULL;
     cudaMalloc(&frag, cuda_fragment_bytes(n_tok, 14336));
     static const int dims[] = { 4096, 14336 };
@@ -173,6 +175,12 @@ static void bench_small(int n_tok, int pos0)
                   cuda_attention(&a, q, n_tok, pos0, NULL, 0, kc, vc, out, &scratch, NULL, bs));
     printf("{\"kernel\": \"attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"error\": \"%s\"}\n",
            n_tok, pos0, us, us_graph, cudaGetErrorString(cudaGetLastError()));
+    if (clustered.cluster) {
+        TIME_LAUNCHES(us, us_graph,
+                      cuda_attention(&a, q, n_tok, pos0, NULL, 0, kc, vc, out, &clustered, NULL, bs));
+        printf("{\"kernel\": \"attention_cluster\", \"cluster\": %d, \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"error\": \"%s\"}\n",
+               clustered.cluster, n_tok, pos0, us, us_graph, cudaGetErrorString(cudaGetLastError()));
+    }
     if (n_tok >= CUDA_FLASH_MIN_TOKENS) {
         TIME_LAUNCHES(us, us_graph, cuda_flash_attention(&a, q, n_tok, pos0, kc, vc, out, frag, bs));
         printf("{\"kernel\": \"flash_attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"error\": \"%s\"}\n",

@@ -889,7 +889,7 @@ static double flash_difference(int n_heads, int n_kv, int d, int n_tok, int pos0
     if (e == cudaSuccess) e = cudaMalloc((void **)&partials, parts * cuda_attention_partial_floats(d) * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc(&frag, cuda_fragment_bytes(n_tok, dim));
     if (e == cudaSuccess) e = cudaMalloc(&frag_rows, nq * sizeof(_Float16));
-    const cuda_attention_scratch scratch = { partials, parts, NULL, 0 };
+    const cuda_attention_scratch scratch = { partials, parts, NULL, 0, 0 };
     if (e == cudaSuccess)
         e = cuda_attention(&a, qd, n_tok, pos0, NULL, ctx, kd, vd, out_ref, &scratch, NULL, 0);
     if (e == cudaSuccess)
@@ -990,8 +990,8 @@ static bool merge_in_last_block_same(int heads, int kv, int d, int n_tok, int po
     cudaMemcpy(pos_d, &pos0, sizeof(int), cudaMemcpyHostToDevice);
     const int *pd = pos_dev ? pos_d : NULL;
     const int span = pos_dev ? ctx : 0;
-    const cuda_attention_scratch plain = { partials, parts, NULL, 0 };
-    const cuda_attention_scratch counted = { partials, parts, counters, n_counters };
+    const cuda_attention_scratch plain = { partials, parts, NULL, 0, 0 };
+    const cuda_attention_scratch counted = { partials, parts, counters, n_counters, 0 };
     cudaError_t e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[0], &plain,
                                    with_frag ? frag[0] : NULL, 0);
     /* twice: the first launch must leave the counters as it found them */
@@ -1034,6 +1034,121 @@ static void check_merge_in_last_block(void)
     tap_ok(same == n,
            "attention merging its splits in its last block equals the merge launch bit for bit and leaves its counters at zero (%d of %d shapes)",
            same, n);
+}
+
+/* The attention that merges its splits inside thread block clusters
+ * against the merge through global memory, for one shape: up to `cluster`
+ * tiles of keys the splits are the same and so must the bits be (output
+ * and fragments); past that a block takes several tiles, and the results
+ * agree within 1e-5 of max|out|. Returns the difference (0: same bits),
+ * or a negative number when a launch failed. */
+static double cluster_merge_difference(int cluster, int heads, int kv, int d, int n_tok, int pos0,
+                                       int window, bool pos_dev, int ctx)
+{
+    uint64_t rng = (uint64_t)(heads * 5 + kv * 7 + d + n_tok * 13 + pos0 + window + 3 * pos_dev);
+    cuda_attention_shape a = { heads, kv, d, window };
+    const size_t q_n = (size_t)n_tok * heads * d, c_n = (size_t)ctx * kv * d;
+    float *q = device_randoms(&rng, q_n, -1.0f, 1.0f);
+    float *kc = device_randoms(&rng, c_n, -1.0f, 1.0f), *vc = device_randoms(&rng, c_n, -1.0f, 1.0f);
+    float *out[2] = { NULL, NULL };
+    size_t parts = (size_t)heads * (size_t)n_tok * (size_t)(ctx / CUDA_ATTENTION_SPLIT_KEYS);
+    float *partials = NULL;
+    void *frag[2] = { NULL, NULL };
+    int *pos_d = NULL;
+    const size_t frag_bytes = cuda_fragment_bytes(n_tok, heads * d);
+    const bool with_frag = (heads * d) % 64 == 0;
+    cudaMalloc((void **)&partials, parts * cuda_attention_partial_floats(d) * sizeof(float));
+    for (int i = 0; i < 2; i++) {
+        cudaMalloc((void **)&out[i], q_n * sizeof(float));
+        cudaMalloc(&frag[i], frag_bytes);
+        cudaMemset(frag[i], 0, frag_bytes);
+    }
+    cudaMalloc((void **)&pos_d, sizeof(int));
+    cudaMemcpy(pos_d, &pos0, sizeof(int), cudaMemcpyHostToDevice);
+    const int *pd = pos_dev ? pos_d : NULL;
+    const int span = pos_dev ? ctx : 0;
+    const cuda_attention_scratch plain = { partials, parts, NULL, 0, 0 };
+    const cuda_attention_scratch clustered = { NULL, 0, NULL, 0, cluster };
+    cudaError_t e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[0], &plain,
+                                   with_frag ? frag[0] : NULL, 0);
+    if (e == cudaSuccess)
+        e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[1], &clustered,
+                           with_frag ? frag[1] : NULL, 0);
+    if (e == cudaSuccess)
+        e = cudaDeviceSynchronize();
+    double diff = -1.0;
+    if (e == cudaSuccess) {
+        if (device_same(out[0], out[1], q_n * sizeof(float)) &&
+            (!with_frag || device_same(frag[0], frag[1], frag_bytes)))
+            diff = 0.0;
+        else {
+            float *h[2] = { malloc(q_n * sizeof(float)), malloc(q_n * sizeof(float)) };
+            cudaMemcpy(h[0], out[0], q_n * sizeof(float), cudaMemcpyDeviceToHost);
+            cudaMemcpy(h[1], out[1], q_n * sizeof(float), cudaMemcpyDeviceToHost);
+            double most = 0.0, worst = 0.0;
+            for (size_t i = 0; i < q_n; i++) {
+                most = fmax(most, fabs(h[0][i]));
+                worst = fmax(worst, fabs((double)h[0][i] - h[1][i]));
+            }
+            diff = most > 0.0 ? worst / most : worst;
+            if (isnan(diff))
+                diff = INFINITY;
+            free(h[0]);
+            free(h[1]);
+        }
+    } else
+        tap_diag("attention in clusters of %d, %d heads (%d kv) of %d, %d tokens at %d: %s", cluster, heads,
+                 kv, d, n_tok, pos0, cudaGetErrorString(e));
+    void *bufs[] = { q, kc, vc, partials, pos_d, out[0], out[1], frag[0], frag[1] };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        cudaFree(bufs[i]);
+    return diff;
+}
+
+static void check_cluster_merge(void)
+{
+    static const struct { int heads, kv, d, n_tok, pos0, window, pos_dev, ctx; } cases[] = {
+        { 32, 8, 128, 1, 540, 0, 1, 1024 },    /* a llama3-8b decode step, as a graph runs it */
+        { 32, 8, 128, 5, 61, 0, 0, 1024 },     /* verifying 4 draft tokens across a split */
+        { 16, 8, 128, 17, 900, 0, 1, 1024 },   /* 17 tokens, 15 splits */
+        { 14, 2, 64, 3, 0, 0, 0, 1024 },       /* the first tokens of a sequence: one split */
+        { 4, 2, 96, 6, 100, 32, 0, 1024 },     /* a sliding window; 96 columns */
+        { 4, 1, 16, 2, 300, 0, 1, 1024 },      /* a tiny model's heads (no fragments) */
+        { 8, 1, 256, 2, 700, 0, 0, 1024 },     /* head dimension 256, 8 heads a KV head */
+        { 32, 8, 128, 5, 3000, 0, 1, 4096 },   /* several tiles a block */
+        { 28, 4, 128, 1, 2500, 600, 0, 4096 }, /* several tiles and a window */
+    };
+    cuda_attention_shape probe = { 32, 8, 128, 0 };
+    const int cluster = cuda_attention_cluster_blocks(&probe);
+    if (!cluster) {
+        tap_ok(1, "attention in thread block clusters # SKIP this GPU has none (compute capability below 9.0)");
+        return;
+    }
+    int n = (int)(sizeof cases / sizeof cases[0]), good = 0;
+    for (int c = 0; c < n; c++) {
+        cuda_attention_shape a = { cases[c].heads, cases[c].kv, cases[c].d, cases[c].window };
+        int blocks = cuda_attention_cluster_blocks(&a);
+        if (!blocks) {
+            tap_diag("attention in clusters: no cluster fits %d heads of %d", cases[c].heads, cases[c].d);
+            continue;
+        }
+        for (int size = 8; size <= blocks; size *= 2) {
+            double diff = cluster_merge_difference(size, cases[c].heads, cases[c].kv, cases[c].d,
+                                                   cases[c].n_tok, cases[c].pos0, cases[c].window,
+                                                   cases[c].pos_dev, cases[c].ctx);
+            const int tiles = (cases[c].pos0 + cases[c].n_tok + CUDA_ATTENTION_SPLIT_KEYS - 1) /
+                              CUDA_ATTENTION_SPLIT_KEYS;
+            const bool ok = tiles <= size ? diff == 0.0 : diff >= 0.0 && diff <= 1e-5;
+            if (!ok)
+                tap_diag("attention in clusters of %d, %d heads (%d kv) of %d, %d tokens at %d, window %d: %s %.2e",
+                         size, cases[c].heads, cases[c].kv, cases[c].d, cases[c].n_tok, cases[c].pos0,
+                         cases[c].window, tiles <= size ? "not the same bits," : "differs by", diff);
+            good += ok && size == blocks;
+        }
+    }
+    tap_ok(good == n,
+           "attention merging in thread block clusters (of %d) equals the merge through memory: the same bits up to a tile a block, within 1e-5 past (%d of %d shapes)",
+           cluster, good, n);
 }
 
 /* Takes all but `leave` bytes of the GPU's free memory; NULL if it cannot. */
@@ -1112,6 +1227,7 @@ int main(void)
     check_out_of_memory();
     check_flash_attention();
     check_merge_in_last_block();
+    check_cluster_merge();
 #ifdef ALM_HAVE_CUBLAS
     check_gemm();
 #else
