@@ -353,6 +353,64 @@ static __device__ __forceinline__ void combine_warps(float *stage, int d, int wp
     m = most;
 }
 
+/* What the attention kernels share: the block's query heads in shared
+ * memory, each head's online softmax in its warps (warps_per_head), a tile
+ * of keys at a time, folded into one warp a head at the end. */
+template <int V4>
+struct block_softmax {
+    int d, wph, hw, keys_w, key0;
+    bool active, mine;   /* the warp works on head hw; and holds its result */
+    float m, l;
+    float4 acc[V4];
+
+    __device__ __forceinline__ block_softmax(int head_dim, int nh)
+    {
+        const int warp = threadIdx.x >> 5;
+        d = head_dim;
+        wph = warps_per_head(nh);
+        hw = warp / wph;
+        keys_w = ATTN_KEYS / wph;
+        key0 = warp % wph * keys_w;
+        active = hw < nh;
+        mine = active && warp % wph == 0;
+        m = -INFINITY;
+        l = 0.0f;
+#pragma unroll
+        for (int v = 0; v < V4; v++)
+            acc[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+
+    /* qs = the nh heads at qh, scaled by 1/sqrt(d) */
+    __device__ __forceinline__ void load_query(const float *qh, int nh, float *qs) const
+    {
+        const float scale = 1.0f / sqrtf((float)d);
+        for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
+            qs[i] = qh[i] * scale;
+    }
+
+    /* Keys base .. base + nk - 1 (the first `from` already on their way
+     * into ks, vs), every thread of the block. */
+    __device__ __forceinline__ void take_tile(const cuda_attention_shape &a, int kv_head, const float *k_cache,
+                                              const float *v_cache, int base, int from, int nk, float *ks,
+                                              float *vs, const float *qs, float *ps)
+    {
+        __syncthreads();   /* q is in; the previous tile is done with */
+        copy_keys(a, kv_head, k_cache, v_cache, base, from, nk, ks, vs);
+        asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
+        __syncthreads();
+        if (active && key0 < nk)
+            attend_tile<V4>(ks + key0 * (d + 4), vs + key0 * d, qs + hw * d,
+                            ps + (threadIdx.x >> 5) * ATTN_KEYS, d, min(keys_w, nk - key0), m, l, acc);
+    }
+
+    /* After the last tile, every thread: stage is the tile's memory. */
+    __device__ __forceinline__ void finish(float *stage)
+    {
+        if (wph > 1)
+            combine_warps<V4>(stage, d, wph, active, m, l, acc);
+    }
+};
+
 /* V4: float4s of the head dimension per lane (d <= 128 * V4). */
 template <int V4>
 static __global__ void __launch_bounds__(ATTN_THREADS)
@@ -367,7 +425,7 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
     const int split = blockIdx.x, splits = gridDim.x, t = blockIdx.z;
     const int kv_head = blockIdx.y / rounds, h0 = blockIdx.y % rounds * ATTN_WARPS;
     const int nh = min(ATTN_WARPS, group - h0);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31;
     float *ks = sm, *vs = ks + ATTN_KEYS * (d + 4), *qs = vs + ATTN_KEYS * d, *ps = qs + nh * d;
 
     /* splits past the context (a grid sized for a longer one) find no
@@ -387,31 +445,16 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
     copy_keys(a, kv_head, k_cache, v_cache, lo, 0, early, ks, vs);
     wait_for_previous_kernels();
 
-    const float scale = 1.0f / sqrtf((float)d);
-    const float *qh = q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d;
-    for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
-        qs[i] = qh[i] * scale;
-
-    const int wph = warps_per_head(nh), hw = warp / wph, keys_w = ATTN_KEYS / wph;
-    const int key0 = warp % wph * keys_w;
-    const bool active = hw < nh, mine = active && warp % wph == 0;
-    float m = -INFINITY, l = 0.0f;
-    float4 acc[V4];
-#pragma unroll
-    for (int v = 0; v < V4; v++)
-        acc[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int base = lo; base < hi; base += ATTN_KEYS) {
-        const int nk = min(ATTN_KEYS, hi - base);
-        __syncthreads();   /* q is in; the previous tile is done with */
-        copy_keys(a, kv_head, k_cache, v_cache, base, base == lo ? early : 0, nk, ks, vs);
-        asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
-        __syncthreads();
-        if (active && key0 < nk)
-            attend_tile<V4>(ks + key0 * (d + 4), vs + key0 * d, qs + hw * d, ps + warp * ATTN_KEYS, d,
-                            min(keys_w, nk - key0), m, l, acc);
-    }
-    if (wph > 1)
-        combine_warps<V4>(ks, d, wph, active, m, l, acc);
+    block_softmax<V4> heads(d, nh);
+    heads.load_query(q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d, nh, qs);
+    for (int base = lo; base < hi; base += ATTN_KEYS)
+        heads.take_tile(a, kv_head, k_cache, v_cache, base, base == lo ? early : 0, min(ATTN_KEYS, hi - base),
+                      ks, vs, qs, ps);
+    heads.finish(ks);
+    const int hw = heads.hw;
+    const bool mine = heads.mine;
+    const float m = heads.m, l = heads.l;
+    const float4 *acc = heads.acc;
     const int head = kv_head * group + h0 + hw;
     const size_t row = (size_t)t * a.n_heads + head;
     float *part = partials + (row * splits + split) * partial_stride(d);
@@ -505,7 +548,7 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
     const int rank = (int)blockIdx.x, t = blockIdx.z;
     const int kv_head = blockIdx.y / rounds, h0 = blockIdx.y % rounds * ATTN_WARPS;
     const int nh = min(ATTN_WARPS, group - h0);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31;
     float *ks = sm, *vs = ks + ATTN_KEYS * (d + 4), *qs = vs + ATTN_KEYS * d, *ps = qs + nh * d;
     float *parts = ps + ATTN_WARPS * ATTN_KEYS;   /* nh partials, partial_stride(d) apart */
 
@@ -522,31 +565,16 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
         copy_keys(a, kv_head, k_cache, v_cache, TILE_LO(tile), 0, early, ks, vs);
     wait_for_previous_kernels();
 
-    const float scale = 1.0f / sqrtf((float)d);
-    const float *qh = q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d;
-    for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
-        qs[i] = qh[i] * scale;
-
-    const int wph = warps_per_head(nh), hw = warp / wph, keys_w = ATTN_KEYS / wph;
-    const int key0 = warp % wph * keys_w;
-    const bool active = hw < nh, mine = active && warp % wph == 0;
-    float m = -INFINITY, l = 0.0f;
-    float4 acc[V4];
-#pragma unroll
-    for (int v = 0; v < V4; v++)
-        acc[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (bool first_tile = true; tile < tile_end; tile += CLUSTER, first_tile = false) {
-        const int lo = TILE_LO(tile), nk = TILE_HI(tile) - lo;
-        __syncthreads();   /* q is in; the previous tile is done with */
-        copy_keys(a, kv_head, k_cache, v_cache, lo, first_tile ? early : 0, nk, ks, vs);
-        asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
-        __syncthreads();
-        if (active && key0 < nk)
-            attend_tile<V4>(ks + key0 * (d + 4), vs + key0 * d, qs + hw * d, ps + warp * ATTN_KEYS, d,
-                            min(keys_w, nk - key0), m, l, acc);
-    }
-    if (wph > 1)
-        combine_warps<V4>(ks, d, wph, active, m, l, acc);
+    block_softmax<V4> heads(d, nh);
+    heads.load_query(q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d, nh, qs);
+    for (bool first_tile = true; tile < tile_end; tile += CLUSTER, first_tile = false)
+        heads.take_tile(a, kv_head, k_cache, v_cache, TILE_LO(tile), first_tile ? early : 0,
+                      TILE_HI(tile) - TILE_LO(tile), ks, vs, qs, ps);
+    heads.finish(ks);
+    const int hw = heads.hw;
+    const bool mine = heads.mine;
+    const float m = heads.m, l = heads.l;
+    const float4 *acc = heads.acc;
 #undef TILE_LO
 #undef TILE_HI
     const size_t stride = partial_stride(d);

@@ -956,48 +956,87 @@ static void check_flash_attention(void)
            n, worst);
 }
 
+/* Random inputs of one attention shape, and two outputs (with their
+ * fragments) for two ways of computing it; pos_dev: the position read on
+ * the GPU, with a grid for a context of ctx keys (as graphs run it). */
+typedef struct attention_case {
+    cuda_attention_shape a;
+    int n_tok, pos0, span;
+    size_t q_n, parts, frag_bytes;
+    bool with_frag;
+    float *q, *kc, *vc, *partials, *out[2];
+    void *frag[2];
+    int *pos_d;
+    const int *pd;   /* pos_d or NULL */
+} attention_case;
+
+static void attention_case_new(attention_case *c, uint64_t seed, int heads, int kv, int d, int n_tok,
+                               int pos0, int window, bool pos_dev, int ctx)
+{
+    memset(c, 0, sizeof *c);
+    c->a = (cuda_attention_shape){ heads, kv, d, window };
+    c->n_tok = n_tok;
+    c->pos0 = pos0;
+    c->q_n = (size_t)n_tok * heads * d;
+    const size_t c_n = (size_t)ctx * kv * d;
+    c->q = device_randoms(&seed, c->q_n, -1.0f, 1.0f);
+    c->kc = device_randoms(&seed, c_n, -1.0f, 1.0f);
+    c->vc = device_randoms(&seed, c_n, -1.0f, 1.0f);
+    c->parts = (size_t)heads * (size_t)n_tok * (size_t)(ctx / CUDA_ATTENTION_SPLIT_KEYS);
+    c->frag_bytes = cuda_fragment_bytes(n_tok, heads * d);
+    c->with_frag = (heads * d) % 64 == 0;
+    cudaMalloc((void **)&c->partials, c->parts * cuda_attention_partial_floats(d) * sizeof(float));
+    for (int i = 0; i < 2; i++) {
+        cudaMalloc((void **)&c->out[i], c->q_n * sizeof(float));
+        cudaMalloc(&c->frag[i], c->frag_bytes);
+        cudaMemset(c->frag[i], 0, c->frag_bytes);
+    }
+    cudaMalloc((void **)&c->pos_d, sizeof(int));
+    cudaMemcpy(c->pos_d, &pos0, sizeof(int), cudaMemcpyHostToDevice);
+    c->pd = pos_dev ? c->pos_d : NULL;
+    c->span = pos_dev ? ctx : 0;
+}
+
+/* Output i of the case computed with scratch. */
+static cudaError_t attention_case_run(const attention_case *c, int i, const cuda_attention_scratch *scratch)
+{
+    return cuda_attention(&c->a, c->q, c->n_tok, c->pos0, c->pd, c->span, c->kc, c->vc, c->out[i], scratch,
+                          c->with_frag ? c->frag[i] : NULL, 0);
+}
+
+/* Whether the two outputs (and fragments) are the same bits. */
+static bool attention_case_same(const attention_case *c)
+{
+    return device_same(c->out[0], c->out[1], c->q_n * sizeof(float)) &&
+           (!c->with_frag || device_same(c->frag[0], c->frag[1], c->frag_bytes));
+}
+
+static void attention_case_free(attention_case *c)
+{
+    void *bufs[] = { c->q, c->kc, c->vc, c->partials, c->pos_d, c->out[0], c->out[1], c->frag[0], c->frag[1] };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        cudaFree(bufs[i]);
+}
+
 /* The attention whose last block merges the splits (counters given)
  * against the merge launch, for one shape: the output and its fragments
- * bit for bit, and the counters left at zero. pos_dev: the position read
- * on the GPU, with a grid for a longer context (as graphs run it). */
+ * bit for bit, and the counters left at zero. */
 static bool merge_in_last_block_same(int heads, int kv, int d, int n_tok, int pos0, int window,
                                      bool pos_dev)
 {
-    uint64_t rng = (uint64_t)(heads * 7 + kv * 3 + d + n_tok * 11 + pos0 + window + 2 * pos_dev);
-    const int ctx = 1024;
-    cuda_attention_shape a = { heads, kv, d, window };
-    const size_t q_n = (size_t)n_tok * heads * d, c_n = (size_t)ctx * kv * d;
-    float *q = device_randoms(&rng, q_n, -1.0f, 1.0f);
-    float *kc = device_randoms(&rng, c_n, -1.0f, 1.0f), *vc = device_randoms(&rng, c_n, -1.0f, 1.0f);
-    float *out[2] = { NULL, NULL };
-    size_t parts = (size_t)heads * (size_t)n_tok * (size_t)(ctx / CUDA_ATTENTION_SPLIT_KEYS);
-    float *partials = NULL;
-    void *frag[2] = { NULL, NULL };
-    int *pos_d = NULL;
+    attention_case c;
+    attention_case_new(&c, (uint64_t)(heads * 7 + kv * 3 + d + n_tok * 11 + pos0 + window + 2 * pos_dev), heads,
+                       kv, d, n_tok, pos0, window, pos_dev, 1024);
     unsigned *counters = NULL;
     const size_t n_counters = CUDA_ATTENTION_COUNTERS(heads, n_tok);
-    const size_t frag_bytes = cuda_fragment_bytes(n_tok, heads * d);
-    const bool with_frag = (heads * d) % 64 == 0;
-    cudaMalloc((void **)&partials, parts * cuda_attention_partial_floats(d) * sizeof(float));
     cudaMalloc((void **)&counters, n_counters * sizeof(unsigned));
     cudaMemset(counters, 0, n_counters * sizeof(unsigned));
-    for (int i = 0; i < 2; i++) {
-        cudaMalloc((void **)&out[i], q_n * sizeof(float));
-        cudaMalloc(&frag[i], frag_bytes);
-        cudaMemset(frag[i], 0, frag_bytes);
-    }
-    cudaMalloc((void **)&pos_d, sizeof(int));
-    cudaMemcpy(pos_d, &pos0, sizeof(int), cudaMemcpyHostToDevice);
-    const int *pd = pos_dev ? pos_d : NULL;
-    const int span = pos_dev ? ctx : 0;
-    const cuda_attention_scratch plain = { partials, parts, NULL, 0, 0 };
-    const cuda_attention_scratch counted = { partials, parts, counters, n_counters, 0 };
-    cudaError_t e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[0], &plain,
-                                   with_frag ? frag[0] : NULL, 0);
+    const cuda_attention_scratch plain = { c.partials, c.parts, NULL, 0, 0 };
+    const cuda_attention_scratch counted = { c.partials, c.parts, counters, n_counters, 0 };
+    cudaError_t e = attention_case_run(&c, 0, &plain);
     /* twice: the first launch must leave the counters as it found them */
     for (int twice = 0; twice < 2 && e == cudaSuccess; twice++)
-        e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[1], &counted,
-                           with_frag ? frag[1] : NULL, 0);
+        e = attention_case_run(&c, 1, &counted);
     cudaDeviceSynchronize();
     unsigned *left = calloc(n_counters, sizeof *left);
     cudaMemcpy(left, counters, n_counters * sizeof *left, cudaMemcpyDeviceToHost);
@@ -1005,15 +1044,13 @@ static bool merge_in_last_block_same(int heads, int kv, int d, int n_tok, int po
     for (size_t i = 0; i < n_counters; i++)
         nonzero += left[i] != 0;
     free(left);
-    bool same = e == cudaSuccess && nonzero == 0 && device_same(out[0], out[1], q_n * sizeof(float)) &&
-                (!with_frag || device_same(frag[0], frag[1], frag_bytes));
+    bool same = e == cudaSuccess && nonzero == 0 && attention_case_same(&c);
     if (!same)
         tap_diag("merge in the last block, %d heads (%d kv) of %d, %d tokens at %d, window %d%s: %s", heads,
                  kv, d, n_tok, pos0, window, pos_dev ? ", position on the GPU" : "",
                  e != cudaSuccess ? cudaGetErrorString(e) : nonzero ? "counters left set" : "differs");
-    void *bufs[] = { q, kc, vc, partials, counters, pos_d, out[0], out[1], frag[0], frag[1] };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        cudaFree(bufs[i]);
+    cudaFree(counters);
+    attention_case_free(&c);
     return same;
 }
 
@@ -1045,48 +1082,26 @@ static void check_merge_in_last_block(void)
 static double cluster_merge_difference(int cluster, int heads, int kv, int d, int n_tok, int pos0,
                                        int window, bool pos_dev, int ctx)
 {
-    uint64_t rng = (uint64_t)(heads * 5 + kv * 7 + d + n_tok * 13 + pos0 + window + 3 * pos_dev);
-    cuda_attention_shape a = { heads, kv, d, window };
-    const size_t q_n = (size_t)n_tok * heads * d, c_n = (size_t)ctx * kv * d;
-    float *q = device_randoms(&rng, q_n, -1.0f, 1.0f);
-    float *kc = device_randoms(&rng, c_n, -1.0f, 1.0f), *vc = device_randoms(&rng, c_n, -1.0f, 1.0f);
-    float *out[2] = { NULL, NULL };
-    size_t parts = (size_t)heads * (size_t)n_tok * (size_t)(ctx / CUDA_ATTENTION_SPLIT_KEYS);
-    float *partials = NULL;
-    void *frag[2] = { NULL, NULL };
-    int *pos_d = NULL;
-    const size_t frag_bytes = cuda_fragment_bytes(n_tok, heads * d);
-    const bool with_frag = (heads * d) % 64 == 0;
-    cudaMalloc((void **)&partials, parts * cuda_attention_partial_floats(d) * sizeof(float));
-    for (int i = 0; i < 2; i++) {
-        cudaMalloc((void **)&out[i], q_n * sizeof(float));
-        cudaMalloc(&frag[i], frag_bytes);
-        cudaMemset(frag[i], 0, frag_bytes);
-    }
-    cudaMalloc((void **)&pos_d, sizeof(int));
-    cudaMemcpy(pos_d, &pos0, sizeof(int), cudaMemcpyHostToDevice);
-    const int *pd = pos_dev ? pos_d : NULL;
-    const int span = pos_dev ? ctx : 0;
-    const cuda_attention_scratch plain = { partials, parts, NULL, 0, 0 };
+    attention_case c;
+    attention_case_new(&c, (uint64_t)(heads * 5 + kv * 7 + d + n_tok * 13 + pos0 + window + 3 * pos_dev), heads,
+                       kv, d, n_tok, pos0, window, pos_dev, ctx);
+    const cuda_attention_scratch plain = { c.partials, c.parts, NULL, 0, 0 };
     const cuda_attention_scratch clustered = { NULL, 0, NULL, 0, cluster };
-    cudaError_t e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[0], &plain,
-                                   with_frag ? frag[0] : NULL, 0);
+    cudaError_t e = attention_case_run(&c, 0, &plain);
     if (e == cudaSuccess)
-        e = cuda_attention(&a, q, n_tok, pos0, pd, span, kc, vc, out[1], &clustered,
-                           with_frag ? frag[1] : NULL, 0);
+        e = attention_case_run(&c, 1, &clustered);
     if (e == cudaSuccess)
         e = cudaDeviceSynchronize();
     double diff = -1.0;
     if (e == cudaSuccess) {
-        if (device_same(out[0], out[1], q_n * sizeof(float)) &&
-            (!with_frag || device_same(frag[0], frag[1], frag_bytes)))
+        if (attention_case_same(&c))
             diff = 0.0;
         else {
-            float *h[2] = { malloc(q_n * sizeof(float)), malloc(q_n * sizeof(float)) };
-            cudaMemcpy(h[0], out[0], q_n * sizeof(float), cudaMemcpyDeviceToHost);
-            cudaMemcpy(h[1], out[1], q_n * sizeof(float), cudaMemcpyDeviceToHost);
+            float *h[2] = { malloc(c.q_n * sizeof(float)), malloc(c.q_n * sizeof(float)) };
+            cudaMemcpy(h[0], c.out[0], c.q_n * sizeof(float), cudaMemcpyDeviceToHost);
+            cudaMemcpy(h[1], c.out[1], c.q_n * sizeof(float), cudaMemcpyDeviceToHost);
             double most = 0.0, worst = 0.0;
-            for (size_t i = 0; i < q_n; i++) {
+            for (size_t i = 0; i < c.q_n; i++) {
                 most = fmax(most, fabs(h[0][i]));
                 worst = fmax(worst, fabs((double)h[0][i] - h[1][i]));
             }
@@ -1099,9 +1114,7 @@ static double cluster_merge_difference(int cluster, int heads, int kv, int d, in
     } else
         tap_diag("attention in clusters of %d, %d heads (%d kv) of %d, %d tokens at %d: %s", cluster, heads,
                  kv, d, n_tok, pos0, cudaGetErrorString(e));
-    void *bufs[] = { q, kc, vc, partials, pos_d, out[0], out[1], frag[0], frag[1] };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        cudaFree(bufs[i]);
+    attention_case_free(&c);
     return diff;
 }
 
