@@ -234,6 +234,37 @@ static __device__ __forceinline__ void merge_row(const float *parts, int splits,
     }
 }
 
+/* A warp's partial result (partial_stride(d) floats): max, sum, padding,
+ * then the weighted values, a lane's 4 columns at a time. */
+template <int V4>
+static __device__ __forceinline__ void store_partial(float *part, float m, float l, const float4 *acc, int d)
+{
+    const int lane = threadIdx.x & 31;
+    if (lane == 0) {
+        part[0] = m;
+        part[1] = l;
+    }
+#pragma unroll
+    for (int v = 0; v < V4; v++) {
+        const int c = (v * 32 + lane) * 4;
+        if (c < d)
+            *reinterpret_cast<float4 *>(part + 4 + c) = acc[v];
+    }
+}
+
+/* acc *= f: an online softmax's weighted values when its maximum moves. */
+template <int V4>
+static __device__ __forceinline__ void scale_values(float4 (&acc)[V4], float f)
+{
+#pragma unroll
+    for (int v = 0; v < V4; v++) {
+        acc[v].x *= f;
+        acc[v].y *= f;
+        acc[v].z *= f;
+        acc[v].w *= f;
+    }
+}
+
 /* One warp's query head over a tile of nk keys in shared memory (ks, vs),
  * folded into its online softmax (max m, sum l, weighted values acc: a
  * lane per 4 columns). p: the warp's ATTN_KEYS floats of scratch. */
@@ -267,13 +298,7 @@ static __device__ __forceinline__ void attend_tile(const float *ks, const float 
     p[lane] = e0;
     p[lane + 32] = e1;
     __syncwarp();
-#pragma unroll
-    for (int v = 0; v < V4; v++) {
-        acc[v].x *= corr;
-        acc[v].y *= corr;
-        acc[v].z *= corr;
-        acc[v].w *= corr;
-    }
+    scale_values(acc, corr);
     for (int key = 0; key < nk; key++) {
         const float pk = p[key];
 #pragma unroll
@@ -304,18 +329,8 @@ static __device__ __forceinline__ void combine_warps(float *stage, int d, int wp
     const size_t stride = partial_stride(d);
     __syncthreads();   /* the last tile is done with: stage may be the tile's memory */
     float *mine = stage + warp * stride;
-    if (active) {
-        if (lane == 0) {
-            mine[0] = m;
-            mine[1] = l;
-        }
-#pragma unroll
-        for (int v = 0; v < V4; v++) {
-            const int c = (v * 32 + lane) * 4;
-            if (c < d)
-                *reinterpret_cast<float4 *>(mine + 4 + c) = acc[v];
-        }
-    }
+    if (active)
+        store_partial<V4>(mine, m, l, acc, d);
     __syncthreads();
     if (!active || warp % wph)
         return;
@@ -326,13 +341,7 @@ static __device__ __forceinline__ void combine_warps(float *stage, int d, int wp
         return;   /* no keys for this head here */
     const float f = m == -INFINITY ? 0.0f : expf(m - most);
     l *= f;
-#pragma unroll
-    for (int v = 0; v < V4; v++) {
-        acc[v].x *= f;
-        acc[v].y *= f;
-        acc[v].z *= f;
-        acc[v].w *= f;
-    }
+    scale_values(acc, f);
     for (int s = 1; s < wph; s++) {
         const float *theirs = mine + s * stride;
         const float ms = theirs[0];
@@ -578,19 +587,8 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
 #undef TILE_LO
 #undef TILE_HI
     const size_t stride = partial_stride(d);
-    if (mine) {
-        float *part = parts + hw * stride;
-        if (lane == 0) {
-            part[0] = m;
-            part[1] = l;
-        }
-#pragma unroll
-        for (int v = 0; v < V4; v++) {
-            const int c = (v * 32 + lane) * 4;
-            if (c < d)
-                *reinterpret_cast<float4 *>(part + 4 + c) = acc[v];
-        }
-    }
+    if (mine)
+        store_partial<V4>(parts + hw * stride, m, l, acc, d);
     cluster.sync();   /* every block's partials are in */
     if (rank == 0 && mine) {
         /* merge_row's arithmetic, every load of the CLUSTER partials
