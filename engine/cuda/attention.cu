@@ -41,20 +41,27 @@ static __global__ void rope_store_kernel(cuda_attention_shape a, const float *co
     __shared__ float buf[MAX_HEAD_DIM];
     __shared__ float partial[32];
     let_next_kernel_start();
-    wait_for_previous_kernels();
     const int t = blockIdx.x, head = blockIdx.y, d = a.head_dim, half = d / 2;
+    /* pos_dev: safe to read early (see attention_kernel) */
     const int pos = (pos_dev ? *pos_dev : pos0) + t;
-    const float *src, *norm;
+    const float *src, *norm = head < a.n_heads ? q_norm : k_norm;
+    /* A thread's rotation (cos, sin) and norm weight, constants of the
+     * model: loaded while the kernel before finishes, so that the loads
+     * after the wait are only of what it wrote (blockDim.x >= d: a thread
+     * has at most one column i < d, and one pair i < d / 2). */
+    const int i0 = (int)threadIdx.x;
+    const float cos_i = i0 < half ? cos_table[(size_t)pos * half + i0] : 0.0f;
+    const float sin_i = i0 < half ? sin_table[(size_t)pos * half + i0] : 0.0f;
+    const float norm_i = norm && i0 < d ? norm[i0] : 0.0f;
+    wait_for_previous_kernels();
     float *dst;
     if (head < a.n_heads) {
         src = dst = q + ((size_t)t * a.n_heads + head) * d;
-        norm = q_norm;
     } else {
         int kh = head - a.n_heads;
         size_t at = ((size_t)pos * a.n_kv_heads + kh) * d, from = ((size_t)t * a.n_kv_heads + kh) * d;
         src = k + from;
         dst = k_cache + at;
-        norm = k_norm;
         for (int i = threadIdx.x; i < d; i += blockDim.x)
             v_cache[at + i] = v[from + i];
     }
@@ -72,15 +79,14 @@ static __global__ void rope_store_kernel(cuda_attention_shape a, const float *co
         for (int w = 0; w < (int)(blockDim.x >> 5); w++)
             ss += partial[w];
         float inv = 1.0f / sqrtf(ss / (float)d + eps);
-        for (int i = threadIdx.x; i < d; i += blockDim.x)
-            buf[i] = (buf[i] * inv) * norm[i];
+        if (i0 < d)
+            buf[i0] = (buf[i0] * inv) * norm_i;
     }
     __syncthreads();
-    const float *c = cos_table + (size_t)pos * half, *s = sin_table + (size_t)pos * half;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float x0 = buf[i], x1 = buf[i + half];
-        dst[i] = x0 * c[i] - x1 * s[i];
-        dst[i + half] = x1 * c[i] + x0 * s[i];
+    if (i0 < half) {
+        float x0 = buf[i0], x1 = buf[i0 + half];
+        dst[i0] = x0 * cos_i - x1 * sin_i;
+        dst[i0 + half] = x1 * cos_i + x0 * sin_i;
     }
 }
 
@@ -398,7 +404,8 @@ struct block_softmax {
     }
 
     /* Keys base .. base + nk - 1 (the first `from` already on their way
-     * into ks, vs), every thread of the block. */
+     * into ks, vs: the first tile's all of them), every thread of the
+     * block. */
     __device__ __forceinline__ void take_tile(const cuda_attention_shape &a, int kv_head, const float *k_cache,
                                               const float *v_cache, int base, int from, int nk, float *ks,
                                               float *vs, const float *qs, float *ps)
@@ -453,11 +460,14 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
     const int early = lo < hi ? max(0, min(min(ATTN_KEYS, hi - lo), pass0 - lo)) : 0;
     copy_keys(a, kv_head, k_cache, v_cache, lo, 0, early, ks, vs);
     wait_for_previous_kernels();
+    /* the rest of the first tile (the pass's own keys) on its way while q loads */
+    const int first_nk = lo < hi ? min(ATTN_KEYS, hi - lo) : 0;
+    copy_keys(a, kv_head, k_cache, v_cache, lo, early, first_nk, ks, vs);
 
     block_softmax<V4> heads(d, nh);
     heads.load_query(q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d, nh, qs);
     for (int base = lo; base < hi; base += ATTN_KEYS)
-        heads.take_tile(a, kv_head, k_cache, v_cache, base, base == lo ? early : 0, min(ATTN_KEYS, hi - base),
+        heads.take_tile(a, kv_head, k_cache, v_cache, base, base == lo ? first_nk : 0, min(ATTN_KEYS, hi - base),
                       ks, vs, qs, ps);
     heads.finish(ks);
     const int hw = heads.hw;
@@ -573,11 +583,15 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
     if (tile < tile_end)
         copy_keys(a, kv_head, k_cache, v_cache, TILE_LO(tile), 0, early, ks, vs);
     wait_for_previous_kernels();
+    /* the rest of the first tile (the pass's own keys) on its way while q loads */
+    const int first_nk = tile < tile_end ? TILE_HI(tile) - TILE_LO(tile) : 0;
+    if (tile < tile_end)
+        copy_keys(a, kv_head, k_cache, v_cache, TILE_LO(tile), early, first_nk, ks, vs);
 
     block_softmax<V4> heads(d, nh);
     heads.load_query(q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d, nh, qs);
     for (bool first_tile = true; tile < tile_end; tile += CLUSTER, first_tile = false)
-        heads.take_tile(a, kv_head, k_cache, v_cache, TILE_LO(tile), first_tile ? early : 0,
+        heads.take_tile(a, kv_head, k_cache, v_cache, TILE_LO(tile), first_tile ? first_nk : 0,
                       TILE_HI(tile) - TILE_LO(tile), ks, vs, qs, ps);
     heads.finish(ks);
     const int hw = heads.hw;
@@ -603,6 +617,7 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
         const int head = kv_head * group + h0 + hw;
         const size_t row = (size_t)t * a.n_heads + head;
         const int frag_steps = a.n_heads * d / 16;
+        float max = 0.0f, total = 0.0f, w = 0.0f;   /* of the partials: the same for every v */
 #pragma unroll
         for (int v = 0; v < V4; v++) {
             const int c = (v * 32 + lane) * 4;
@@ -612,9 +627,11 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
             for (int j = 0; j < CLUSTER; j++)
                 x[j] = has ? *reinterpret_cast<const float4 *>(cluster.map_shared_rank(part, (unsigned)j) + 4 + c)
                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            const float max = warp_max(pm);
-            const float total = warp_sum(lane < CLUSTER && pm != -INFINITY ? expf(pm - max) * pl : 0.0f);
-            const float w = lane < CLUSTER && pm != -INFINITY ? expf(pm - max) : 0.0f;
+            if (v == 0) {
+                max = warp_max(pm);
+                total = warp_sum(lane < CLUSTER && pm != -INFINITY ? expf(pm - max) * pl : 0.0f);
+                w = lane < CLUSTER && pm != -INFINITY ? expf(pm - max) : 0.0f;
+            }
             float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
             for (int j = 0; j < CLUSTER; j++) {
@@ -755,11 +772,7 @@ template <int V4, int CLUSTER>
 static bool cluster_fits(const cuda_attention_shape *a)
 {
     const int group = a->n_heads / a->n_kv_heads;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = CLUSTER;
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
+    cudaLaunchAttribute attr = cluster_attribute(CLUSTER);
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(CLUSTER, (unsigned)a->n_kv_heads, 1);
     config.blockDim = dim3(ATTN_THREADS);
@@ -777,10 +790,13 @@ int cuda_attention_cluster_blocks(const cuda_attention_shape *a)
     if (!clusters_supported() || a->head_dim > MAX_HEAD_DIM || a->head_dim % 4 || a->n_kv_heads < 1 ||
         a->n_heads % a->n_kv_heads)
         return 0;
+    int blocks = 0;
     if (a->head_dim <= 128 ? cluster_fits<1, 16>(a) : cluster_fits<2, 16>(a))
-        return 16;
-    if (a->head_dim <= 128 ? cluster_fits<1, 8>(a) : cluster_fits<2, 8>(a))
-        return 8;
-    cudaGetLastError();   /* a refusal above is an answer, not an error to keep */
-    return 0;
+        blocks = 16;
+    else if (a->head_dim <= 128 ? cluster_fits<1, 8>(a) : cluster_fits<2, 8>(a))
+        blocks = 8;
+    /* A refusal above (16 refused, 8 placed included) is an answer, not an
+     * error for the next launch's cudaGetLastError to report. */
+    cudaGetLastError();
+    return blocks;
 }

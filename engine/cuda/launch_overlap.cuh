@@ -49,8 +49,20 @@ static inline bool overlap_supported()
            major >= 9;
 }
 
-/* cluster > 1: blocks in clusters of that many along x (compute
- * capability 9.0+; the caller checks that the GPU can place them). */
+/* The launch attribute that groups blocks in clusters of `blocks` along x
+ * (compute capability 9.0+). */
+static inline cudaLaunchAttribute cluster_attribute(unsigned blocks)
+{
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = blocks;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    return attr;
+}
+
+/* cluster > 1: blocks in clusters of that many along x (the caller checks
+ * that the GPU can place them). */
 template <typename... Params, typename... Args>
 static cudaError_t launch_overlapped_clusters(void (*kernel)(Params...), dim3 grid, dim3 block,
                                               size_t smem, cudaStream_t s, unsigned cluster,
@@ -58,13 +70,8 @@ static cudaError_t launch_overlapped_clusters(void (*kernel)(Params...), dim3 gr
 {
     cudaLaunchAttribute attrs[2];
     unsigned n = 0;
-    if (cluster > 1) {
-        attrs[n].id = cudaLaunchAttributeClusterDimension;
-        attrs[n].val.clusterDim.x = cluster;
-        attrs[n].val.clusterDim.y = 1;
-        attrs[n].val.clusterDim.z = 1;
-        n++;
-    }
+    if (cluster > 1)
+        attrs[n++] = cluster_attribute(cluster);
     if (overlap_supported()) {
         attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attrs[n].val.programmaticStreamSerializationAllowed = 1;
