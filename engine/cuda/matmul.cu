@@ -167,6 +167,7 @@ cudaError_t cuda_repack_weight(const cuda_raw_weight *raw, cuda_matrix *m, cudaS
  * itself (a few KB from L2), so that a single token's row is still spread
  * over many SMs. */
 #define FRAGMENT_COLS 512
+static_assert(FRAGMENT_COLS % THREADS == 0, "a thread takes whole columns of a block's share");
 /* Squares a thread loads at once: the time of the sum is trips to L2, so
  * its loads go out together (on an H200, replayed from a graph, a
  * 4096-wide row took 4.0 us one load at a time and 1.6 batched, a
@@ -178,9 +179,18 @@ static __global__ void to_fragments(const float *x, int n_tok, int dim, const fl
                                     float eps, __half *frag)
 {
     let_next_kernel_start();
-    wait_for_previous_kernels();
     int tok = blockIdx.x, c0 = blockIdx.y * FRAGMENT_COLS;
     int padded = ceil_div(dim, CUDA_TILE_COLS) * CUDA_TILE_COLS, n_steps = padded / 16;
+    int c1 = min(padded, c0 + FRAGMENT_COLS);
+    /* the thread's norm weights (constants of the model) while the kernel
+     * before finishes */
+    float weight[FRAGMENT_COLS / THREADS];
+#pragma unroll
+    for (int k = 0; k < FRAGMENT_COLS / THREADS; k++) {
+        const int c = c0 + (int)threadIdx.x + k * THREADS;
+        weight[k] = norm && c < dim ? norm[c] : 0.0f;
+    }
+    wait_for_previous_kernels();
     const float *row = x + (size_t)tok * (size_t)dim;
     float inv = 1.0f;
     if (norm && tok < n_tok) {
@@ -206,11 +216,14 @@ static __global__ void to_fragments(const float *x, int n_tok, int dim, const fl
             ss += partial[w];
         inv = 1.0f / sqrtf(ss / (float)dim + eps);
     }
-    int c1 = min(padded, c0 + FRAGMENT_COLS);
-    for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
+#pragma unroll
+    for (int k = 0; k < FRAGMENT_COLS / THREADS; k++) {
+        const int c = c0 + (int)threadIdx.x + k * THREADS;
+        if (c >= c1)
+            break;
         float v = 0.0f;
         if (tok < n_tok && c < dim)
-            v = norm ? (row[c] * inv) * norm[c] : row[c];
+            v = norm ? (row[c] * inv) * weight[k] : row[c];
         frag[fragment_index(tok, c, n_steps)] = __float2half_rn(v);
     }
 }
@@ -619,6 +632,45 @@ static constexpr int bound_blocks()
     return FOR == FOR_DECODE ? SM_WARPS / MAX_WARPS : FOR == FOR_MANY_WIDE && !SWIGLU ? 2 : 1;
 }
 
+/* Element e of a block's results: its matrix (sel), row and token, and
+ * where it goes (NULL: past the rows or tokens, nothing to store). */
+struct out_element {
+    float *out;
+    int tl, r, sel, row, tok;
+};
+
+template <bool SWIGLU, int NT8>
+static __device__ __forceinline__ out_element epilogue_element(const matmul_params &p, int e)
+{
+    out_element o = {};
+    o.tl = e / (NT8 * 128);
+    o.r = e % (NT8 * 128);
+    const int t = blockIdx.x * p.tiles_per_block + o.tl;
+    if (e >= p.tiles_per_block * NT8 * 128 || t >= p.n_tiles)
+        return o;
+    if (!SWIGLU)
+        o.sel = t >= p.tile_start[2] ? 2 : t >= p.tile_start[1] ? 1 : 0;
+    const int j = o.r >> 7, i = (o.r >> 5) & 3, ln = o.r & 31;
+    o.row = (t - p.tile_start[o.sel]) * 16 + (ln >> 2) + ((i & 2) ? 8 : 0);
+    o.tok = j * 8 + (ln & 3) * 2 + (i & 1);
+    const int rows = p.w[o.sel].rows;
+    if (o.row < rows && o.tok < p.n_tok)
+        o.out = p.y[o.sel] + (size_t)o.tok * (size_t)rows + (size_t)o.row;
+    return o;
+}
+
+/* Accumulating into y: the value a thread's first result adds to, loaded
+ * as soon as the kernels before are done, so that the epilogue does not
+ * wait a trip to L2 for it. */
+template <bool SWIGLU, int NT8>
+static __device__ __forceinline__ float value_before(const matmul_params &p)
+{
+    if (!p.accumulate)
+        return 0.0f;
+    const out_element o = epilogue_element<SWIGLU, NT8>(p, (int)threadIdx.x);
+    return o.out ? *o.out : 0.0f;
+}
+
 template <int BITS, int NT8, bool SWIGLU, bool GS32, int FOR, int TOKS>
 static __global__ void __launch_bounds__(bound_threads<FOR>(), (bound_blocks<FOR, SWIGLU>()))
 matmul_kernel(matmul_params p)
@@ -632,7 +684,9 @@ matmul_kernel(matmul_params p)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     const int split = p.split, per_block = p.tiles_per_block;
     const int tile = blockIdx.x * per_block + warp / split, part = warp % split;
+    const bool has_tile = tile < p.n_tiles;
 
+    float before = 0.0f;   /* value_before */
     float acc[NM][NT8][4];
 #pragma unroll
     for (int m = 0; m < NM; m++)
@@ -640,13 +694,17 @@ matmul_kernel(matmul_params p)
         for (int j = 0; j < NT8; j++)
             acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
 
-    if (tile < p.n_tiles) {
+    warp_stream<NM> st;
+    const uint2 *frag[NT8];
+    uint8_t *ring = smem + (size_t)warp * P::WARP_BYTES;
+    const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
+    int n_chunks = 0;
+    if (has_tile) {
         int sel = 0;
         if (!SWIGLU)
             sel = tile >= p.tile_start[2] ? 2 : tile >= p.tile_start[1] ? 1 : 0;
         const int local = tile - p.tile_start[sel];
         const int n_kb = p.w[sel].n_kb, n_steps = n_kb * 4;
-        warp_stream<NM> st;
         st.kb_lo = part * n_kb / split;
         st.kb_hi = (part + 1) * n_kb / split;
 #pragma unroll
@@ -661,7 +719,6 @@ matmul_kernel(matmul_params p)
          * reads the first token's (the same sectors as lanes 0-3, so no
          * extra traffic and no predicate); its products land in columns
          * of the result that are never stored. */
-        const uint2 *frag[NT8];
 #pragma unroll
         for (int j = 0; j < NT8; j++)
             frag[j] = p.frag + (size_t)st.kb_lo * 128u +
@@ -674,9 +731,7 @@ matmul_kernel(matmul_params p)
         st.act_lane = (lane & 15) < 2 * p.n_tok;
         st.act_read = TOKS == 1 || g >= p.n_tok ? (lane & 3) * 8 : lane * 8;
 
-        uint8_t *ring = smem + (size_t)warp * P::WARP_BYTES;
-        const uint32_t ring_addr = (uint32_t)__cvta_generic_to_shared(ring);
-        const int n_chunks = (st.kb_hi - st.kb_lo + P::U - 1) / P::U;
+        n_chunks = (st.kb_hi - st.kb_lo + P::U - 1) / P::U;
         /* The first chunks' weights while the kernel before finishes, then
          * (once it has) their activations, a commit per chunk: the first
          * group holds every early chunk's weights and chunk 0's
@@ -685,7 +740,10 @@ matmul_kernel(matmul_params p)
         for (int c = 0; c < P::STAGES_ - 1; c++)
             if (c < n_chunks)
                 issue_chunk<BITS, NM, GS32, TOKS>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
-        wait_for_previous_kernels();
+    }
+    wait_for_previous_kernels();
+    before = value_before<SWIGLU, NT8>(p);
+    if (has_tile) {
 #pragma unroll
         for (int c = 0; c < P::STAGES_ - 1; c++) {
             if (c < n_chunks)
@@ -714,8 +772,6 @@ matmul_kernel(matmul_params p)
             issue_at = issue_at == (P::STAGES_ - 1) * P::SLOT_BYTES ? 0 : issue_at + P::SLOT_BYTES;
         }
         cp_async_wait<0>();
-    } else {
-        wait_for_previous_kernels();
     }
     __syncthreads();   /* the rings become the reduction buffer */
 
@@ -730,19 +786,10 @@ matmul_kernel(matmul_params p)
     __syncthreads();
 
     for (int e = threadIdx.x; e < per_block * NT8 * 128; e += blockDim.x) {
-        const int tl = e / (NT8 * 128), r = e % (NT8 * 128);
-        const int t = blockIdx.x * per_block + tl;
-        if (t >= p.n_tiles)
+        const out_element o = epilogue_element<SWIGLU, NT8>(p, e);
+        if (!o.out)
             continue;
-        int sel = 0;
-        if (!SWIGLU)
-            sel = t >= p.tile_start[2] ? 2 : t >= p.tile_start[1] ? 1 : 0;
-        const int j = r >> 7, i = (r >> 5) & 3, ln = r & 31;
-        const int row = (t - p.tile_start[sel]) * 16 + (ln >> 2) + ((i & 2) ? 8 : 0);
-        const int tok = j * 8 + (ln & 3) * 2 + (i & 1);
-        const int rows = p.w[sel].rows;
-        if (row >= rows || tok >= p.n_tok)
-            continue;
+        const int tl = o.tl, r = o.r, row = o.row, tok = o.tok, sel = o.sel;
         float v = 0.0f;
         for (int w = tl * split; w < (tl + 1) * split; w++)
             v += reduce[w][r];
@@ -756,8 +803,8 @@ matmul_kernel(matmul_params p)
                 u += p.bias[1][row];
             v = v / (1.0f + expf(-v)) * u;
         }
-        float *out = p.y[sel] + (size_t)tok * (size_t)rows + (size_t)row;
-        *out = p.accumulate ? *out + p.alpha * v : p.alpha * v;
+        float *out = o.out;
+        *out = p.accumulate ? (e == (int)threadIdx.x ? before : *out) + p.alpha * v : p.alpha * v;
         if (p.frag_out)
             p.frag_out[fragment_index(p.tok0 + tok, row, p.frag_steps)] = __float2half_rn(*out);
     }
