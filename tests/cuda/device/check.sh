@@ -19,6 +19,8 @@
 #   trace        the kernel timeline of cuda-bench (decode, passes, prefill)
 #                for each build and model: kernel_trace.c's CSV, xz-packed,
 #                for tests/cuda/device/trace_summary.py back here
+#   boundary     boundary-bench: what a kernel boundary costs (plain launches,
+#                programmatic dependent launch, a hand-off by flags)
 #   profile      ncu on one 4-bit gate+up launch and one lm_head launch:
 #                warp states, scheduler and memory sections, source counters
 #
@@ -137,6 +139,10 @@ trace() {
     done
 }
 
+boundary() {
+    run "boundary-bench" .device/new/boundary-bench
+}
+
 profile() {
     if ! command -v ncu >/dev/null; then
         echo "### ncu not found: no profile"
@@ -158,7 +164,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=c
 for section in "$@"; do
     start=$(date +%s)
     case $section in
-    correctness|kernels|decode|prefill|big|spec|trace|profile) $section > "$out/$section.txt" ;;
+    correctness|kernels|decode|prefill|big|spec|trace|boundary|profile) $section > "$out/$section.txt" ;;
     *) echo "unknown section: $section"; exit 2 ;;
     esac
     echo "$section: $(($(date +%s) - start)) s, $(grep -c '^### exit status' "$out/$section.txt") failed," \

@@ -5,7 +5,7 @@
 #
 #   tests/cuda/device/stage.sh [--variant NAME=FLAG,FLAG...]... [BASE_REV]
 #
-# .device/new/      this working tree's build (build-cuda/)
+# .device/new/      this working tree's build (build-cuda/), and boundary-bench
 # .device/base/     BASE_REV's build (a git worktree in build-cuda-base/),
 #                   for before/after ratios measured in the same call
 # .device/NAME/     this tree built with extra flags for nvcc and the C
@@ -59,6 +59,9 @@ stage build-cuda .device/new
 if [ -f "build-cuda/$trace_lib" ]; then
     strip -o ".device/new/$(basename "$trace_lib")" "build-cuda/$trace_lib"
 fi
+# the kernel-boundary measurement (check.sh boundary): one CUDA file, no engine
+nvcc -O3 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80 \
+    -o .device/new/boundary-bench tests/cuda/device/boundary_bench.cu
 echo "staged $(git describe --always --dirty) as .device/new"
 
 for v in "${variants[@]}"; do
