@@ -5,7 +5,8 @@
 #   [BUILDS="new base"] [REPS=2] [MODELS="llama3-8b 4;..."] bash .device/check.sh SECTION...   (all = every section)
 #
 #   correctness  test-cuda with CUDA graphs and without (ALM_CUDA_GRAPHS=0),
-#                compute-sanitizer memcheck on a short speculative run
+#                compute-sanitizer memcheck on a short speculative run; of
+#                this build, or of the staged build CHECKED names
 #   kernels      cuda-kernel-bench, this build, the base and the variants
 #                interleaved
 #   decode       cuda-bench (decode, prefill, k-token passes) for the 4-bit
@@ -69,11 +70,12 @@ run() {   # run LABEL COMMAND...: the command's output, then its status
 }
 
 correctness() {
-    run "test-cuda (graphs)" .device/new/test-cuda
-    ALM_CUDA_GRAPHS=0 run "test-cuda (ALM_CUDA_GRAPHS=0)" .device/new/test-cuda
+    local b=${CHECKED:-new}
+    run "test-cuda (graphs, $b)" .device/$b/test-cuda
+    ALM_CUDA_GRAPHS=0 run "test-cuda (ALM_CUDA_GRAPHS=0, $b)" .device/$b/test-cuda
     if command -v compute-sanitizer >/dev/null; then
-        run "compute-sanitizer memcheck" compute-sanitizer --tool memcheck --error-exitcode 1 \
-            .device/new/alm-engine generate --device cuda "${coder[@]}" \
+        run "compute-sanitizer memcheck ($b)" compute-sanitizer --tool memcheck --error-exitcode 1 \
+            .device/$b/alm-engine generate --device cuda "${coder[@]}" \
             --prompt "def fib(n):" --max-tokens 16
     else
         echo "### compute-sanitizer not found: memcheck not run"
