@@ -22,7 +22,8 @@
 #                for tests/cuda/device/trace_summary.py back here
 #   boundary     boundary-bench: what a kernel boundary costs (plain launches,
 #                programmatic dependent launch, a hand-off by flags)
-#   profile      ncu on one 4-bit gate+up launch and one lm_head launch:
+#   profile      ncu on one 4-bit gate+up launch and one lm_head launch
+#                (or on the kernels PROFILE_KERNELS="regex;regex" names):
 #                warp states, scheduler and memory sections, source counters
 #
 # Each section writes SECTION.txt under $OUT (or ./device-out), and prints
@@ -153,7 +154,9 @@ profile() {
     local sections=(--section LaunchStats --section Occupancy --section SchedulerStats
                     --section WarpStateStats --section MemoryWorkloadAnalysis
                     --section SourceCounters)
-    for k in "matmul_kernel<.int.4, .int.1, .bool.1" "matmul_kernel<.int.4, .int.1, .bool.0"; do
+    local kernels=("matmul_kernel<.int.4, .int.1, .bool.1" "matmul_kernel<.int.4, .int.1, .bool.0")
+    [ -n "${PROFILE_KERNELS:-}" ] && IFS=';' read -r -a kernels <<< "$PROFILE_KERNELS"
+    for k in "${kernels[@]}"; do
         run "ncu: $k" ncu --clock-control none --kernel-name-base demangled \
             --kernel-name "regex:$k" --launch-skip 20 --launch-count 1 "${sections[@]}" \
             .device/new/cuda-kernel-bench
