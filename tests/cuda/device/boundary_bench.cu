@@ -131,6 +131,8 @@ static int measure(int mode, int blocks, cudaStream_t s)
            "\"us_per_kernel_min\": %.3f, \"errors\": %u}\n",
            names[mode], blocks, KERNELS, ms[reps / 2] * 1000.0f / KERNELS, ms[0] * 1000.0f / KERNELS,
            host_errors);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     cudaFree(buf);
