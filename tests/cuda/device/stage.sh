@@ -3,7 +3,7 @@
 # libraries a bare GPU machine lacks, under .device/ (ignored by git), so
 # that one call of the GPU machine can check and time them:
 #
-#   tests/cuda/device/stage.sh [--variant NAME=FLAG,FLAG...]... [BASE_REV]
+#   tests/cuda/device/stage.sh [--variant NAME=FLAG,FLAG...]... [--rev NAME=REV]... [BASE_REV]
 #
 # .device/new/      this working tree's build (build-cuda/), and boundary-bench
 # .device/base/     BASE_REV's build (a git worktree in build-cuda-base/),
@@ -11,6 +11,8 @@
 # .device/NAME/     this tree built with extra flags for nvcc and the C
 #                   compiler (build-cuda-NAME/, meson -Dnvcc_flags=FLAG,FLAG...
 #                   -Dc_args=...), e.g. --variant stages4=-DALM_MATMUL_STAGES=4
+# .device/NAME/     with --rev NAME=REV: REV's build (a worktree in
+#                   build-cuda-NAME/), a third timed build beside new and base
 # .device/lib/      libglib, json-glib, pcre2 and what they pull in; never
 #                   the C or C++ runtime, which the GPU machine has
 # .device/check.sh  the script to run there (tests/cuda/device/check.sh)
@@ -45,14 +47,40 @@ stage() {   # stage BUILD_DIR DEST
 }
 
 variants=()
-while [ $# -ge 1 ] && [ "$1" = --variant ]; do
+revs=()
+while [ $# -ge 1 ] && { [ "$1" = --variant ] || [ "$1" = --rev ]; }; do
     case ${2:-} in
-    new=*|base=*|lib=*) echo "stage.sh: new, base and lib are taken; name the variant otherwise" >&2; exit 2 ;;
-    [a-z0-9]*=-*) variants+=("$2") ;;
-    *) echo "stage.sh: --variant NAME=FLAG,FLAG... (got '${2:-}')" >&2; exit 2 ;;
+    new=*|base=*|lib=*) echo "stage.sh: new, base and lib are taken; name the build otherwise" >&2; exit 2 ;;
     esac
+    if [ "$1" = --variant ]; then
+        case ${2:-} in
+        [a-z0-9]*=-*) variants+=("$2") ;;
+        *) echo "stage.sh: --variant NAME=FLAG,FLAG... (got '${2:-}')" >&2; exit 2 ;;
+        esac
+    else
+        case ${2:-} in
+        [a-z0-9]*=?*) git rev-parse --verify -q "${2#*=}^{commit}" >/dev/null ||
+                          { echo "stage.sh: no commit '${2#*=}'" >&2; exit 2; }
+                      revs+=("$2") ;;
+        *) echo "stage.sh: --rev NAME=REV (got '${2:-}')" >&2; exit 2 ;;
+        esac
+    fi
     shift 2
 done
+
+build_rev() {   # build_rev NAME REV: REV's build in a worktree, staged as .device/NAME
+    local name=$1 rev
+    rev=$(git rev-parse --verify "$2^{commit}")
+    if [ -d "build-cuda-$name/src" ]; then
+        git -C "build-cuda-$name/src" checkout -q --detach "$rev"
+    else
+        mkdir -p "build-cuda-$name"
+        git worktree add -q --detach "build-cuda-$name/src" "$rev"
+    fi
+    build "build-cuda-$name/build" "build-cuda-$name/src"
+    stage "build-cuda-$name/build" ".device/$name"
+    echo "staged $(git rev-parse --short "$rev") as .device/$name"
+}
 
 build build-cuda .
 stage build-cuda .device/new
@@ -76,17 +104,11 @@ for v in "${variants[@]}"; do
     echo "staged the variant $name ($flags) as .device/$name"
 done
 
+for r in "${revs[@]}"; do
+    build_rev "${r%%=*}" "${r#*=}"
+done
 if [ $# -ge 1 ]; then
-    rev=$(git rev-parse --verify "$1^{commit}")
-    if [ -d build-cuda-base/src ]; then
-        git -C build-cuda-base/src checkout -q --detach "$rev"
-    else
-        mkdir -p build-cuda-base
-        git worktree add -q --detach build-cuda-base/src "$rev"
-    fi
-    build build-cuda-base/build build-cuda-base/src
-    stage build-cuda-base/build .device/base
-    echo "staged $(git rev-parse --short "$rev") as .device/base"
+    build_rev base "$1"
 else
     rm -rf .device/base
 fi
@@ -106,7 +128,7 @@ fi
 # compressed: the call carries the working tree and .device, 64 MiB in all
 staged=(new lib)
 [ -d .device/base ] && staged+=(base)
-for v in "${variants[@]}"; do staged+=("${v%%=*}"); done
+for v in "${variants[@]}" "${revs[@]}"; do staged+=("${v%%=*}"); done
 tar -C .device -cJf .device/bundle.tar.xz "${staged[@]}"
 rm -rf "${staged[@]/#/.device/}"
 cp tests/cuda/device/check.sh .device/check.sh
