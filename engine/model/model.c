@@ -197,6 +197,8 @@ int model_create(const char *name, const alm_model_params *params, model_source_
 int alm_model_load(const char *dir, const alm_model_params *params, alm_model **out,
                    alm_error *err)
 {
+    if (!dir || !*dir)
+        return alm_error_set(err, -EINVAL, "no model folder given");
     return model_create(dir, params, read_folder, (void *)dir, out, err);
 }
 
