@@ -52,6 +52,9 @@ while [ $# -ge 1 ] && { [ "$1" = --variant ] || [ "$1" = --rev ]; }; do
     case ${2:-} in
     new=*|base=*|lib=*) echo "stage.sh: new, base and lib are taken; name the build otherwise" >&2; exit 2 ;;
     esac
+    for taken in "${variants[@]}" "${revs[@]}"; do
+        [ "${taken%%=*}" != "${2%%=*}" ] || { echo "stage.sh: two builds named ${2%%=*}" >&2; exit 2; }
+    done
     if [ "$1" = --variant ]; then
         case ${2:-} in
         [a-z0-9]*=-*) variants+=("$2") ;;
