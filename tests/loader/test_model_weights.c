@@ -3,6 +3,7 @@
  * computed with Python from the same files), and every inconsistency between
  * config.json and the tensors is refused with the file, tensor and problem
  * named. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alm.h"
 #include "core/error.h"
 #include "loader/model_weights.h"
 #include "loader_fixtures.h"
@@ -524,8 +526,22 @@ static void test_llama_biases(const char *tiny)
     free(src_dir);
 }
 
+/* No folder at all is refused with a message (it crashed in strdup). */
+static void test_no_folder(void)
+{
+    const char *dirs[] = { NULL, "" };
+    for (int i = 0; i < 2; i++) {
+        alm_error err = { 0 };
+        alm_model *m = NULL;
+        int r = alm_model_load(dirs[i], NULL, &m, &err);
+        tap_ok(r == -EINVAL && m == NULL && strstr(err.message, "no model folder given") != NULL,
+               "alm_model_load with %s is refused (%s)", dirs[i] ? "an empty folder name" : "NULL", err.message);
+    }
+}
+
 int main(void)
 {
+    test_no_folder();
     const char *data = getenv("ALM_TEST_DATA");
     const char *defaults = getenv("ALM_DEFAULT_MODELS");
     if (!data || !defaults)
