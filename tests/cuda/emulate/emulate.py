@@ -1,24 +1,34 @@
 #!/usr/bin/env python3
-"""Runs test-cuda's matmul checks on the host, with the CUDA kernels of
-engine/cuda/matmul.cu emulated (host_cuda.h): a way to check a kernel change
-where there is no GPU. Slow (one coroutine per CUDA thread): about 5 minutes
-for --quick, 15 for all, on two cores.
+"""Runs test-cuda's kernel checks on the host, with the CUDA kernels emulated
+(host_cuda.h): a way to check a kernel change where there is no GPU. Slow
+(one coroutine per CUDA thread): about 5 minutes for --quick, 15 for all the
+matmul's checks, 6 for --attention, on two cores.
 
-    tests/cuda/emulate/emulate.py [--quick] [--source matmul.cu] [--dump DIR]
-                                  [--sanitize] [-D NAME=VALUE]...
+    tests/cuda/emulate/emulate.py [--quick] [--attention] [--source FILE.cu]
+                                  [--dump DIR] [--sanitize] [-D NAME=VALUE]...
 
---quick   the small shape in every format (200 x 384, 1-40 tokens), not the
-          long shapes nor the bit-for-bit check across token counts
---source  another matmul.cu (a base revision's: git show REV:engine/cuda/matmul.cu)
---dump    also write each result to DIR, to compare two sources bit for bit
-          (cmp DIR1/* DIR2/*)
+(default) the matmul kernels of engine/cuda/matmul.cu
+--attention  the attention kernels of engine/cuda/attention.cu instead:
+          test-cuda's checks that compare its ways of computing one result
+          bit for bit (the merge in the last block against the merge
+          launch, the merge in thread block clusters against the merge
+          through memory). The emulated arithmetic is the host's (expf,
+          no contraction), the same for both sides of a comparison: it
+          checks which values go where and when, not the GPU's roundings.
+--quick   matmul: the small shape in every format (200 x 384, 1-40
+          tokens), not the long shapes nor the bit-for-bit check across
+          token counts
+--source  another kernel source (a base revision's: git show
+          REV:engine/cuda/matmul.cu)
+--dump    matmul: also write each result to DIR, to compare two sources
+          bit for bit (cmp DIR1/* DIR2/*)
 
-The kernels' source is adapted as text: the PTX helpers (mma_16816, mask_set,
-cp_async*) give way to host_cuda.h's, launches become host_launch calls. If
-matmul.cu changes so that this no longer applies, the script says which
-piece it could not find. The checks themselves come from
-tests/cuda/test_cuda.c (matmul_error, check_matmul_formats,
-check_matmul_bits), so that the two cannot drift apart. Output: TAP.
+The kernels' source is adapted as text: the PTX helpers (mma_16816,
+mask_set, cp_async*, copy16_async) give way to host_cuda.h's, launches
+become host_launch calls. If the source changes so that this no longer
+applies, the script says which piece it could not find. The checks
+themselves come from tests/cuda/test_cuda.c, so that the two cannot drift
+apart. Output: TAP.
 """
 import argparse
 import os
@@ -66,11 +76,77 @@ def host_kernels(source):
     return s
 
 
+def host_attention(source):
+    """attention.cu as host code for host_cuda.h."""
+    s = source
+    for inc in ('#include <cooperative_groups.h>\n', '#include <cuda_fp16.h>\n', '#include "launch_overlap.cuh"\n'):
+        if inc not in s:
+            fail(f"{inc.strip()} in attention.cu")
+        s = s.replace(inc, '', 1)
+    if '#include "cuda_kernels.h"' not in s:
+        fail('attention.cu no longer includes "cuda_kernels.h"')
+    s = s.replace('#include "cuda_kernels.h"', '#include "host_cuda.h"\n#include "cuda_kernels.h"', 1)
+    pat = re.compile(r'static __device__ __forceinline__ void copy16_async\(.*?\n}\n', re.S)
+    s, n = pat.subn('', s, count=1)
+    if n != 1:
+        fail("the definition of copy16_async in attention.cu")
+    # cp.async copies at once here: nothing to wait for
+    wait = 'asm volatile("cp.async.commit_group;\\ncp.async.wait_all;\\n" ::: "memory");'
+    if wait not in s:
+        fail("the cp.async wait of take_tile in attention.cu")
+    s = s.replace(wait, '')
+    s = s.replace('#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900', '#if 1')
+    shared = 'extern __shared__ __align__(16) float sm[];'
+    if shared not in s:
+        fail("the dynamic shared memory declaration in attention.cu")
+    s = s.replace(shared, 'float *sm = (float *)host_cur_block->smem;')
+    if re.search(r'\basm\b', s):
+        fail("inline PTX in attention.cu that host_cuda.h has no stand-in for: " +
+             re.search(r'.*\basm\b.*', s).group(0).strip())
+    return s
+
+
 def function(source, name):
     m = re.search(r'^static [^\n(]*\b' + name + r'\(.*?^}\n', source, re.S | re.M)
     if not m:
         fail(f"{name} in tests/cuda/test_cuda.c")
     return m.group(0)
+
+
+def typedef(source, name):
+    m = re.search(r'^typedef struct ' + name + r' \{.*?^\} ' + name + r';\n', source, re.S | re.M)
+    if not m:
+        fail(f"the type {name} in tests/cuda/test_cuda.c")
+    return m.group(0)
+
+
+ATTENTION_CHECKS = ["next_random", "uniform", "to_device", "device_randoms", "device_same",
+                    "attention_case_new", "attention_case_run", "attention_case_same",
+                    "attention_case_free", "merge_in_last_block_same", "check_merge_in_last_block",
+                    "cluster_merge_difference", "check_cluster_merge"]
+
+
+def attention_checks(test_source):
+    body = typedef(test_source, "attention_case") + "\n".join(function(test_source, n) for n in ATTENTION_CHECKS)
+    return r'''#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cuda_kernels.h"
+#include "tap.h"
+
+''' + body + '''
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!tap_ok(cuda_attention_setup() == cudaSuccess, "attention kernels set up"))
+        return tap_done();
+    check_merge_in_last_block();
+    check_cluster_merge();
+    return tap_done();
+}
+'''
 
 
 def checks(test_source, quick, dump):
@@ -125,30 +201,43 @@ def cuda_include():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--source", default=os.path.join(ROOT, "engine", "cuda", "matmul.cu"))
+    ap.add_argument("--attention", action="store_true")
+    ap.add_argument("--source")
     ap.add_argument("--dump")
     ap.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer")
     ap.add_argument("-D", dest="defines", action="append", default=[],
                     help="a macro for the kernels, as -Dnvcc_flags gives them (ALM_MATMUL_STAGES=4)")
     args = ap.parse_args()
+    if args.attention and args.dump:
+        fail("--dump is for the matmul")
+    kind = "attention" if args.attention else "matmul"
+    source = args.source or os.path.join(ROOT, "engine", "cuda", kind + ".cu")
     inc = cuda_include()
     cuda_dir = os.path.join(ROOT, "engine", "cuda")
-    flags = ["-O2", "-g", "-I" + HERE, "-I" + cuda_dir, "-I" + os.path.dirname(cuda_dir),
+    flags = ["-O2", "-g", "-ffp-contract=off", "-I" + HERE, "-I" + cuda_dir, "-I" + os.path.dirname(cuda_dir),
              "-I" + os.path.join(ROOT, "tests"), "-I" + inc] + ["-D" + d for d in args.defines]
     if args.sanitize:
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
     with tempfile.TemporaryDirectory() as tmp:
-        kernels = os.path.join(tmp, "host_matmul.cpp")
-        open(kernels, "w").write(host_kernels(open(args.source).read()))
+        kernels = os.path.join(tmp, "host_" + kind + ".cpp")
+        adapt = host_attention if args.attention else host_kernels
+        open(kernels, "w").write(adapt(open(source).read()))
         test_c = os.path.join(tmp, "checks.c")
-        open(test_c, "w").write(checks(open(os.path.join(ROOT, "tests", "cuda", "test_cuda.c")).read(),
-                                       args.quick, args.dump))
-        exe = os.path.join(tmp, "emulated-matmul")
+        test_source = open(os.path.join(ROOT, "tests", "cuda", "test_cuda.c")).read()
+        open(test_c, "w").write(attention_checks(test_source) if args.attention
+                                else checks(test_source, args.quick, args.dump))
+        exe = os.path.join(tmp, "emulated-" + kind)
+        sources = [(kernels, "g++", "-std=c++20"),
+                   (os.path.join(HERE, "host_runtime.cpp"), "g++", "-std=c++20"),
+                   (test_c, "gcc", "-std=gnu11")]
+        if args.attention:
+            # the checks size fragments with matmul.cu's cuda_fragment_bytes
+            matmul = os.path.join(tmp, "host_matmul.cpp")
+            open(matmul, "w").write(host_kernels(open(os.path.join(ROOT, "engine", "cuda", "matmul.cu")).read()))
+            sources.append((matmul, "g++", "-std=c++20"))
         objs = []
-        for src, cc, std in ((kernels, "g++", "-std=c++20"),
-                             (os.path.join(HERE, "host_runtime.cpp"), "g++", "-std=c++20"),
-                             (test_c, "gcc", "-std=gnu11")):
-            obj = src + ".o"
+        for src, cc, std in sources:
+            obj = os.path.join(tmp, os.path.basename(src) + ".o")
             subprocess.run([cc, std, "-w", "-c", src, "-o", obj] + flags, check=True)
             objs.append(obj)
         subprocess.run(["g++", "-o", exe] + objs + (["-fsanitize=address"] if args.sanitize else []),

@@ -1,9 +1,12 @@
-/* The part of CUDA that engine/cuda/matmul.cu uses, on the host, so that
- * its kernels can be checked where there is no GPU (tests/cuda/emulate/).
+/* The part of CUDA that engine/cuda/matmul.cu and attention.cu use, on the
+ * host, so that their kernels can be checked where there is no GPU
+ * (tests/cuda/emulate/).
  *
  * Each CUDA thread of a block is a coroutine (ucontext) on one OS thread;
- * __syncthreads and the warp-collective operations yield to a scheduler
- * that releases a barrier once every live member waits at it. The
+ * __syncthreads, cluster.sync() and the warp-collective operations yield
+ * to a scheduler that releases a barrier once every live member waits at
+ * it. The blocks of a thread block cluster run together (their barrier and
+ * each other's shared memory); other blocks one after the other. The
  * emulation is exact about what the kernels compute (float16 rounding of
  * each fma, the mma.m16n8k16 fragment layouts of the PTX manual) and
  * simple about when: cp.async copies at once, so it checks indexing and
@@ -17,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <ucontext.h>
 #include <vector>
 
@@ -34,9 +38,10 @@
 #define __host__
 #define __global__
 #define __forceinline__ inline
-#define __shared__ static   /* blocks run one at a time */
+#define __shared__ static   /* blocks run one at a time, but for a cluster's (see host_launch) */
 #define __align__(n) alignas(n)
 #define __launch_bounds__(...)
+#define __grid_constant__
 
 using std::max;
 using std::min;
@@ -91,6 +96,35 @@ static inline uint2 make_uint2(unsigned a, unsigned b)
     return r;
 }
 template <class T> static inline T __ldg(const T *p) { return *p; }
+template <class T> static inline T __ldcg(const T *p) { return *p; }
+static inline float2 make_float2(float x, float y)
+{
+    float2 r;
+    r.x = x;
+    r.y = y;
+    return r;
+}
+static inline float4 make_float4(float x, float y, float z, float w)
+{
+    float4 r;
+    r.x = x;
+    r.y = y;
+    r.z = z;
+    r.w = w;
+    return r;
+}
+/* one rounding each, as the GPU's (the host compiles without contraction) */
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+/* blocks that are not of one cluster run one after the other: every
+ * earlier block's writes are seen, and an atomic is a plain update */
+static inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+    const unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+static inline void __threadfence() {}
 
 /* ---------------------------------------------------------------- threads */
 
@@ -108,6 +142,7 @@ struct host_block {
 };
 
 extern host_block *host_cur_block;
+extern host_block *host_cluster;   /* the blocks of the running cluster, by rank */
 extern host_thread *host_threads;
 extern int host_cur;
 extern ucontext_t host_scheduler;
@@ -126,14 +161,32 @@ static inline void host_wait(int kind)
 static inline void __syncthreads() { host_wait(2); }
 static inline void __syncwarp(unsigned = 0xffffffffu) { host_wait(1); }
 
-static inline float __shfl_xor_sync(unsigned, float v, int lane_mask)
+static inline float host_shuffle_from(float v, int from_lane)
 {
     float *s = host_cur_block->shfl[host_warp()].v;
     s[host_lane()] = v;
     host_wait(1);
-    float r = s[host_lane() ^ lane_mask];
+    float r = s[from_lane & 31];
     host_wait(1);
     return r;
+}
+static inline float __shfl_xor_sync(unsigned, float v, int lane_mask)
+{
+    return host_shuffle_from(v, host_lane() ^ lane_mask);
+}
+static inline float __shfl_sync(unsigned, float v, int src_lane) { return host_shuffle_from(v, src_lane); }
+
+/* cooperative_groups' thread block cluster: its barrier, and the address
+ * of a variable of this block's shared memory in another block's */
+namespace cooperative_groups {
+struct cluster_group {
+    void sync() const { host_wait(3); }
+    template <class T> T *map_shared_rank(T *p, unsigned rank) const
+    {
+        return (T *)(host_cluster[rank].smem + ((const uint8_t *)p - host_cur_block->smem));
+    }
+};
+static inline cluster_group this_cluster() { return cluster_group{}; }
 }
 
 /* ---------------------------------------------------------------- PTX */
@@ -208,9 +261,17 @@ static inline void cp_async(uint32_t dst, const void *src, int bytes, bool)
 }
 static inline void cp_async_commit() {}
 template <int N> static inline void cp_async_wait() {}
+/* attention.cu's */
+static inline void copy16_async(float *dst, const float *src) { memcpy(dst, src, 16); }
 
 template <class T> static cudaError_t cudaFuncSetAttribute(T *, cudaFuncAttribute, int)
 {
+    return cudaSuccess;
+}
+/* every cluster fits: the checks take the largest, 16 */
+template <class T> static cudaError_t cudaOccupancyMaxActiveClusters(int *clusters, T *, const cudaLaunchConfig_t *)
+{
+    *clusters = 1;
     return cudaSuccess;
 }
 
@@ -220,85 +281,101 @@ struct host_start { void (*fn)(void *); void *arg; };
 void host_thread_entry(unsigned lo, unsigned hi);
 template <class F> static void host_call(void *f) { (*(F *)f)(); }
 
-/* Runs body (a kernel call) as grid x block threads, one block at a time. */
+/* Runs body (a kernel call) as grid x block threads: the blocks of a
+ * cluster of `cluster` (along x) together, the clusters one at a time.
+ * The blocks of a cluster would share a static __shared__ variable and
+ * mma_16816's buffers: kernels launched in clusters must use neither (the
+ * attention's use dynamic shared memory and no tensor cores). */
 template <class F>
-static void host_launch(dim3 grid, dim3 block, size_t smem, F body)
+static void host_launch(dim3 grid, dim3 block, size_t smem, F body, unsigned cluster = 1)
 {
     const unsigned n = block.x, warps = (n + 31) / 32;
     if (n > 1024 || block.y != 1 || block.z != 1) {
         fprintf(stderr, "host_launch: blocks of up to 1024 threads in x only\n");
         abort();
     }
-    std::vector<uint8_t> shared(smem + 16);
-    std::vector<host_thread> th(n);
-    std::vector<std::vector<char>> stacks(n, std::vector<char>(128 * 1024));
-    std::vector<host_shuffle> shfl(warps);
+    if (cluster < 1 || grid.x % cluster) {
+        fprintf(stderr, "host_launch: a grid of %u blocks along x in clusters of %u\n", grid.x, cluster);
+        abort();
+    }
+    const unsigned all = n * cluster;
+    std::vector<std::vector<uint8_t>> shared(cluster, std::vector<uint8_t>(smem + 16));
+    std::vector<host_thread> th(all);
+    /* not zeroed: the pages a coroutine never touches are never mapped */
+    const size_t stack_bytes = 128 * 1024;
+    std::unique_ptr<char[]> stacks(new char[all * stack_bytes]);
+    std::vector<std::vector<host_shuffle>> shfl(cluster, std::vector<host_shuffle>(warps));
+    std::vector<host_block> blocks(cluster);
     host_start start = { host_call<F>, &body };
     uintptr_t arg = (uintptr_t)&start;
-    for (unsigned by = 0; by < grid.y; by++)
-        for (unsigned bx = 0; bx < grid.x; bx++) {
-            host_block b = { shared.data(), shfl.data() };
-            memset(shared.data(), 0xcd, shared.size());   /* stale, as on the GPU */
-            memset(host_mma_calls, 0, sizeof host_mma_calls);
-            host_cur_block = &b;
-            host_threads = th.data();
-            blockIdx = uint3{ bx, by, 0 };
-            blockDim = block;
-            gridDim = grid;
-            for (unsigned t = 0; t < n; t++) {
-                th[t] = host_thread{};
-                getcontext(&th[t].ctx);
-                th[t].ctx.uc_stack.ss_sp = stacks[t].data();
-                th[t].ctx.uc_stack.ss_size = stacks[t].size();
-                th[t].ctx.uc_link = &host_scheduler;
-                makecontext(&th[t].ctx, (void (*)())host_thread_entry, 2,
-                            (unsigned)(arg & 0xffffffffu), (unsigned)(arg >> 32));
+    /* the coroutine of thread t of the cluster's block r is r * n + t */
+    auto enter = [&](unsigned bx0, unsigned by, unsigned bz, unsigned c) {
+        const unsigned r = c / n, t = c % n;
+        host_cur_block = &blocks[r];
+        host_threads = th.data() + (size_t)r * n;
+        host_cur = (int)t;
+        blockIdx = uint3{ bx0 + r, by, bz };
+        threadIdx = uint3{ t, 0, 0 };
+    };
+    auto all_wait = [&](unsigned lo, unsigned hi, int kind) {   /* and release them */
+        unsigned waiting = 0, live = 0;
+        for (unsigned c = lo; c < hi; c++)
+            if (!th[c].done) {
+                live++;
+                waiting += th[c].waiting == kind;
             }
-            for (;;) {
-                bool progress = false, all_done = true;
-                for (unsigned t = 0; t < n; t++) {
-                    if (th[t].done || th[t].waiting)
-                        continue;
-                    all_done = false;
-                    host_cur = (int)t;
-                    threadIdx = uint3{ t, 0, 0 };
-                    swapcontext(&host_scheduler, &th[t].ctx);
-                    progress = true;
+        if (!live || waiting != live)
+            return false;
+        for (unsigned c = lo; c < hi; c++)
+            th[c].waiting = 0;
+        return true;
+    };
+    blockDim = block;
+    gridDim = grid;
+    host_cluster = blocks.data();
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx0 = 0; bx0 < grid.x; bx0 += cluster) {
+                for (unsigned r = 0; r < cluster; r++) {
+                    blocks[r] = host_block{ shared[r].data(), shfl[r].data() };
+                    memset(shared[r].data(), 0xcd, shared[r].size());   /* stale, as on the GPU */
                 }
-                for (unsigned t = 0; t < n && all_done; t++)
-                    all_done = th[t].done;
-                if (all_done)
-                    break;
-                for (unsigned w = 0; w < warps; w++) {   /* warp barriers */
-                    unsigned lo = 32 * w, hi = std::min(n, lo + 32), waiting = 0, live = 0;
-                    for (unsigned t = lo; t < hi; t++)
-                        if (!th[t].done) {
-                            live++;
-                            waiting += th[t].waiting == 1;
-                        }
-                    if (live && waiting == live) {
-                        for (unsigned t = lo; t < hi; t++)
-                            th[t].waiting = 0;
+                memset(host_mma_calls, 0, sizeof host_mma_calls);
+                for (unsigned c = 0; c < all; c++) {
+                    th[c] = host_thread{};
+                    getcontext(&th[c].ctx);
+                    th[c].ctx.uc_stack.ss_sp = stacks.get() + (size_t)c * stack_bytes;
+                    th[c].ctx.uc_stack.ss_size = stack_bytes;
+                    th[c].ctx.uc_link = &host_scheduler;
+                    makecontext(&th[c].ctx, (void (*)())host_thread_entry, 2,
+                                (unsigned)(arg & 0xffffffffu), (unsigned)(arg >> 32));
+                }
+                for (;;) {
+                    bool progress = false, all_done = true;
+                    for (unsigned c = 0; c < all; c++) {
+                        if (th[c].done || th[c].waiting)
+                            continue;
+                        all_done = false;
+                        enter(bx0, by, bz, c);
+                        swapcontext(&host_scheduler, &th[c].ctx);
                         progress = true;
                     }
-                }
-                unsigned waiting = 0, live = 0;   /* __syncthreads */
-                for (unsigned t = 0; t < n; t++)
-                    if (!th[t].done) {
-                        live++;
-                        waiting += th[t].waiting == 2;
+                    for (unsigned c = 0; c < all && all_done; c++)
+                        all_done = th[c].done;
+                    if (all_done)
+                        break;
+                    for (unsigned r = 0; r < cluster; r++) {
+                        for (unsigned w = 0; w < warps; w++)   /* warp barriers */
+                            progress |= all_wait(r * n + 32 * w, r * n + std::min(n, 32 * w + 32), 1);
+                        progress |= all_wait(r * n, r * n + n, 2);   /* __syncthreads */
                     }
-                if (live && waiting == live) {
-                    for (unsigned t = 0; t < n; t++)
-                        th[t].waiting = 0;
-                    progress = true;
-                }
-                if (!progress) {
-                    fprintf(stderr, "host_launch: every thread waits at a barrier the others never reach\n");
-                    abort();
+                    progress |= all_wait(0, all, 3);   /* cluster.sync() */
+                    if (!progress) {
+                        fprintf(stderr, "host_launch: every thread waits at a barrier the others never reach\n");
+                        abort();
+                    }
                 }
             }
-        }
 }
 
 /* launch_overlap.cuh's, for kernels that run one after the other anyway */
@@ -306,11 +383,28 @@ static inline void wait_for_previous_kernels() {}
 static inline void let_next_kernel_start() {}
 
 template <typename... Params, typename... Args>
-static cudaError_t launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                                     cudaStream_t, Args... args)
+static cudaError_t launch_overlapped_clusters(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                                              cudaStream_t, unsigned cluster, Args... args)
 {
-    host_launch(grid, block, smem, [&] { kernel(static_cast<Params>(args)...); });
+    host_launch(grid, block, smem, [&] { kernel(static_cast<Params>(args)...); }, cluster);
     return cudaSuccess;
+}
+
+template <typename... Params, typename... Args>
+static cudaError_t launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                                     cudaStream_t s, Args... args)
+{
+    return launch_overlapped_clusters(kernel, grid, block, smem, s, 1u, args...);
+}
+
+static inline cudaLaunchAttribute cluster_attribute(unsigned blocks)
+{
+    cudaLaunchAttribute attr = {};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = blocks;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    return attr;
 }
 
 #endif

@@ -1,8 +1,9 @@
-/* The globals of host_cuda.h and the CUDA runtime calls matmul.cu and the
- * matmul checks make, on host memory. */
+/* The globals of host_cuda.h and the CUDA runtime calls the kernels' sources
+ * and their checks make, on host memory. */
 #include "host_cuda.h"
 
 host_block *host_cur_block;
+host_block *host_cluster;
 host_thread *host_threads;
 int host_cur;
 ucontext_t host_scheduler;
@@ -34,6 +35,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
     return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind) { memcpy(dst, src, n); return cudaSuccess; }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind, cudaStream_t)
 {
