@@ -49,11 +49,22 @@ def fail(msg):
     sys.exit("emulate: " + msg)
 
 
+def replaced(s, old, new, what, count=-1):
+    """s with old replaced (every one, or the first count); fails naming
+    what where there is none"""
+    if old not in s:
+        fail(what)
+    return s.replace(old, new, count)
+
+
+def with_host_cuda(s, name):
+    """s with host_cuda.h included before cuda_kernels.h"""
+    return replaced(s, '#include "cuda_kernels.h"', '#include "host_cuda.h"\n#include "cuda_kernels.h"',
+                    f'{name} no longer includes "cuda_kernels.h"', 1)
+
+
 def host_kernels(source):
-    s = re.sub(r'#include <cuda_(fp16|bf16)\.h>\n', '', source)
-    if '#include "cuda_kernels.h"' not in s:
-        fail('matmul.cu no longer includes "cuda_kernels.h"')
-    s = s.replace('#include "cuda_kernels.h"', '#include "host_cuda.h"\n#include "cuda_kernels.h"', 1)
+    s = with_host_cuda(re.sub(r'#include <cuda_(fp16|bf16)\.h>\n', '', source), "matmul.cu")
     s = s.replace('#include "launch_overlap.cuh"\n', '', 1)   # host_cuda.h has its functions
     for name in PTX_HELPERS:
         pat = re.compile(r'(template <[^>\n]*>\n)?static __device__ (__forceinline__|inline) '
@@ -61,10 +72,8 @@ def host_kernels(source):
         s, n = pat.subn('', s, count=1)
         if n != 1 and name != "mask_set":   # mask_set is newer than some bases
             fail(f"the definition of {name} in matmul.cu")
-    shared = 'extern __shared__ __align__(16) uint8_t smem[];'
-    if shared not in s:
-        fail("the dynamic shared memory declaration in matmul.cu")
-    s = s.replace(shared, 'uint8_t *smem = host_cur_block->smem;')
+    s = replaced(s, 'extern __shared__ __align__(16) uint8_t smem[];', 'uint8_t *smem = host_cur_block->smem;',
+                 "the dynamic shared memory declaration in matmul.cu")
 
     def launch(m):
         config = m.group(2).rsplit(',', 1)[0]   # the stream is dropped
@@ -80,26 +89,18 @@ def host_attention(source):
     """attention.cu as host code for host_cuda.h."""
     s = source
     for inc in ('#include <cooperative_groups.h>\n', '#include <cuda_fp16.h>\n', '#include "launch_overlap.cuh"\n'):
-        if inc not in s:
-            fail(f"{inc.strip()} in attention.cu")
-        s = s.replace(inc, '', 1)
-    if '#include "cuda_kernels.h"' not in s:
-        fail('attention.cu no longer includes "cuda_kernels.h"')
-    s = s.replace('#include "cuda_kernels.h"', '#include "host_cuda.h"\n#include "cuda_kernels.h"', 1)
+        s = replaced(s, inc, '', f"{inc.strip()} in attention.cu", 1)
+    s = with_host_cuda(s, "attention.cu")
     pat = re.compile(r'static __device__ __forceinline__ void copy16_async\(.*?\n}\n', re.S)
     s, n = pat.subn('', s, count=1)
     if n != 1:
         fail("the definition of copy16_async in attention.cu")
     # cp.async copies at once here: nothing to wait for
-    wait = 'asm volatile("cp.async.commit_group;\\ncp.async.wait_all;\\n" ::: "memory");'
-    if wait not in s:
-        fail("the cp.async wait of take_tile in attention.cu")
-    s = s.replace(wait, '')
+    s = replaced(s, 'asm volatile("cp.async.commit_group;\\ncp.async.wait_all;\\n" ::: "memory");', '',
+                 "the cp.async wait of take_tile in attention.cu")
     s = s.replace('#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900', '#if 1')
-    shared = 'extern __shared__ __align__(16) float sm[];'
-    if shared not in s:
-        fail("the dynamic shared memory declaration in attention.cu")
-    s = s.replace(shared, 'float *sm = (float *)host_cur_block->smem;')
+    s = replaced(s, 'extern __shared__ __align__(16) float sm[];', 'float *sm = (float *)host_cur_block->smem;',
+                 "the dynamic shared memory declaration in attention.cu")
     if re.search(r'\basm\b', s):
         fail("inline PTX in attention.cu that host_cuda.h has no stand-in for: " +
              re.search(r'.*\basm\b.*', s).group(0).strip())
