@@ -49,6 +49,43 @@ static __device__ __forceinline__ void store_four(float *out, __half *frag, int 
 
 /* ---------------------------------------------------------------- rope + store */
 
+/* The arithmetic of the per-head norm and the rotation, one definition for
+ * rope_store_kernel and the attention that does them itself
+ * (cuda_rope_attention), so that the two give the same bits: the explicit
+ * roundings leave the compiler no choice of where to fuse a multiply-add. */
+
+/* 1 / rms of a head (ss: its sum of squares, by head_sum_of_squares) */
+static __device__ __forceinline__ float head_inverse_rms(float ss, int d, float eps)
+{
+    return 1.0f / sqrtf(ss / (float)d + eps);
+}
+
+static __device__ __forceinline__ float normed(float x, float inv, float w)
+{
+    return __fmul_rn(__fmul_rn(x, inv), w);
+}
+
+/* (x0, x1), columns i and i + d/2 of a head, turned by the angle (c, s). */
+static __device__ __forceinline__ float2 rotated(float x0, float x1, float c, float s)
+{
+    return make_float2(__fmaf_rn(x0, c, -__fmul_rn(x1, s)), __fmaf_rn(x1, c, __fmul_rn(x0, s)));
+}
+
+/* The sum of squares of a head's d values at x (shared memory), by one
+ * warp: 32 columns at a time, each chunk summed across the warp, the
+ * chunks in order; rope_store's block (a thread a column, a warp a chunk)
+ * adds the same numbers in the same order. */
+static __device__ __forceinline__ float head_sum_of_squares(const float *x, int d)
+{
+    const int lane = threadIdx.x & 31;
+    float ss = 0.0f;
+    for (int c = 0; c < d; c += 32) {
+        const float v = c + lane < d ? x[c + lane] : 0.0f;
+        ss += warp_sum(__fmul_rn(v, v));
+    }
+    return ss;
+}
+
 static __global__ void rope_store_kernel(cuda_attention_shape a, const float *cos_table,
                                          const float *sin_table, const float *q_norm,
                                          const float *k_norm, float eps, float *q, const float *k,
@@ -79,31 +116,29 @@ static __global__ void rope_store_kernel(cuda_attention_shape a, const float *co
         size_t at = ((size_t)pos * a.n_kv_heads + kh) * d, from = ((size_t)t * a.n_kv_heads + kh) * d;
         src = k + from;
         dst = k_cache + at;
-        for (int i = threadIdx.x; i < d; i += blockDim.x)
-            v_cache[at + i] = v[from + i];
+        if (i0 < d)
+            v_cache[at + i0] = v[from + i0];
     }
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        buf[i] = src[i];
-        ss += buf[i] * buf[i];
-    }
+    const float x = i0 < d ? src[i0] : 0.0f;
     if (norm) {
-        ss = warp_sum(ss);
+        /* head_sum_of_squares' order: a warp's chunk, then the chunks */
+        const float ss = warp_sum(__fmul_rn(x, x));
         if ((threadIdx.x & 31) == 0)
             partial[threadIdx.x >> 5] = ss;
         __syncthreads();
-        ss = 0.0f;
+        float sum = 0.0f;
         for (int w = 0; w < (int)(blockDim.x >> 5); w++)
-            ss += partial[w];
-        float inv = 1.0f / sqrtf(ss / (float)d + eps);
+            sum += partial[w];
         if (i0 < d)
-            buf[i0] = (buf[i0] * inv) * norm_i;
+            buf[i0] = normed(x, head_inverse_rms(sum, d, eps), norm_i);
+    } else if (i0 < d) {
+        buf[i0] = x;
     }
     __syncthreads();
     if (i0 < half) {
-        float x0 = buf[i0], x1 = buf[i0 + half];
-        dst[i0] = x0 * cos_i - x1 * sin_i;
-        dst[i0 + half] = x1 * cos_i + x0 * sin_i;
+        const float2 y = rotated(buf[i0], buf[i0 + half], cos_i, sin_i);
+        dst[i0] = y.x;
+        dst[i0 + half] = y.y;
     }
 }
 
@@ -413,18 +448,19 @@ struct block_softmax {
     {
         const float scale = 1.0f / sqrtf((float)d);
         for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
-            qs[i] = qh[i] * scale;
+            qs[i] = __fmul_rn(qh[i], scale);
     }
 
     /* Keys base .. base + nk - 1 (the first `from` already on their way
      * into ks, vs: the first tile's all of them), every thread of the
-     * block. */
+     * block; those from `cached` on are in ks, vs already (the ROPE
+     * attention's own keys: not in the cache yet). */
     __device__ __forceinline__ void take_tile(const cuda_attention_shape &a, int kv_head, const float *k_cache,
-                                              const float *v_cache, int base, int from, int nk, float *ks,
-                                              float *vs, const float *qs, float *ps)
+                                              const float *v_cache, int base, int from, int cached, int nk,
+                                              float *ks, float *vs, const float *qs, float *ps)
     {
         __syncthreads();   /* q is in; the previous tile is done with */
-        copy_keys(a, kv_head, k_cache, v_cache, base, from, nk, ks, vs);
+        copy_keys(a, kv_head, k_cache, v_cache, base, from, cached, ks, vs);
         asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
         __syncthreads();
         if (active && key0 < nk)
@@ -440,12 +476,125 @@ struct block_softmax {
     }
 };
 
+/* What the attention needs to do rope_store's work itself (ROPE): the
+ * rotation's tables, the norms, the pass's keys and values as the q/k/v
+ * projection left them, and the cache to store them in. */
+struct rope_inputs {
+    cuda_rope rope;
+    const float *k, *v;
+    float *k_cache, *v_cache;
+};
+
+/* Floats of shared memory the ROPE attention adds to a block's for a pass
+ * of n_tok tokens: the rotation's cos and sin for up to n_tok positions
+ * (d each), the norms' weights (2 d), the 1 / rms of the block's query
+ * heads and of the pass's keys (ATTN_WARPS + n_tok), padded. */
+static __host__ __device__ inline size_t rope_smem_floats(int d, int n_tok)
+{
+    return (size_t)(n_tok + 2) * (size_t)d + ATTN_WARPS + (size_t)n_tok + 4;
+}
+
+/* A block's share of rope_store in the ROPE attention, on the q, k and v
+ * the projection left (its arithmetic, with the helpers above, so that the
+ * results are rope_store's bit for bit):
+ * - the block's nh query heads of token t (q_heads, position pass0 + t)
+ *   into qs, normalized, rotated and scaled by 1/sqrt(d) as load_query
+ *   scales them;
+ * - the pass's own keys j0 .. j1 - 1 (j1 - 1 <= t; positions pass0 + j),
+ *   which lie in the block's tile of keys from lo, normalized and rotated
+ *   into the tile's rows of ks, with their values into vs (the tile's keys
+ *   before pass0 come from the cache, by cp.async); and, store, token t's
+ *   own key and value into the cache, for the passes after this one (so
+ *   each once: of all the blocks that take key j, token j's is the one
+ *   whose window surely holds it; no block of this launch reads the
+ *   cache's copy).
+ * extra: rope_smem_floats(d, t + 1) floats. The rotation's tables and the
+ * norms' weights, constants of the model, load while the kernels before
+ * finish; this waits for them (every thread), then loads what they wrote. */
+static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, const rope_inputs &r, int pass0,
+                                                 int t, int kv_head, const float *q_heads, int nh, int lo, int j0,
+                                                 int j1, bool store, float *ks, float *vs, float *qs, float *extra)
+{
+    const int d = a.head_dim, half = d / 2, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int np = j1 > j0 ? j1 - j0 : 0;
+    const int jr = np ? j0 : t, n_rot = t - jr + 1;   /* the table: positions pass0 + jr .. pass0 + t */
+    float *rot = extra, *q_w = rot + (size_t)n_rot * d, *k_w = q_w + d, *inv = k_w + d;
+    const cuda_rope &rp = r.rope;
+    for (int i = threadIdx.x; i < n_rot * half; i += ATTN_THREADS) {
+        const int row = i / half, c = i % half;
+        const size_t at = (size_t)(pass0 + jr + row) * half + c;
+        rot[row * d + c] = rp.cos_table[at];
+        rot[row * d + half + c] = rp.sin_table[at];
+    }
+    for (int i = threadIdx.x; i < d; i += ATTN_THREADS) {
+        if (rp.q_norm)
+            q_w[i] = rp.q_norm[i];
+        if (rp.k_norm && np)
+            k_w[i] = rp.k_norm[i];
+    }
+    wait_for_previous_kernels();
+    for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
+        qs[i] = q_heads[i];
+    for (int i = threadIdx.x; i < np * d; i += ATTN_THREADS) {
+        const int j = j0 + i / d, c = i % d, row = pass0 + j - lo;
+        const size_t from = ((size_t)j * a.n_kv_heads + kv_head) * d + c;
+        ks[row * (d + 4) + c] = r.k[from];
+        const float v = r.v[from];
+        vs[row * d + c] = v;
+        if (store && j == t)
+            r.v_cache[((size_t)(pass0 + j) * a.n_kv_heads + kv_head) * d + c] = v;
+    }
+    __syncthreads();
+    /* rows: the query heads, then the keys */
+    const int rows = nh + np;
+#define ROW_AT(row) ((row) < nh ? qs + (row) * d : ks + (pass0 + j0 + (row) - nh - lo) * (d + 4))
+    if (rp.q_norm || rp.k_norm) {
+        for (int row = warp; row < rows; row += ATTN_WARPS) {
+            if (!(row < nh ? rp.q_norm : rp.k_norm))
+                continue;
+            const float ss = head_sum_of_squares(ROW_AT(row), d);
+            if (lane == 0)
+                inv[row] = head_inverse_rms(ss, d, rp.eps);
+        }
+        __syncthreads();
+    }
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int p = threadIdx.x; p < rows * half; p += ATTN_THREADS) {
+        const int row = p / half, i = p % half;
+        const bool is_q = row < nh;
+        const int j = is_q ? t : j0 + row - nh;
+        float *x = ROW_AT(row);
+        float x0 = x[i], x1 = x[i + half];
+        if (is_q ? rp.q_norm != nullptr : rp.k_norm != nullptr) {
+            const float *w = is_q ? q_w : k_w;
+            x0 = normed(x0, inv[row], w[i]);
+            x1 = normed(x1, inv[row], w[i + half]);
+        }
+        const float *cs = rot + (size_t)(j - jr) * d;
+        const float2 y = rotated(x0, x1, cs[i], cs[half + i]);
+        if (is_q) {
+            x[i] = __fmul_rn(y.x, scale);
+            x[i + half] = __fmul_rn(y.y, scale);
+        } else {
+            x[i] = y.x;
+            x[i + half] = y.y;
+            if (store && j == t) {
+                float *to = r.k_cache + ((size_t)(pass0 + j) * a.n_kv_heads + kv_head) * d;
+                to[i] = y.x;
+                to[i + half] = y.y;
+            }
+        }
+    }
+#undef ROW_AT
+    /* take_tile's barrier makes qs and the tile's rows whole */
+}
+
 /* V4: float4s of the head dimension per lane (d <= 128 * V4). */
-template <int V4>
+template <int V4, bool ROPE>
 static __global__ void __launch_bounds__(ATTN_THREADS)
-attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *pos_dev, int span,
-                 const float *k_cache, const float *v_cache, float *out, float *partials,
-                 unsigned *counters, __half *frag)
+attention_kernel(const __grid_constant__ cuda_attention_shape a, const float *q, int pos0, const int *pos_dev,
+                 int span, const float *k_cache, const float *v_cache, float *out, float *partials,
+                 unsigned *counters, __half *frag, const __grid_constant__ rope_inputs r)
 {
     extern __shared__ __align__(16) float sm[];
     let_next_kernel_start();
@@ -472,16 +621,26 @@ attention_kernel(cuda_attention_shape a, const float *q, int pos0, const int *po
      * (those store only the pass's own keys). */
     const int early = lo < hi ? max(0, min(min(ATTN_KEYS, hi - lo), pass0 - lo)) : 0;
     copy_keys(a, kv_head, k_cache, v_cache, lo, 0, early, ks, vs);
-    wait_for_previous_kernels();
-    /* the rest of the first tile (the pass's own keys) on its way while q loads */
-    const int first_nk = lo < hi ? min(ATTN_KEYS, hi - lo) : 0;
-    copy_keys(a, kv_head, k_cache, v_cache, lo, early, first_nk, ks, vs);
-
+    const float *q_heads = q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d;
+    if (ROPE) {
+        /* one tile a block (the launch makes sure): the pass's keys in it
+         * are j0 .. j1 - 1 */
+        const int j0 = max(lo, pass0) - pass0, j1 = hi - pass0;
+        rope_rows(a, r, pass0, t, kv_head, q_heads, nh, lo, j0, j1, h0 == 0, ks, vs, qs, ps + ATTN_WARPS * ATTN_KEYS);
+    } else {
+        wait_for_previous_kernels();
+        /* the rest of the first tile (the pass's own keys) on its way while q loads */
+        copy_keys(a, kv_head, k_cache, v_cache, lo, early, lo < hi ? min(ATTN_KEYS, hi - lo) : 0, ks, vs);
+    }
     block_softmax<V4> heads(d, nh);
-    heads.load_query(q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d, nh, qs);
-    for (int base = lo; base < hi; base += ATTN_KEYS)
-        heads.take_tile(a, kv_head, k_cache, v_cache, base, base == lo ? first_nk : 0, min(ATTN_KEYS, hi - base),
-                      ks, vs, qs, ps);
+    if (!ROPE)
+        heads.load_query(q_heads, nh, qs);
+    for (int base = lo; base < hi; base += ATTN_KEYS) {
+        /* ROPE: one tile, whose keys from `early` on are in already */
+        const int nk = min(ATTN_KEYS, hi - base);
+        heads.take_tile(a, kv_head, k_cache, v_cache, base, base == lo ? (ROPE ? early : nk) : 0,
+                        ROPE ? early : nk, nk, ks, vs, qs, ps);
+    }
     heads.finish(ks);
     const int hw = heads.hw;
     const bool mine = heads.mine;
@@ -560,11 +719,20 @@ static __global__ void merge_splits(int n_heads, int d, int splits, const float 
  * decoding its tokens one by one, and a graph's launch serves every
  * context length. Up to CLUSTER tiles (1024 keys at 16) the splits are
  * those of attention_kernel and the arithmetic is merge_row's: the same
- * bits. */
-template <int V4, int CLUSTER>
+ * bits.
+ *
+ * ROPE (one token: a decode step): q, k and v are as the q/k/v projection
+ * left them, and each block rotates (and normalizes) its query heads
+ * itself; the block whose tiles hold the new position does the same for
+ * the new key and stores it and its value into the cache (no other block
+ * reads them), then takes them from shared memory. That is rope_store's
+ * arithmetic (the helpers above), so the results are rope_store's and then
+ * this kernel's, bit for bit, one kernel in the chain of a layer fewer. */
+template <int V4, int CLUSTER, bool ROPE>
 static __global__ void __launch_bounds__(ATTN_THREADS)
 attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const int *pos_dev,
-                         const float *k_cache, const float *v_cache, float *out, __half *frag)
+                         const float *k_cache, const float *v_cache, float *out, __half *frag,
+                         const __grid_constant__ rope_inputs r)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(16) float sm[];
@@ -591,17 +759,26 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
     const int early = tile < tile_end ? max(0, min(TILE_HI(tile) - TILE_LO(tile), pass0 - TILE_LO(tile))) : 0;
     if (tile < tile_end)
         copy_keys(a, kv_head, k_cache, v_cache, TILE_LO(tile), 0, early, ks, vs);
-    wait_for_previous_kernels();
-    /* the rest of the first tile (the pass's own keys) on its way while q loads */
-    const int first_nk = tile < tile_end ? TILE_HI(tile) - TILE_LO(tile) : 0;
-    if (tile < tile_end)
-        copy_keys(a, kv_head, k_cache, v_cache, TILE_LO(tile), early, first_nk, ks, vs);
-
+    const float *q_heads = q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d;
     block_softmax<V4> heads(d, nh);
-    heads.load_query(q + ((size_t)t * a.n_heads + (size_t)kv_head * group + h0) * d, nh, qs);
+    const int first_nk = tile < tile_end ? TILE_HI(tile) - TILE_LO(tile) : 0;
+    if (ROPE) {
+        /* one token, one tile a block (the launch makes sure): the block
+         * whose tile holds the new position rotates and stores its key */
+        const int holds = tile < tile_end && TILE_HI(tile) == pos + 1;
+        rope_rows(a, r, pass0, 0, kv_head, q_heads, nh, tile < tile_end ? TILE_LO(tile) : 0, 0, holds, h0 == 0, ks,
+                  vs, qs, parts + nh * partial_stride(d));
+    } else {
+        wait_for_previous_kernels();
+        /* the rest of the first tile (the pass's own keys) on its way while q loads */
+        if (tile < tile_end)
+            copy_keys(a, kv_head, k_cache, v_cache, TILE_LO(tile), early, first_nk, ks, vs);
+        heads.load_query(q_heads, nh, qs);
+    }
     for (bool first_tile = true; tile < tile_end; tile += CLUSTER, first_tile = false)
-        heads.take_tile(a, kv_head, k_cache, v_cache, TILE_LO(tile), first_tile ? first_nk : 0,
-                      TILE_HI(tile) - TILE_LO(tile), ks, vs, qs, ps);
+        heads.take_tile(a, kv_head, k_cache, v_cache, TILE_LO(tile), first_tile ? (ROPE ? early : first_nk) : 0,
+                        ROPE ? early : TILE_HI(tile) - TILE_LO(tile), TILE_HI(tile) - TILE_LO(tile), ks, vs, qs,
+                        ps);
     heads.finish(ks);
     const int hw = heads.hw;
     const bool mine = heads.mine;
@@ -660,22 +837,103 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
 #endif
 }
 
-/* Floats of the cluster kernel's shared memory. */
-static size_t cluster_smem_floats(int d, int heads)
+/* Floats of the cluster kernel's shared memory (rope: of the ROPE one, a
+ * decode step's). */
+static size_t cluster_smem_floats(int d, int heads, bool rope)
 {
-    return attention_smem_floats(d, heads) + (size_t)heads * partial_stride(d);
+    return attention_smem_floats(d, heads) + (size_t)heads * partial_stride(d) + (rope ? rope_smem_floats(d, 1) : 0);
 }
 
-template <int V4, int CLUSTER>
-static cudaError_t launch_cluster_attention(const cuda_attention_shape *a, dim3 grid, const float *q,
-                                            int pos0, const int *pos_dev, const float *k_cache,
-                                            const float *v_cache, float *out, __half *frag,
-                                            cudaStream_t s)
+/* How a pass's keys are split: `splits` blocks of `chunk` keys (a tile or
+ * more) over `span` keys. Splits of a fixed number of keys, so that a
+ * token's result does not depend on the other tokens of its pass:
+ * verifying draft tokens then gives bit for bit the logits of decoding
+ * them one by one. Only a pass too large for the partials (long prompts)
+ * takes longer splits. */
+typedef struct key_splits {
+    int span, chunk, splits;
+} key_splits;
+
+static key_splits split_keys(const cuda_attention_shape *a, int n_tok, int pos0, const int *pos_dev, int max_span,
+                             size_t max_parts)
 {
-    const int group = a->n_heads / a->n_kv_heads;
-    size_t smem = cluster_smem_floats(a->head_dim, group < ATTN_WARPS ? group : ATTN_WARPS) * sizeof(float);
-    return launch_overlapped_clusters(attention_cluster_kernel<V4, CLUSTER>, grid, dim3(ATTN_THREADS), smem,
-                                      s, (unsigned)CLUSTER, *a, q, pos0, pos_dev, k_cache, v_cache, out, frag);
+    key_splits k;
+    const int span = pos_dev ? max_span : pos0 + n_tok, rows = a->n_heads * n_tok;
+    k.chunk = CUDA_ATTENTION_SPLIT_KEYS;
+    k.splits = (span + k.chunk - 1) / k.chunk;
+    while (k.splits > 1 && (size_t)rows * (size_t)k.splits > max_parts) {
+        k.chunk *= 2;
+        k.splits = (span + k.chunk - 1) / k.chunk;
+    }
+    k.span = k.splits * k.chunk;
+    return k;
+}
+
+/* What the ROPE kernels take: at most CUDA_ROPE_ATTENTION_MAX_TOKENS
+ * tokens, one tile of keys a block (a cluster: one token, and no more
+ * tiles than blocks). */
+static bool rope_fits(const cuda_attention_shape *a, int n_tok, int pos0, const int *pos_dev, int max_span,
+                      const cuda_attention_scratch *scratch)
+{
+    if (n_tok < 1 || n_tok > CUDA_ROPE_ATTENTION_MAX_TOKENS)
+        return false;
+    if (scratch->cluster)
+        return n_tok == 1 && (pos_dev ? max_span : pos0 + 1) <= scratch->cluster * CUDA_ATTENTION_SPLIT_KEYS;
+    return split_keys(a, n_tok, pos0, pos_dev, max_span, scratch->max_parts).chunk == CUDA_ATTENTION_SPLIT_KEYS;
+}
+
+bool cuda_rope_attention_fits(const cuda_attention_shape *a, int n_tok, int pos0, const int *pos_dev, int max_span,
+                              const cuda_attention_scratch *scratch)
+{
+    return rope_fits(a, n_tok, pos0, pos_dev, max_span, scratch);
+}
+
+/* cuda_attention, or with r (rope_fits) the ROPE kernels. */
+template <bool ROPE>
+static cudaError_t launch_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
+                                    const int *pos_dev, int max_span, const float *k_cache, const float *v_cache,
+                                    float *out, const cuda_attention_scratch *scratch, __half *frag,
+                                    const rope_inputs &r, cudaStream_t s)
+{
+    if (frag && (a->n_heads * a->head_dim) % CUDA_TILE_COLS)
+        return cudaErrorInvalidValue;
+    if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 4 || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads)
+        return cudaErrorInvalidValue;
+    if (ROPE && !rope_fits(a, n_tok, pos0, pos_dev, max_span, scratch))
+        return cudaErrorInvalidValue;
+    const int group = a->n_heads / a->n_kv_heads, rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
+    const int heads = group < ATTN_WARPS ? group : ATTN_WARPS;
+    if (scratch->cluster) {
+        const int cluster = scratch->cluster;
+        void (*kernel)(cuda_attention_shape, const float *, int, const int *, const float *, const float *,
+                       float *, __half *, rope_inputs);
+        if (cluster == 16)
+            kernel = a->head_dim <= 128 ? attention_cluster_kernel<1, 16, ROPE> : attention_cluster_kernel<2, 16, ROPE>;
+        else if (cluster == 8)
+            kernel = a->head_dim <= 128 ? attention_cluster_kernel<1, 8, ROPE> : attention_cluster_kernel<2, 8, ROPE>;
+        else
+            return cudaErrorInvalidValue;
+        const size_t smem = cluster_smem_floats(a->head_dim, heads, ROPE) * sizeof(float);
+        return launch_overlapped_clusters(kernel, dim3((unsigned)cluster, (unsigned)(a->n_kv_heads * rounds),
+                                                       (unsigned)n_tok),
+                                          dim3(ATTN_THREADS), smem, s, (unsigned)cluster, *a, q, pos0, pos_dev,
+                                          k_cache, v_cache, out, frag, r);
+    }
+    const key_splits k = split_keys(a, n_tok, pos0, pos_dev, max_span, scratch->max_parts);
+    float *partials = scratch->partials;
+    dim3 grid((unsigned)k.splits, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
+    /* counters for the last block's merge, where there are enough */
+    unsigned *counters = (size_t)grid.y * (size_t)n_tok <= scratch->max_counters ? scratch->counters : NULL;
+    const size_t smem =
+        (attention_smem_floats(a->head_dim, heads) + (ROPE ? rope_smem_floats(a->head_dim, n_tok) : 0)) *
+        sizeof(float);
+    cudaError_t e = launch_overlapped(a->head_dim <= 128 ? attention_kernel<1, ROPE> : attention_kernel<2, ROPE>,
+                                      grid, dim3(ATTN_THREADS), smem, s, *a, q, pos0, pos_dev, k.span, k_cache,
+                                      v_cache, out, partials, counters, frag, r);
+    if (e != cudaSuccess || k.splits == 1 || counters)
+        return e;
+    return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(32), 0, s,
+                             a->n_heads, a->head_dim, k.splits, (const float *)partials, out, frag);
 }
 
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
@@ -683,54 +941,19 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
                            const float *v_cache, float *out, const cuda_attention_scratch *scratch,
                            void *frag, cudaStream_t s)
 {
-    float *partials = scratch->partials;
-    const size_t max_parts = scratch->max_parts;
-    if (frag && (a->n_heads * a->head_dim) % CUDA_TILE_COLS)
-        return cudaErrorInvalidValue;
-    __half *fh = (__half *)frag;
-    if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 4 || a->n_kv_heads < 1 ||
-        a->n_heads % a->n_kv_heads)
-        return cudaErrorInvalidValue;
-    /* Splits of a fixed number of keys, so that a token's result does not
-     * depend on the other tokens of its pass: verifying draft tokens then
-     * gives bit for bit the logits of decoding them one by one. Only a
-     * pass too large for the partials (long prompts) takes longer splits. */
-    int span = pos_dev ? max_span : pos0 + n_tok, rows = a->n_heads * n_tok;
-    int chunk = CUDA_ATTENTION_SPLIT_KEYS;
-    int splits = (span + chunk - 1) / chunk;
-    while (splits > 1 && (size_t)rows * (size_t)splits > max_parts) {
-        chunk *= 2;
-        splits = (span + chunk - 1) / chunk;
-    }
-    span = splits * chunk;
-    const int group = a->n_heads / a->n_kv_heads, rounds = (group + ATTN_WARPS - 1) / ATTN_WARPS;
-    if (scratch->cluster == 8 || scratch->cluster == 16) {
-        dim3 grid((unsigned)scratch->cluster, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
-        if (scratch->cluster == 16)
-            return a->head_dim <= 128
-                       ? launch_cluster_attention<1, 16>(a, grid, q, pos0, pos_dev, k_cache, v_cache, out, fh, s)
-                       : launch_cluster_attention<2, 16>(a, grid, q, pos0, pos_dev, k_cache, v_cache, out, fh, s);
-        return a->head_dim <= 128
-                   ? launch_cluster_attention<1, 8>(a, grid, q, pos0, pos_dev, k_cache, v_cache, out, fh, s)
-                   : launch_cluster_attention<2, 8>(a, grid, q, pos0, pos_dev, k_cache, v_cache, out, fh, s);
-    }
-    if (scratch->cluster)
-        return cudaErrorInvalidValue;
-    dim3 grid((unsigned)splits, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
-    /* counters for the last block's merge, where there are enough */
-    unsigned *counters = (size_t)grid.y * (size_t)n_tok <= scratch->max_counters ? scratch->counters : NULL;
-    size_t smem = attention_smem_floats(a->head_dim, group < ATTN_WARPS ? group : ATTN_WARPS) * sizeof(float);
-    cudaError_t e;
-    if (a->head_dim <= 128)
-        e = launch_overlapped(attention_kernel<1>, grid, dim3(ATTN_THREADS), smem, s, *a, q, pos0,
-                              pos_dev, span, k_cache, v_cache, out, partials, counters, fh);
-    else
-        e = launch_overlapped(attention_kernel<2>, grid, dim3(ATTN_THREADS), smem, s, *a, q, pos0,
-                              pos_dev, span, k_cache, v_cache, out, partials, counters, fh);
-    if (e != cudaSuccess || splits == 1 || counters)
-        return e;
-    return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(32), 0, s,
-                             a->n_heads, a->head_dim, splits, (const float *)partials, out, fh);
+    const rope_inputs none = {};
+    return launch_attention<false>(a, q, n_tok, pos0, pos_dev, max_span, k_cache, v_cache, out, scratch,
+                                   (__half *)frag, none, s);
+}
+
+cudaError_t cuda_rope_attention(const cuda_attention_shape *a, const cuda_rope *rope, const float *q,
+                                const float *k, const float *v, int n_tok, int pos0, const int *pos_dev,
+                                int max_span, float *k_cache, float *v_cache, float *out,
+                                const cuda_attention_scratch *scratch, void *frag, cudaStream_t s)
+{
+    const rope_inputs r = { *rope, k, v, k_cache, v_cache };
+    return launch_attention<true>(a, q, n_tok, pos0, pos_dev, max_span, k_cache, v_cache, out, scratch,
+                                  (__half *)frag, r, s);
 }
 
 size_t cuda_attention_partial_floats(int head_dim) { return partial_stride(head_dim); }
@@ -743,14 +966,14 @@ static bool clusters_supported(void)
            major >= 9;
 }
 
-template <int V4, int CLUSTER>
+template <int V4, int CLUSTER, bool ROPE>
 static cudaError_t setup_cluster_kernel(void)
 {
-    const int most = (int)(cluster_smem_floats(MAX_HEAD_DIM, ATTN_WARPS) * sizeof(float));
-    cudaError_t e = cudaFuncSetAttribute(attention_cluster_kernel<V4, CLUSTER>,
+    const int most = (int)(cluster_smem_floats(MAX_HEAD_DIM, ATTN_WARPS, ROPE) * sizeof(float));
+    cudaError_t e = cudaFuncSetAttribute(attention_cluster_kernel<V4, CLUSTER, ROPE>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, most);
     if (e == cudaSuccess && CLUSTER > 8)
-        e = cudaFuncSetAttribute(attention_cluster_kernel<V4, CLUSTER>,
+        e = cudaFuncSetAttribute(attention_cluster_kernel<V4, CLUSTER, ROPE>,
                                  cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     return e;
 }
@@ -758,21 +981,31 @@ static cudaError_t setup_cluster_kernel(void)
 cudaError_t cuda_attention_setup(void)
 {
     const int most = (int)(attention_smem_floats(MAX_HEAD_DIM, ATTN_WARPS) * sizeof(float));
-    cudaError_t e = cudaFuncSetAttribute(attention_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+    const int most_rope = most + (int)(rope_smem_floats(MAX_HEAD_DIM, CUDA_ROPE_ATTENTION_MAX_TOKENS) * sizeof(float));
+    cudaError_t e = cudaFuncSetAttribute(attention_kernel<1, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
     if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(attention_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+        e = cudaFuncSetAttribute(attention_kernel<2, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(attention_kernel<1, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, most_rope);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(attention_kernel<2, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, most_rope);
     if (e == cudaSuccess && clusters_supported()) {
-        e = setup_cluster_kernel<1, 8>();
-        if (e == cudaSuccess) e = setup_cluster_kernel<2, 8>();
-        if (e == cudaSuccess) e = setup_cluster_kernel<1, 16>();
-        if (e == cudaSuccess) e = setup_cluster_kernel<2, 16>();
+        e = setup_cluster_kernel<1, 8, false>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<2, 8, false>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<1, 16, false>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<2, 16, false>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<1, 8, true>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<2, 8, true>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<1, 16, true>();
+        if (e == cudaSuccess) e = setup_cluster_kernel<2, 16, true>();
     }
     return e;
 }
 
 /* Whether the GPU can place a cluster of `blocks` attention blocks of this
  * shape at all (a cluster lives in one GPC; blocks of a large head
- * dimension take most of an SM's shared memory). */
+ * dimension take most of an SM's shared memory). Asked of the ROPE
+ * kernel, the larger, so that the answer holds for both. */
 template <int V4, int CLUSTER>
 static bool cluster_fits(const cuda_attention_shape *a)
 {
@@ -781,11 +1014,12 @@ static bool cluster_fits(const cuda_attention_shape *a)
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(CLUSTER, (unsigned)a->n_kv_heads, 1);
     config.blockDim = dim3(ATTN_THREADS);
-    config.dynamicSmemBytes = cluster_smem_floats(a->head_dim, group < ATTN_WARPS ? group : ATTN_WARPS) * sizeof(float);
+    config.dynamicSmemBytes =
+        cluster_smem_floats(a->head_dim, group < ATTN_WARPS ? group : ATTN_WARPS, true) * sizeof(float);
     config.attrs = &attr;
     config.numAttrs = 1;
     int clusters = 0;
-    return cudaOccupancyMaxActiveClusters(&clusters, attention_cluster_kernel<V4, CLUSTER>, &config) ==
+    return cudaOccupancyMaxActiveClusters(&clusters, attention_cluster_kernel<V4, CLUSTER, true>, &config) ==
                cudaSuccess &&
            clusters > 0;
 }

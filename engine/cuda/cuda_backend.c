@@ -113,6 +113,7 @@ typedef struct cuda_workspace {
 
     bool use_graphs;             /* ALM_CUDA_GRAPHS=0: never */
     bool use_flash;              /* prefill attention on the tensor cores; ALM_CUDA_FLASH=0: never */
+    bool use_fused_rope;         /* cuda_rope_attention; ALM_CUDA_FUSED_ROPE=0: never */
     pass_mode mode;
     bool graph_ok;               /* recording: the pass can be a graph */
     int graph_pos0;              /* recording: the pass's position, -1 before one is seen */
@@ -474,6 +475,8 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     ws->use_graphs = !(graphs && strcmp(graphs, "0") == 0);
     const char *flash = getenv("ALM_CUDA_FLASH");
     ws->use_flash = !(flash && strcmp(flash, "0") == 0);
+    const char *fused_rope = getenv("ALM_CUDA_FUSED_ROPE");
+    ws->use_fused_rope = !(fused_rope && strcmp(fused_rope, "0") == 0);
     if (e == cudaSuccess && ws->use_graphs && !(ws->graphs = cuda_graph_cache_new(GRAPH_CACHE_SIZE)))
         e = cudaErrorMemoryAllocation;
 #ifdef ALM_HAVE_CUBLAS
@@ -591,7 +594,7 @@ static int cuda_take_error(backend *base, void *workspace, alm_error *err)
 /* ------------------------------------------------------------ operations */
 
 enum { OP_EMBED = 1, OP_NORM_MATMUL, OP_MATMUL_ADD, OP_ROPE_STORE, OP_ATTENTION, OP_LOGITS,
-       OP_ARGMAX };
+       OP_ARGMAX, OP_ROPE_ATTENTION };
 
 /* Recording a pass: adds the operation and its arguments (a struct zeroed
  * before it was filled, so no padding byte differs) to the signature and
@@ -829,6 +832,25 @@ static void cuda_op_rope_store(backend_exec *ex, const attention_shape *s, const
                               cache.k, cache.v, ex->ws->stream), "rope");
 }
 
+/* Blocks a cluster for the attention of a pass of n_tok tokens over `keys`
+ * keys (the launch's span), 0: the merge through global memory. Clusters
+ * for a decode step whose context fits one tile a block: then their
+ * results are the merge through memory's bit for bit (test-cuda), so a
+ * verification, which keeps that path (its blocks are many and mostly
+ * idle in clusters: 5 tokens at 540 keys 14.6 -> 25.6 us), still gives
+ * decoding's logits. The smallest cluster that holds the context. */
+static int attention_cluster_for(cuda_workspace *ws, const cuda_attention_shape *a, int n_tok, int keys)
+{
+    if (ws->attention_cluster < 0) {
+        const char *clusters = getenv("ALM_CUDA_CLUSTERS");
+        ws->attention_cluster = clusters && strcmp(clusters, "0") == 0 ? 0 : cuda_attention_cluster_blocks(a);
+    }
+    for (int c = 8; c <= ws->attention_cluster; c *= 2)
+        if (n_tok == 1 && keys <= c * CUDA_ATTENTION_SPLIT_KEYS)
+            return c;
+    return 0;
+}
+
 static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const float *q,
                               int n_tok, int pos0, kv_layer cache, float *out)
 {
@@ -860,21 +882,7 @@ static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const 
         check(ex, cuda_flash_attention(&a, q, n_tok, pos0, cache.k, cache.v, out, frag, ws->stream),
               "attention");
     else {
-        if (ws->attention_cluster < 0) {
-            const char *clusters = getenv("ALM_CUDA_CLUSTERS");
-            ws->attention_cluster = clusters && strcmp(clusters, "0") == 0 ? 0 : cuda_attention_cluster_blocks(&a);
-        }
-        /* Clusters for a decode step whose context fits one tile a block:
-         * then their results are the merge through memory's bit for bit
-         * (test-cuda), so a verification, which keeps that path (its
-         * blocks are many and mostly idle in clusters: 5 tokens at 540
-         * keys 14.6 -> 25.6 us), still gives decoding's logits. The
-         * smallest cluster that holds the context. */
-        const int keys = pos_dev ? args.span : pos0 + n_tok;
-        int cluster = 0;
-        for (int c = 8; c <= ws->attention_cluster && !cluster; c *= 2)
-            if (n_tok == 1 && keys <= c * CUDA_ATTENTION_SPLIT_KEYS)
-                cluster = c;
+        const int cluster = attention_cluster_for(ws, &a, n_tok, pos_dev ? args.span : pos0 + n_tok);
         const cuda_attention_scratch scratch = { ws->partials, ws->max_parts, ws->counters, ws->max_counters,
                                                  cluster };
         check(ex, cuda_attention(&a, q, n_tok, pos0, pos_dev, args.span, cache.k, cache.v, out, &scratch,
@@ -883,6 +891,65 @@ static void cuda_op_attention(backend_exec *ex, const attention_shape *s, const 
     }
     if (frag)
         ws->note = (fragment_note){ out, n_tok, dim, frag };
+}
+
+/* The q/k/v projection, then rope_store and the attention: for a decode
+ * step or a verification the last two as one kernel (cuda_rope_attention:
+ * the same bits, one kernel boundary less a layer). ALM_CUDA_FUSED_ROPE=0:
+ * never, to measure what it gains. */
+static void cuda_attention_block(backend_exec *ex, const attention_block_args *a)
+{
+    const alm_weight *qkv[3] = { a->q, a->k, a->v };
+    const float *qkv_bias[3] = { a->q_bias, a->k_bias, a->v_bias };
+    float *qkv_out[3] = { a->q_out, a->k_out, a->v_out };
+    cuda_op_norm_matmul(ex, a->x, a->n_tok, a->norm, a->eps, 3, qkv, qkv_bias, qkv_out, false);
+
+    cuda_workspace *ws = ex->ws;
+    const attention_shape *s = a->shape;
+    cuda_attention_shape shape = { s->n_heads, s->n_kv_heads, s->head_dim, s->window };
+    const int *pos_dev = position_source(ex, a->pos0);
+    const int span = graph_span(ws, a->pos0, a->n_tok);
+    const int cluster = attention_cluster_for(ws, &shape, a->n_tok, pos_dev ? span : a->pos0 + a->n_tok);
+    const cuda_attention_scratch scratch = { ws->partials, ws->max_parts, ws->counters, ws->max_counters, cluster };
+    /* prefill takes the flash attention (cuda_op_attention) */
+    if (!ws->use_fused_rope || (!pos_dev && a->n_tok >= CUDA_FLASH_MIN_TOKENS) ||
+        !cuda_rope_attention_fits(&shape, a->n_tok, a->pos0, pos_dev, span, &scratch)) {
+        cuda_op_rope_store(ex, s, a->rope, a->q_norm, a->k_norm, a->eps, a->q_out, a->k_out, a->v_out, a->n_tok,
+                           a->pos0, a->cache);
+        cuda_op_attention(ex, s, a->q_out, a->n_tok, a->pos0, a->cache, a->out);
+        return;
+    }
+    take_note(ex);
+    const cuda_rope rope = { a->rope->cos, a->rope->sin, device_vector_for(ex, a->q_norm, (size_t)s->head_dim),
+                             device_vector_for(ex, a->k_norm, (size_t)s->head_dim), a->eps };
+    struct {
+        cuda_attention_shape a;
+        cuda_rope rope;
+        const float *q, *k, *v;
+        int n_tok, cluster, span;
+        float *kc, *vc, *out;
+    } args;
+    memset(&args, 0, sizeof args);
+    args.a = shape;
+    args.rope = rope;
+    args.q = a->q_out;
+    args.k = a->k_out;
+    args.v = a->v_out;
+    args.n_tok = a->n_tok;
+    args.cluster = cluster;
+    args.span = span;
+    args.kc = a->cache.k;
+    args.vc = a->cache.v;
+    args.out = a->out;
+    if (recording(ex, OP_ROPE_ATTENTION, &args, sizeof args))
+        return;
+    const int dim = s->n_heads * s->head_dim;
+    void *frag = dim % 64 == 0 ? ws->frag : NULL;
+    check(ex, cuda_rope_attention(&shape, &rope, a->q_out, a->k_out, a->v_out, a->n_tok, a->pos0, pos_dev, span,
+                                  a->cache.k, a->cache.v, a->out, &scratch, frag, ws->stream),
+          "attention");
+    if (frag)
+        ws->note = (fragment_note){ a->out, a->n_tok, dim, frag };
 }
 
 /* Routing on the host (as the CPU backend does it: softmax, top k with the
@@ -1051,6 +1118,7 @@ static const backend_ops cuda_ops = {
     .matmul_add = cuda_op_matmul_add,
     .rope_store = cuda_op_rope_store,
     .attention = cuda_op_attention,
+    .attention_block = cuda_attention_block,
     .moe_add = cuda_op_moe_add,
     .logits = cuda_op_logits,
     .logits_argmax = cuda_op_logits_argmax,

@@ -109,6 +109,13 @@ cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_tabl
                             int pos0, const int *pos_dev, float *k_cache, float *v_cache,
                             cudaStream_t s);
 
+/* The rotary embedding's tables ([position][head_dim / 2] each) and the
+ * optional per-head norms, as cuda_rope_store takes them. */
+typedef struct cuda_rope {
+    const float *cos_table, *sin_table, *q_norm, *k_norm;
+    float eps;
+} cuda_rope;
+
 /* Floats of one split's partial result (max, sum, head_dim values, padding). */
 size_t cuda_attention_partial_floats(int head_dim);
 /* What cuda_attention needs when it splits the keys: room for max_parts
@@ -150,6 +157,20 @@ cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_
                            const int *pos_dev, int max_span, const float *k_cache,
                            const float *v_cache, float *out, const cuda_attention_scratch *scratch,
                            void *frag, cudaStream_t s);
+
+/* cuda_rope_store and then cuda_attention in one launch, for a decode
+ * step or a verification (where cuda_rope_attention_fits): the
+ * attention's blocks normalize and rotate their query heads and the
+ * pass's keys themselves (k and v as the q/k/v projection left them), one
+ * kernel boundary less. The same results bit for bit (out, frag and the
+ * cache), but q is left as it was. */
+#define CUDA_ROPE_ATTENTION_MAX_TOKENS 32
+bool cuda_rope_attention_fits(const cuda_attention_shape *a, int n_tok, int pos0, const int *pos_dev,
+                              int max_span, const cuda_attention_scratch *scratch);
+cudaError_t cuda_rope_attention(const cuda_attention_shape *a, const cuda_rope *rope, const float *q,
+                                const float *k, const float *v, int n_tok, int pos0, const int *pos_dev,
+                                int max_span, float *k_cache, float *v_cache, float *out,
+                                const cuda_attention_scratch *scratch, void *frag, cudaStream_t s);
 
 /* Attention of a prefill pass on the tensor cores (flash_attention.cu):
  * what cuda_attention computes for a direct pass (no pos_dev, no splits),

@@ -19,7 +19,8 @@
  *   refused with what they need and what is free;
  * - the prefill attention (tensor cores) against the decode kernel's; the
  *   attention that merges its splits in its last block against the merge
- *   launch, bit for bit;
+ *   launch, bit for bit; the attention that rotates q and the new key
+ *   itself against rope_store and then the attention, bit for bit;
  * - the prefill GEMM (cuBLAS, where the library is found) against the
  *   matmul kernel: every operation it replaces, in several formats, and a
  *   model's logits after a long prompt. */
@@ -1164,6 +1165,107 @@ static void check_cluster_merge(void)
            cluster, good, n);
 }
 
+/* The rotation and the attention in one launch (cuda_rope_attention)
+ * against cuda_rope_store and then cuda_attention, for one shape: the
+ * output, its fragments and the whole cache bit for bit. cluster 0: the
+ * merge through memory (with its counters), as a verification runs. */
+static bool rope_attention_same(int cluster, int heads, int kv, int d, int n_tok, int pos0, int window,
+                                bool pos_dev, bool norms, int ctx)
+{
+    attention_case c;
+    uint64_t seed = (uint64_t)(heads * 3 + kv * 11 + d + n_tok * 13 + pos0 * 7 + window + 5 * pos_dev + norms);
+    attention_case_new(&c, seed, heads, kv, d, n_tok, pos0, window, pos_dev, ctx);
+    const size_t kv_n = (size_t)n_tok * kv * d, cache_n = (size_t)ctx * kv * d, half_n = (size_t)ctx * (d / 2);
+    float *k = device_randoms(&seed, kv_n, -1.0f, 1.0f), *v = device_randoms(&seed, kv_n, -1.0f, 1.0f);
+    float *cos_t = device_randoms(&seed, half_n, -1.0f, 1.0f), *sin_t = device_randoms(&seed, half_n, -1.0f, 1.0f);
+    float *q_norm = norms ? device_randoms(&seed, (size_t)d, 0.5f, 1.5f) : NULL;
+    float *k_norm = norms ? device_randoms(&seed, (size_t)d, 0.5f, 1.5f) : NULL;
+    float *q_rot = NULL, *kc2 = NULL, *vc2 = NULL;
+    cudaMalloc((void **)&q_rot, c.q_n * sizeof(float));
+    cudaMalloc((void **)&kc2, cache_n * sizeof(float));
+    cudaMalloc((void **)&vc2, cache_n * sizeof(float));
+    cudaMemcpy(q_rot, c.q, c.q_n * sizeof(float), cudaMemcpyDeviceToDevice);
+    cudaMemcpy(kc2, c.kc, cache_n * sizeof(float), cudaMemcpyDeviceToDevice);
+    cudaMemcpy(vc2, c.vc, cache_n * sizeof(float), cudaMemcpyDeviceToDevice);
+    unsigned *counters = NULL;
+    const size_t n_counters = CUDA_ATTENTION_COUNTERS(heads, n_tok);
+    cudaMalloc((void **)&counters, n_counters * sizeof(unsigned));
+    cudaMemset(counters, 0, n_counters * sizeof(unsigned));
+    const float eps = 1e-6f;
+    const cuda_attention_scratch scratch = { c.partials, c.parts, counters, n_counters, cluster };
+    const cuda_rope rope = { cos_t, sin_t, q_norm, k_norm, eps };
+    const char *why = NULL;
+    if (!cuda_rope_attention_fits(&c.a, n_tok, pos0, c.pd, c.span, &scratch))
+        why = "refused as not fitting";
+    cudaError_t e = cuda_rope_store(&c.a, cos_t, sin_t, q_norm, k_norm, eps, q_rot, k, v, n_tok, pos0, c.pd,
+                                    c.kc, c.vc, 0);
+    if (e == cudaSuccess)
+        e = cuda_attention(&c.a, q_rot, n_tok, pos0, c.pd, c.span, c.kc, c.vc, c.out[0], &scratch,
+                           c.with_frag ? c.frag[0] : NULL, 0);
+    if (e == cudaSuccess)
+        e = cuda_rope_attention(&c.a, &rope, c.q, k, v, n_tok, pos0, c.pd, c.span, kc2, vc2, c.out[1], &scratch,
+                                c.with_frag ? c.frag[1] : NULL, 0);
+    if (e == cudaSuccess)
+        e = cudaDeviceSynchronize();
+    if (!why)
+        why = e != cudaSuccess ? cudaGetErrorString(e)
+              : !attention_case_same(&c) ? "the output differs"
+              : !device_same(c.kc, kc2, cache_n * sizeof(float)) ? "the keys' cache differs"
+              : !device_same(c.vc, vc2, cache_n * sizeof(float)) ? "the values' cache differs"
+                                                                : NULL;
+    if (why)
+        tap_diag("rope and attention in one launch, %s%d, %d heads (%d kv) of %d, %d tokens at %d, window %d%s%s: %s",
+                 cluster ? "clusters of " : "merge through memory", cluster, heads, kv, d, n_tok, pos0, window,
+                 norms ? ", q/k norms" : "", pos_dev ? ", position on the GPU" : "", why);
+    void *bufs[] = { k, v, cos_t, sin_t, q_norm, k_norm, q_rot, kc2, vc2, counters };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        cudaFree(bufs[i]);
+    attention_case_free(&c);
+    return !why;
+}
+
+static void check_rope_attention(void)
+{
+    static const struct { int heads, kv, d, n_tok, pos0, window, pos_dev, norms, ctx; } cases[] = {
+        { 32, 8, 128, 1, 540, 0, 1, 0, 1024 },   /* a llama3-8b decode step, as a graph runs it */
+        { 32, 8, 128, 5, 540, 0, 1, 0, 1024 },   /* verifying 4 draft tokens */
+        { 32, 8, 128, 5, 61, 0, 0, 0, 1024 },    /* ... across a split */
+        { 64, 8, 128, 1, 700, 0, 0, 0, 1024 },   /* llama3-70b: 8 heads a block */
+        { 64, 8, 128, 7, 700, 0, 1, 0, 1024 },
+        { 16, 8, 128, 1, 63, 0, 1, 1, 1024 },    /* qwen3's q/k norms; the new key last of a tile */
+        { 16, 8, 128, 17, 900, 0, 1, 1, 1024 },  /* 17 tokens across splits */
+        { 14, 2, 64, 1, 0, 0, 0, 1, 1024 },      /* the first token of a sequence */
+        { 14, 2, 64, 3, 0, 0, 0, 1, 1024 },
+        { 4, 2, 96, 1, 130, 32, 0, 0, 1024 },    /* a sliding window; 96 columns */
+        { 4, 2, 96, 6, 100, 32, 0, 0, 1024 },
+        { 4, 2, 96, 6, 100, 4, 1, 1, 1024 },     /* a window shorter than the pass */
+        { 4, 1, 16, 2, 300, 0, 1, 1, 1024 },     /* a tiny model's heads (no fragments) */
+        { 8, 1, 256, 1, 700, 0, 0, 1, 1024 },    /* head dimension 256 */
+        { 8, 1, 256, 2, 700, 0, 0, 1, 1024 },
+    };
+    cuda_attention_shape probe = { 32, 8, 128, 0 };
+    const int most = cuda_attention_cluster_blocks(&probe);
+    int n = (int)(sizeof cases / sizeof cases[0]), good = 0, runs = 0;
+    for (int c = 0; c < n; c++) {
+        cuda_attention_shape a = { cases[c].heads, cases[c].kv, cases[c].d, cases[c].window };
+        const int blocks = cases[c].n_tok == 1 ? cuda_attention_cluster_blocks(&a) : 0;
+        const int keys = cases[c].pos_dev ? cases[c].ctx : cases[c].pos0 + 1;
+        bool all = rope_attention_same(0, cases[c].heads, cases[c].kv, cases[c].d, cases[c].n_tok, cases[c].pos0,
+                                       cases[c].window, cases[c].pos_dev, cases[c].norms, cases[c].ctx);
+        runs++;
+        for (int size = 8; size <= blocks; size *= 2)
+            if (keys <= size * CUDA_ATTENTION_SPLIT_KEYS) {
+                all &= rope_attention_same(size, cases[c].heads, cases[c].kv, cases[c].d, 1, cases[c].pos0,
+                                           cases[c].window, cases[c].pos_dev, cases[c].norms, cases[c].ctx);
+                runs++;
+            }
+        good += all;
+    }
+    tap_ok(good == n,
+           "rope and attention in one launch equal rope_store and then the attention, bit for bit: output, fragments and cache (%d of %d shapes, %d launches; clusters %s)",
+           good, n, runs, most ? "too" : "not on this GPU");
+}
+
 /* Takes all but `leave` bytes of the GPU's free memory; NULL if it cannot. */
 static void *hog_gpu(size_t leave)
 {
@@ -1241,6 +1343,7 @@ int main(void)
     check_flash_attention();
     check_merge_in_last_block();
     check_cluster_merge();
+    check_rope_attention();
 #ifdef ALM_HAVE_CUBLAS
     check_gemm();
 #else
