@@ -12,9 +12,11 @@ matmul's checks, 6 for --attention, on two cores.
           test-cuda's checks that compare its ways of computing one result
           bit for bit (the merge in the last block against the merge
           launch, the merge in thread block clusters against the merge
-          through memory). The emulated arithmetic is the host's (expf,
-          no contraction), the same for both sides of a comparison: it
-          checks which values go where and when, not the GPU's roundings.
+          through memory, rope and attention in one launch against
+          rope_store and then the attention). The emulated arithmetic is
+          the host's (expf, no contraction), the same for both sides of a
+          comparison: it checks which values go where and when, not the
+          GPU's roundings.
 --quick   matmul: the small shape in every format (200 x 384, 1-40
           tokens), not the long shapes nor the bit-for-bit check across
           token counts
@@ -124,7 +126,8 @@ def typedef(source, name):
 ATTENTION_CHECKS = ["next_random", "uniform", "to_device", "device_randoms", "device_same",
                     "attention_case_new", "attention_case_run", "attention_case_same",
                     "attention_case_free", "merge_in_last_block_same", "check_merge_in_last_block",
-                    "cluster_merge_difference", "check_cluster_merge"]
+                    "cluster_merge_difference", "check_cluster_merge", "rope_attention_same",
+                    "check_rope_attention"]
 
 
 def attention_checks(test_source):
@@ -145,6 +148,7 @@ int main(void)
         return tap_done();
     check_merge_in_last_block();
     check_cluster_merge();
+    check_rope_attention();
     return tap_done();
 }
 '''
