@@ -14,6 +14,9 @@
 #include "cuda_kernels.h"
 #include "fragment_layout.cuh"
 #include "launch_overlap.cuh"
+#include "probes.cuh"
+
+PROBES_DEFINE(cuda_attention_probes)
 
 #define MAX_HEAD_DIM 256
 
@@ -533,6 +536,7 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
             k_w[i] = rp.k_norm[i];
     }
     wait_for_previous_kernels();
+    PROBE_MARK(true, 1);
     for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
         qs[i] = q_heads[i];
     for (int i = threadIdx.x; i < np * d; i += ATTN_THREADS) {
@@ -545,6 +549,7 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
             r.v_cache[((size_t)(pass0 + j) * a.n_kv_heads + kv_head) * d + c] = v;
     }
     __syncthreads();
+    PROBE_MARK(true, 2);
     /* rows: the query heads, then the keys */
     const int rows = nh + np;
 #define ROW_AT(row) ((row) < nh ? qs + (row) * d : ks + (pass0 + j0 + (row) - nh - lo) * (d + 4))
@@ -737,6 +742,7 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(16) float sm[];
     let_next_kernel_start();
+    PROBE_BEGIN(ROPE);
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     const int d = a.head_dim, group = a.n_heads / a.n_kv_heads;
@@ -779,7 +785,9 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
         heads.take_tile(a, kv_head, k_cache, v_cache, TILE_LO(tile), first_tile ? (ROPE ? early : first_nk) : 0,
                         ROPE ? early : TILE_HI(tile) - TILE_LO(tile), TILE_HI(tile) - TILE_LO(tile), ks, vs, qs,
                         ps);
+    PROBE_MARK(ROPE, 3);
     heads.finish(ks);
+    PROBE_MARK(ROPE, 4);
     const int hw = heads.hw;
     const bool mine = heads.mine;
     const float m = heads.m, l = heads.l;
@@ -790,6 +798,7 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
     if (mine)
         store_partial<V4>(parts + hw * stride, m, l, acc, d);
     cluster.sync();   /* every block's partials are in */
+    PROBE_MARK(ROPE, 5);
     if (rank == 0 && mine) {
         /* merge_row's arithmetic, every load of the CLUSTER partials
          * issued before the first is used */
@@ -833,7 +842,9 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
                        make_float4(sum.x / total, sum.y / total, sum.z / total, sum.w / total));
         }
     }
+    PROBE_MARK(ROPE, 6);
     cluster.sync();   /* block 0 is done reading the others' shared memory */
+    PROBE_END(ROPE, PROBE_ATTENTION);
 #endif
 }
 

@@ -222,6 +222,13 @@ cudaError_t cuda_matmul_epilogue(const cuda_epilogue *e, cudaStream_t s);
 /* Copies bytes device to device reps times; for the bandwidth probe. */
 cudaError_t cuda_copy_repeat(void *dst, const void *src, size_t bytes, int reps, cudaStream_t s);
 
+#if defined(ALM_CUDA_PROBES) && ALM_CUDA_PROBES
+/* A diagnostic build's records of the probed kernels (probes.cuh): the
+ * newest up to max, oldest first, 9 words each; returns how many. */
+size_t cuda_attention_probes(unsigned long long *out, size_t max);
+size_t cuda_matmul_probes(unsigned long long *out, size_t max);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,6 +25,9 @@
 #include "cuda_kernels.h"
 #include "fragment_layout.cuh"
 #include "launch_overlap.cuh"
+#include "probes.cuh"
+
+PROBES_DEFINE(cuda_matmul_probes)
 
 #define THREADS 256
 #define WARPS (THREADS / 32)
@@ -179,6 +182,7 @@ static __global__ void to_fragments(const float *x, int n_tok, int dim, const fl
                                     float eps, __half *frag)
 {
     let_next_kernel_start();
+    PROBE_BEGIN(true);
     int tok = blockIdx.x, c0 = blockIdx.y * FRAGMENT_COLS;
     int padded = ceil_div(dim, CUDA_TILE_COLS) * CUDA_TILE_COLS, n_steps = padded / 16;
     int c1 = min(padded, c0 + FRAGMENT_COLS);
@@ -191,6 +195,7 @@ static __global__ void to_fragments(const float *x, int n_tok, int dim, const fl
         weight[k] = norm && c < dim ? norm[c] : 0.0f;
     }
     wait_for_previous_kernels();
+    PROBE_MARK(true, 2);
     const float *row = x + (size_t)tok * (size_t)dim;
     float inv = 1.0f;
     if (norm && tok < n_tok) {
@@ -226,6 +231,7 @@ static __global__ void to_fragments(const float *x, int n_tok, int dim, const fl
             v = norm ? (row[c] * inv) * weight[k] : row[c];
         frag[fragment_index(tok, c, n_steps)] = __float2half_rn(v);
     }
+    PROBE_END(true, PROBE_FRAGMENTS);
 }
 
 cudaError_t cuda_to_fragments(const float *x, int n_tok, int dim, const float *norm, float eps,
@@ -681,6 +687,9 @@ matmul_kernel(matmul_params p)
     extern __shared__ __align__(16) uint8_t smem[];
 
     let_next_kernel_start();
+    /* probed: the o projection (accumulating, 64 column blocks) and the SwiGLU */
+    const bool probed = SWIGLU || (p.accumulate && p.w[0].n_kb <= 64);
+    PROBE_BEGIN(probed);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     const int split = p.split, per_block = p.tiles_per_block;
     const int tile = blockIdx.x * per_block + warp / split, part = warp % split;
@@ -741,7 +750,9 @@ matmul_kernel(matmul_params p)
             if (c < n_chunks)
                 issue_chunk<BITS, NM, GS32, TOKS>(st, st.kb_lo + c * P::U, ring_addr + c * P::SLOT_BYTES, lane);
     }
+    PROBE_MARK(probed, 1);
     wait_for_previous_kernels();
+    PROBE_MARK(probed, 2);
     before = value_before<SWIGLU, NT8>(p);
     if (has_tile) {
 #pragma unroll
@@ -754,6 +765,8 @@ matmul_kernel(matmul_params p)
         uint32_t compute_at = 0, issue_at = (P::STAGES_ - 1) * P::SLOT_BYTES;
         for (int kb = st.kb_lo; kb < st.kb_hi; kb += P::U) {
             cp_async_wait<P::STAGES_ - 2>();   /* chunk kb has landed */
+            if (kb == st.kb_lo)
+                PROBE_MARK(probed, 3);
             /* ... the group parameters too, which lane 4g copied for lanes
              * 4g .. 4g + 3; and every lane is done with the slot that
              * issue_chunk now refills */
@@ -773,7 +786,9 @@ matmul_kernel(matmul_params p)
         }
         cp_async_wait<0>();
     }
+    PROBE_MARK(probed, 4);
     __syncthreads();   /* the rings become the reduction buffer */
+    PROBE_MARK(probed, 5);
 
     float (*reduce)[NM * NT8 * 128] = reinterpret_cast<float (*)[NM * NT8 * 128]>(smem);
 #pragma unroll
@@ -808,6 +823,7 @@ matmul_kernel(matmul_params p)
         if (p.frag_out)
             p.frag_out[fragment_index(p.tok0 + tok, row, p.frag_steps)] = __float2half_rn(*out);
     }
+    PROBE_END(probed, SWIGLU ? PROBE_SWIGLU : PROBE_O_PROJ);
 }
 
 /* Dynamic shared memory of a block of warps warps: their rings (which

@@ -21,6 +21,40 @@
 #include "alm.h"
 #include "core/clock.h"
 #include "cuda/cuda_backend.h"
+#if defined(ALM_CUDA_PROBES) && ALM_CUDA_PROBES
+#include "cuda/cuda_kernels.h"
+
+/* A diagnostic build (probes.cuh): the decode steps' records of the probed
+ * kernels as CSV (kind, block x, block y, SM, the timer at marks 0-7). */
+static void write_probes(const char *path)
+{
+    const size_t most = 1u << 17;   /* a ring's newest: about 5 steps of the matmuls' */
+    unsigned long long *rec = malloc(most * 9 * sizeof *rec);
+    FILE *f = fopen(path, "w");
+    if (!rec || !f) {
+        fprintf(stderr, "cuda-bench: cannot write %s\n", path);
+        free(rec);
+        if (f)
+            fclose(f);
+        return;
+    }
+    fprintf(f, "kind,bx,by,sm,t0,t1,t2,t3,t4,t5,t6,t7\n");
+    size_t (*readers[])(unsigned long long *, size_t) = { cuda_attention_probes, cuda_matmul_probes };
+    for (int r = 0; r < 2; r++) {
+        const size_t n = readers[r](rec, most);
+        for (size_t i = 0; i < n; i++) {
+            const unsigned long long *x = rec + i * 9;
+            fprintf(f, "%llu,%llu,%llu,%llu", x[0] >> 48, x[0] >> 32 & 0xffffu, x[0] >> 16 & 0xffffu,
+                    x[0] & 0xffffu);
+            for (int m = 1; m < 9; m++)
+                fprintf(f, ",%llu", x[m]);
+            fputc('\n', f);
+        }
+    }
+    fclose(f);
+    free(rec);
+}
+#endif
 
 #define PROMPT 512
 #define STEPS 64
@@ -134,6 +168,10 @@ int main(int argc, char **argv)
         }
     }
     alm_seq_free(direct);
+#if defined(ALM_CUDA_PROBES) && ALM_CUDA_PROBES
+    if (r == 0 && getenv("ALM_PROBE_FILE"))
+        write_probes(getenv("ALM_PROBE_FILE"));
+#endif
     if (r < 0) {
         fprintf(stderr, "cuda-bench: %s\n", err.message);
         return 1;
