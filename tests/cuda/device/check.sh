@@ -25,6 +25,9 @@
 #   profile      ncu on one 4-bit gate+up launch and one lm_head launch
 #                (or on the kernels PROFILE_KERNELS="regex;regex" names):
 #                warp states, scheduler and memory sections, source counters
+#   probes       a probes build's (stage.sh --variant probes=-DALM_CUDA_PROBES=1;
+#                PROBED names another) decode of llama3-8b 4-bit with its
+#                timer records (probes.csv.xz) and probe_summary.py's summary
 #
 # Each section writes SECTION.txt under $OUT (or ./device-out), and prints
 # how long it took; a failing program is reported and the rest go on. Back
@@ -163,13 +166,25 @@ profile() {
     done
 }
 
+probes() {
+    local b=${PROBED:-probes}
+    if [ ! -x ".device/$b/cuda-bench" ]; then
+        echo "### no build $b staged (stage.sh --variant $b=-DALM_CUDA_PROBES=1)"
+        return
+    fi
+    ALM_PROBE_FILE=$out/probes.csv run "cuda-bench llama3-8b 4 ($b, with its timer records)" .device/$b/cuda-bench llama3-8b 4
+    [ -f "$out/probes.csv" ] || { echo "### no records written"; return; }
+    run "probe_summary.py" python3 tests/cuda/device/probe_summary.py "$out/probes.csv"
+    xz -T0 -f "$out/probes.csv"
+}
+
 [ $# -ge 1 ] || set -- all
 [ "$1" = all ] && set -- correctness kernels decode prefill big spec profile
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
 for section in "$@"; do
     start=$(date +%s)
     case $section in
-    correctness|kernels|decode|prefill|big|spec|trace|boundary|profile) $section > "$out/$section.txt" ;;
+    correctness|kernels|decode|prefill|big|spec|trace|boundary|profile|probes) $section > "$out/$section.txt" ;;
     *) echo "unknown section: $section"; exit 2 ;;
     esac
     echo "$section: $(($(date +%s) - start)) s, $(grep -c '^### exit status' "$out/$section.txt") failed," \
