@@ -687,8 +687,9 @@ matmul_kernel(matmul_params p)
     extern __shared__ __align__(16) uint8_t smem[];
 
     let_next_kernel_start();
-    /* probed: the o projection (accumulating, 64 column blocks) and the SwiGLU */
-    const bool probed = SWIGLU || (p.accumulate && p.w[0].n_kb <= 64);
+    /* probed: the accumulating matmuls (the o projection: 64 column
+     * blocks or fewer; else down) and the SwiGLU */
+    [[maybe_unused]] const bool probed = SWIGLU || p.accumulate;
     PROBE_BEGIN(probed);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     const int split = p.split, per_block = p.tiles_per_block;
@@ -823,7 +824,7 @@ matmul_kernel(matmul_params p)
         if (p.frag_out)
             p.frag_out[fragment_index(p.tok0 + tok, row, p.frag_steps)] = __float2half_rn(*out);
     }
-    PROBE_END(probed, SWIGLU ? PROBE_SWIGLU : PROBE_O_PROJ);
+    PROBE_END(probed, SWIGLU ? PROBE_SWIGLU : p.w[0].n_kb <= 64 ? PROBE_O_PROJ : PROBE_DOWN);
 }
 
 /* Dynamic shared memory of a block of warps warps: their rings (which

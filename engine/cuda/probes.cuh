@@ -100,6 +100,6 @@ static __device__ __forceinline__ unsigned probe_sm()
 #endif
 
 /* the kinds of record */
-enum { PROBE_ATTENTION = 1, PROBE_O_PROJ = 2, PROBE_FRAGMENTS = 3, PROBE_SWIGLU = 4 };
+enum { PROBE_ATTENTION = 1, PROBE_O_PROJ = 2, PROBE_FRAGMENTS = 3, PROBE_SWIGLU = 4, PROBE_DOWN = 5 };
 
 #endif
