@@ -13,7 +13,12 @@ Printed: medians over the layers, in microseconds, of
 - hand-offs: from the last block's end of one kernel to the first block's
   return from its wait in the next (what a kernel boundary costs);
 - spans: from a launch's first wait return to its last block's end;
-- per-block phases between marks (the median block of each launch).
+- per-block phases between marks (the median block of each launch);
+- how the SwiGLU's and down's blocks land on the SMs: the blocks grouped by
+  how many of their launch's blocks share their SM, with when they end. A
+  launch ends when its most crowded SMs do (session 18: blocks launched
+  early, while the attention and the o projection hold SMs, pile up on the
+  others).
 """
 import collections
 import csv
@@ -41,7 +46,7 @@ def read(path):
     recs = collections.defaultdict(list)
     for r in rows:
         k = int(r["kind"])
-        t = [int(r["t%d" % i]) for i in range(8)]
+        t = [int(r["t%d" % i]) for i in range(8)] + [int(r["sm"])]   # t[8]: the SM
         if t[WAIT_MARK[k]] and t[7]:
             recs[k].append(t)
     return recs
@@ -130,6 +135,33 @@ def main():
     print("\nphases, us (median block of a launch, and the slowest), median over the chains")
     for (k, name), v in phase.items():
         print(f"  {k:14} {name:40} {med(v):7.2f}")
+    for k in (4, 5):
+        sm_landing(groups, k)
+
+
+def sm_landing(groups, kind):
+    """the blocks of a kind grouped by how many of their launch's blocks
+    share their SM"""
+    wm = WAIT_MARK[kind]
+    sms = collections.Counter()       # blocks an SM -> SMs, over the launches
+    by = collections.defaultdict(list)
+    for x in groups.get(kind, []):
+        first_wait = min(b[wm] for b in x)
+        on_sm = collections.Counter(b[8] for b in x)
+        sms.update(on_sm.values())
+        for b in x:
+            by[on_sm[b[8]]].append(((b[7] - first_wait) / 1e3, (b[4] - b[3]) / 1e3 if b[3] and b[4] else None,
+                                    (b[0] - first_wait) / 1e3))
+    if not by:
+        return
+    n = len(groups[kind])
+    print(f"\n{KINDS[kind]}: blocks an SM (us from the launch's first wait return; medians)")
+    print(f"{'blocks an SM':>13} {'SMs a launch':>13} {'end':>7} {'last end':>9} {'compute':>8} {'start':>7}")
+    for c in sorted(by):
+        v = by[c]
+        comp = [a[1] for a in v if a[1] is not None]
+        print(f"{c:13} {sms[c] / n:13.1f} {statistics.median(a[0] for a in v):7.2f} {max(a[0] for a in v):9.2f}"
+              f" {statistics.median(comp) if comp else float('nan'):8.2f} {statistics.median(a[2] for a in v):7.2f}")
 
 
 if __name__ == "__main__":
