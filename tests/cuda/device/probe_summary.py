@@ -29,13 +29,14 @@ import sys
 KINDS = {1: "attention", 2: "o_proj", 3: "to_fragments", 4: "swiglu", 5: "down"}
 # the mark at which a kind's blocks have returned from their wait
 WAIT_MARK = {1: 1, 2: 2, 3: 2, 4: 2, 5: 2}
+MATMUL_PHASES = [("wait->chunk 0 landed", 2, 3), ("compute", 3, 4), ("barrier", 4, 5), ("reduce+store", 5, 7)]
 PHASES = {
     1: [("wait->q,k loaded", 1, 2), ("rope+tile", 2, 3), ("combine warps", 3, 4),
         ("cluster sync", 4, 5), ("merge (rank 0)", 5, 6), ("last sync", 6, 7)],
-    2: [("wait->chunk 0 landed", 2, 3), ("compute", 3, 4), ("barrier", 4, 5), ("reduce+store", 5, 7)],
+    2: MATMUL_PHASES,
     3: [("wait->end", 2, 7)],
-    4: [("wait->chunk 0 landed", 2, 3), ("compute", 3, 4), ("barrier", 4, 5), ("reduce+store", 5, 7)],
-    5: [("wait->chunk 0 landed", 2, 3), ("compute", 3, 4), ("barrier", 4, 5), ("reduce+store", 5, 7)],
+    4: MATMUL_PHASES,
+    5: MATMUL_PHASES,
 }
 
 
