@@ -345,10 +345,17 @@ static __device__ __forceinline__ void attend_tile(const float *ks, const float 
         if (key < nk) {
             const float4 *kr = reinterpret_cast<const float4 *>(ks + key * (d + 4));
             dot = 0.0f;
-#pragma unroll(D ? D / 4 : 1)
-            for (int c = 0; c < d4; c++) {
+            auto add = [&](int c) {
                 const float4 kk = kr[c], qq = q4[c];
                 dot += qq.x * kk.x + qq.y * kk.y + qq.z * kk.z + qq.w * kk.w;
+            };
+            if constexpr (D > 0) {
+#pragma unroll
+                for (int c = 0; c < D / 4; c++)
+                    add(c);
+            } else {
+                for (int c = 0; c < d4; c++)
+                    add(c);
             }
         }
         s[k2] = dot;
@@ -362,8 +369,7 @@ static __device__ __forceinline__ void attend_tile(const float *ks, const float 
     p[lane + 32] = e1;
     __syncwarp();
     scale_values(acc, corr);
-#pragma unroll(D ? 8 : 1)
-    for (int key = 0; key < nk; key++) {
+    auto weigh = [&](int key) {
         const float pk = p[key];
 #pragma unroll
         for (int v = 0; v < V4; v++) {
@@ -376,6 +382,14 @@ static __device__ __forceinline__ void attend_tile(const float *ks, const float 
                 acc[v].w += pk * vv.w;
             }
         }
+    };
+    if constexpr (D > 0) {
+#pragma unroll 8
+        for (int key = 0; key < nk; key++)
+            weigh(key);
+    } else {
+        for (int key = 0; key < nk; key++)
+            weigh(key);
     }
     m = new_max;
     __syncwarp();   /* p is rewritten by the next tile */
