@@ -5,7 +5,12 @@
  * for the matmuls. Tells which kernel holds a decode
  * step back from the memory roofline. A matmul cycles through copies of
  * its weights that together exceed the L2 cache (as a decode step's
- * layers do), so that its bandwidth is the memory's. */
+ * layers do), so that its bandwidth is the memory's.
+ *
+ *   cuda-kernel-bench [prefill | attention]
+ *
+ * prefill: only the pieces of a 512-token pass; attention: only a decode
+ * step's attention (at 540 and 1000 keys), a second of the GPU's time. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +186,15 @@ static void bench_small(int n_tok, int pos0)
         printf("{\"kernel\": \"attention_cluster\", \"cluster\": %d, \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"error\": \"%s\"}\n",
                clustered.cluster, n_tok, pos0, us, us_graph, cudaGetErrorString(cudaGetLastError()));
     }
+    /* a decode step's rope and attention in one launch, as the engine runs
+     * them on a GPU with thread block clusters */
+    if (clustered.cluster && n_tok == 1 && pos0 < clustered.cluster * CUDA_ATTENTION_SPLIT_KEYS) {
+        const cuda_rope rope = { cs, sn, NULL, NULL, 1e-5f };
+        TIME_LAUNCHES(us, us_graph,
+                      cuda_rope_attention(&a, &rope, q, k, v, n_tok, pos0, NULL, 0, kc, vc, out, &clustered, NULL, bs));
+        printf("{\"kernel\": \"rope_attention_cluster\", \"cluster\": %d, \"pos0\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"error\": \"%s\"}\n",
+               clustered.cluster, pos0, us, us_graph, cudaGetErrorString(cudaGetLastError()));
+    }
     if (n_tok >= CUDA_FLASH_MIN_TOKENS) {
         TIME_LAUNCHES(us, us_graph, cuda_flash_attention(&a, q, n_tok, pos0, kc, vc, out, frag, bs));
         printf("{\"kernel\": \"flash_attention\", \"n_tok\": %d, \"pos0\": %d, \"us\": %.2f, \"us_graph\": %.2f, \"error\": \"%s\"}\n",
@@ -260,6 +274,12 @@ int main(int argc, char **argv)
         bench_prefill_matmul("down 4096x14336", 4096, 14336, 512, 0);
 #endif
         bench_small(512, 0);
+        return 0;
+    }
+    /* cuda-kernel-bench attention: a decode step's attention only */
+    if (argc > 1 && strcmp(argv[1], "attention") == 0) {
+        bench_small(1, 540);
+        bench_small(1, 1000);
         return 0;
     }
     static const int toks[] = { 1, 5, 32 };
