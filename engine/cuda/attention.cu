@@ -326,9 +326,10 @@ static __device__ __forceinline__ void scale_values(float4 (&acc)[V4], float f)
  * folded into its online softmax (max m, sum l, weighted values acc: a
  * lane per 4 columns). p: the warp's ATTN_KEYS floats of scratch. D: the
  * head dimension where it is a constant (0: d_arg), so that the loops
- * unroll: the same arithmetic in the same order, the same bits (a decode
- * step's attention at 540 keys, alone on an H100: 10.9 -> 8.6 us with the
- * single barrier of take_tile). */
+ * unroll: the same arithmetic in the same order, the same bits (with the
+ * single barrier of take_tile, a decode step's attention at 540 keys alone
+ * on an H100 went 10.9 -> 8.6 us in session 21's variant build; see
+ * docs/BENCHMARKS.md). */
 template <int V4, int D = 0>
 static __device__ __forceinline__ void attend_tile(const float *ks, const float *vs, const float *qh,
                                                    float *p, int d_arg, int nk, float &m, float &l,
