@@ -179,6 +179,17 @@ int alm_seq_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
 int alm_seq_forward_argmax(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
                            int n_out, int32_t *ids, float *top_prob, alm_error *err);
 
+/* Greedy decoding of n_steps tokens in one call: appends tokens[0..n)
+ * (1 <= n), then n_steps - 1 more tokens, each the argmax of the pass
+ * before; ids[j] (and top_prob[j], when not NULL) is what
+ * alm_seq_forward_argmax gives after the j-th pass, bit for bit. On a GPU
+ * the passes are queued back to back and only the ids cross the bus, at
+ * the end: no trip to the host between steps. The cache grows by
+ * n + n_steps - 1 tokens. Where ids[j] is -1 (logits not finite), the
+ * steps after it are undone and their ids are -1 too. */
+int alm_seq_decode_greedy(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
+                          int n_steps, int32_t *ids, float *top_prob, alm_error *err);
+
 /* ------------------------------------------------------------ generation */
 
 typedef struct alm_sampling {

@@ -111,7 +111,9 @@ typedef struct backend_ops {
     void (*run)(backend *be, alm_pool *pool, void *workspace,
                 void (*body)(void *ctx, backend_exec *ex), void *ctx);
 
-    /* x[t] = table[tokens[t]] for t < n_tok (tokens are host memory). */
+    /* x[t] = table[tokens[t]] for t < n_tok (tokens are host memory).
+     * tokens NULL (only in a pass of `queue`, with n_tok 1): the token is
+     * the last id the queued passes kept (see queue). */
     void (*embed)(backend_exec *ex, const alm_weight *table, const int32_t *tokens,
                   int n_tok, float *x);
 
@@ -173,6 +175,21 @@ typedef struct backend_ops {
                           const float *norm, float eps, const alm_weight *w, int n_valid,
                           int32_t *ids, float *top_prob);
 
+    /* Optional, both or neither (NULL: every pass waits for its results in
+     * run). Greedy decoding without a trip to the host between steps:
+     * queue runs a pass like run but may return before it is done, and its
+     * logits_argmax writes nothing to ids and top_prob; the backend keeps
+     * the ids (and, top_prob not NULL, the probabilities) in its own memory,
+     * in order, and the next queued pass may take the last one kept as its
+     * token (embed with tokens NULL). collect waits for every pass queued
+     * and copies the n values kept since the last collect (n at most
+     * BACKEND_MAX_KEPT) to ids and, not NULL, top_prob; 0, or a negative
+     * errno when n is not what was kept (the failures of the passes
+     * themselves come from take_error as usual). */
+    void (*queue)(backend *be, alm_pool *pool, void *workspace,
+                  void (*body)(void *ctx, backend_exec *ex), void *ctx);
+    int (*collect)(backend *be, void *workspace, int32_t *ids, float *top_prob, int n);
+
     /* Optional (NULL: nothing to do). Called once after loading with every
      * weight of the model, so that a backend can keep its own copy in
      * alm_weight.backend_data (a GPU uploads them here). */
@@ -184,6 +201,9 @@ typedef struct backend_ops {
      * there was none, else its negative errno with the message in err. */
     int (*take_error)(backend *be, void *workspace, alm_error *err);
 } backend_ops;
+
+/* Ids a backend keeps for collect, at most (queue). */
+#define BACKEND_MAX_KEPT 64
 
 struct backend {
     const backend_ops *ops;

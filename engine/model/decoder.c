@@ -7,7 +7,7 @@
 
 typedef struct forward_args {
     alm_seq *seq;
-    const int32_t *tokens;
+    const int32_t *tokens;   /* NULL: a queued pass's token is the id kept last */
     int n;
     int n_logits;
     float *logits;
@@ -102,4 +102,15 @@ void decoder_forward_argmax(alm_seq *seq, alm_pool *pool, const int32_t *tokens,
 {
     forward_args a = { seq, tokens, n, n_out, NULL, ids, top_prob };
     seq->model->be->ops->run(seq->model->be, pool, seq->workspace, forward_body, &a);
+}
+
+void decoder_queue_argmax(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
+                          bool want_top)
+{
+    /* the backend writes nothing here in a queued pass; top_prob says
+     * whether the probability is wanted */
+    int32_t unused_id;
+    float unused_top;
+    forward_args a = { seq, tokens, n, 1, NULL, &unused_id, want_top ? &unused_top : NULL };
+    seq->model->be->ops->queue(seq->model->be, pool, seq->workspace, forward_body, &a);
 }

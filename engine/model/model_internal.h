@@ -69,4 +69,10 @@ void decoder_forward(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
 void decoder_forward_argmax(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
                             int n_out, int32_t *ids, float *top_prob);
 
+/* The argmax of the last of tokens[0..n) as a queued pass (the backend's
+ * queue): the id (and, want_top, its probability) stays with the backend
+ * until collect. tokens NULL (n 1): the last id kept is the token. */
+void decoder_queue_argmax(alm_seq *seq, alm_pool *pool, const int32_t *tokens, int n,
+                          bool want_top);
+
 #endif

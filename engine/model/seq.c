@@ -175,8 +175,8 @@ static int forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n, int
     int32_t vocab = s->model->cfg.vocab_size;
     if (n > s->capacity - s->length)
         return alm_error_set(err, -ENOSPC,
-                             "context full: %d tokens cached, %d more asked for, room for %d",
-                             s->length, n, s->capacity);
+                             "context full: %d of %d tokens cached, %d more asked for",
+                             s->length, s->capacity, n);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= vocab)
             return alm_error_set(err, -EINVAL, "token id %d is outside the vocabulary (0..%d)",
@@ -255,4 +255,105 @@ int alm_seq_forward_argmax(alm_seq *s, alm_pool *pool, const int32_t *tokens, in
                              top_prob ? &top_prob[j] : NULL);
     free(logits);
     return r;
+}
+
+/* After the passes of alm_seq_decode_greedy: where ids[j] is -1 before the
+ * last step, the steps after it are undone (the cache ends after pass j,
+ * at length_after_pass0 + j) and their ids are -1 as well. */
+static void undo_after_failure(alm_seq *s, int length_after_pass0, int32_t *ids, float *top_prob,
+                               int n_steps)
+{
+    for (int j = 0; j < n_steps - 1; j++) {
+        if (ids[j] >= 0)
+            continue;
+        s->length = length_after_pass0 + j;
+        for (int i = j + 1; i < n_steps; i++) {
+            ids[i] = -1;
+            if (top_prob)
+                top_prob[i] = 0.0f;
+        }
+        return;
+    }
+}
+
+int alm_seq_decode_greedy(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n, int n_steps,
+                          int32_t *ids, float *top_prob, alm_error *err)
+{
+    if (n < 1 || n_steps < 1 || !tokens || !ids)
+        return alm_error_set(err, -EINVAL, "invalid arguments to alm_seq_decode_greedy");
+    if (n > s->capacity - s->length || n_steps - 1 > s->capacity - s->length - n)
+        return alm_error_set(err, -ENOSPC,
+                             "context full: %d of %d tokens cached, %d more asked for",
+                             s->length, s->capacity, n + n_steps - 1);
+    const backend_ops *op = s->model->be->ops;
+    if (!op->queue || !op->logits_argmax) {
+        /* a pass at a time, each token back from the host */
+        int r = alm_seq_forward_argmax(s, pool, tokens, n, 1, &ids[0], top_prob, err);
+        int length_after_pass0 = s->length;
+        for (int j = 1; r == 0 && j < n_steps && ids[j - 1] >= 0; j++)
+            r = alm_seq_forward_argmax(s, pool, &ids[j - 1], 1, 1, &ids[j],
+                                       top_prob ? &top_prob[j] : NULL, err);
+        if (r == 0)
+            undo_after_failure(s, length_after_pass0, ids, top_prob, n_steps);
+        return r;
+    }
+
+    int32_t vocab = s->model->cfg.vocab_size;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            return alm_error_set(err, -EINVAL, "token id %d is outside the vocabulary (0..%d)",
+                                 tokens[i], vocab - 1);
+    int r = ensure_workspace(s, alm_pool_size(pool), err);
+    if (r < 0)
+        return r;
+    if (n > s->batch) {
+        /* more than one pass's worth: all but the last token plainly */
+        r = forward(s, pool, tokens, n - 1, 0, NULL, NULL, NULL, err);
+        if (r < 0)
+            return r;
+        tokens += n - 1;
+        n = 1;
+    }
+
+    backend *be = s->model->be;
+    const int start = s->length, length_after_pass0 = start + n;
+    for (int j = 0; j < n_steps;) {
+        const int first = j;
+        const int chunk = n_steps - j < BACKEND_MAX_KEPT ? n_steps - j : BACKEND_MAX_KEPT;
+        for (; j < first + chunk; j++) {
+            if (j == 0) {
+                memcpy(s->tokens + s->length, tokens, sizeof(int32_t) * (size_t)n);
+                decoder_queue_argmax(s, pool, tokens, n, top_prob != NULL);
+                s->length += n;
+            } else {
+                decoder_queue_argmax(s, pool, NULL, 1, top_prob != NULL);
+                s->length += 1;
+            }
+        }
+        r = op->collect(be, s->workspace, ids + first, top_prob ? top_prob + first : NULL, chunk);
+        if (r < 0)
+            alm_error_set(err, r, "the %s backend kept other ids than its queued passes chose",
+                          op->name);
+        int failed = op->take_error ? op->take_error(be, s->workspace, err) : 0;
+        if (r < 0 || failed < 0) {
+            s->length = start;   /* nothing of this call is in the cache for sure */
+            return failed < 0 ? failed : r;
+        }
+        /* the tokens of the passes fed on the GPU, now known */
+        for (int i = first > 0 ? first : 1; i < j; i++)
+            s->tokens[length_after_pass0 + i - 1] = ids[i - 1];
+        bool stopped = false;
+        for (int i = first; i < j && i < n_steps - 1; i++)
+            stopped = stopped || ids[i] < 0;
+        if (stopped) {
+            for (int i = j; i < n_steps; i++) {
+                ids[i] = -1;
+                if (top_prob)
+                    top_prob[i] = 0.0f;
+            }
+            break;
+        }
+    }
+    undo_after_failure(s, length_after_pass0, ids, top_prob, n_steps);
+    return 0;
 }
