@@ -49,34 +49,85 @@ const char *alm_finish_reason_name(alm_finish_reason r)
     return "unknown";
 }
 
+/* Greedy steps decoded in one call (alm_seq_decode_greedy) at most, and
+ * the output latency they may add: the text of a call's tokens reaches the
+ * caller together, so a call takes as many steps as fit in that time (on
+ * a GPU, where a call saves the trips to the host between its steps, up to
+ * the most; on a CPU, whose steps are slow, few or one). */
+#define GREEDY_STEPS_MAX 8
+#define GREEDY_CALL_SECONDS 0.02
+
+/* The steps the next greedy call may take, after one of `steps` steps
+ * that took `seconds`. */
+static int greedy_steps(int steps, double seconds)
+{
+    double per_step = seconds / steps;
+    if (!(per_step > 0.0))
+        return 1;
+    double fit = GREEDY_CALL_SECONDS / per_step;
+    return fit >= GREEDY_STEPS_MAX ? GREEDY_STEPS_MAX : fit >= 1.0 ? (int)fit : 1;
+}
+
+/* Greedy: up to *steps steps in one call, each emitted; *cur becomes the
+ * last id and *steps what the next call may take. */
+static int greedy_call(gen_session *g, alm_seq *seq, alm_pool *pool, int32_t *cur, int room,
+                       int *steps, alm_error *err)
+{
+    int32_t ids[GREEDY_STEPS_MAX];
+    int n = *steps;
+    if (n > session_remaining(g))
+        n = session_remaining(g);
+    if (n > room)
+        n = room;
+    if (n < 1)
+        n = 1;
+    int before = alm_seq_length(seq);
+    double t0 = alm_now_seconds();
+    int r = alm_seq_decode_greedy(seq, pool, cur, 1, n, ids, NULL, err);
+    if (r < 0)
+        return r;
+    *steps = greedy_steps(n, alm_now_seconds() - t0);
+    for (int j = 0; j < n && !g->done; j++) {
+        if (ids[j] < 0)
+            return alm_error_set(err, -EINVAL, "sampling failed: the logits are not finite");
+        r = session_emit(g, ids[j], err);
+        if (r < 0)
+            return r;
+        /* done early: the cache keeps what one step at a time would have
+         * fed, cur and the ids before this one */
+        if (g->done && j < n - 1)
+            alm_seq_truncate(seq, before + 1 + j);
+    }
+    *cur = ids[n - 1];
+    return 0;
+}
+
 /* One token per pass: the baseline speculation must beat. */
 static int plain_decode(gen_session *g, alm_seq *seq, alm_pool *pool, float *logits,
                         int32_t cur, alm_error *err)
 {
+    int steps = 1;
     while (!g->done) {
-        if (alm_seq_length(seq) >= alm_seq_capacity(seq)) {
+        int room = alm_seq_capacity(seq) - alm_seq_length(seq);
+        if (room <= 0) {
             g->finish = ALM_FINISH_CONTEXT;
             break;
         }
         int r;
         if (sampler_get_params(g->sampler)->temperature == 0.0f) {
-            /* greedy: the argmax is all that is needed (on a GPU, all
-             * that crosses the bus) */
-            int32_t next = -1;
-            r = alm_seq_forward_argmax(seq, pool, &cur, 1, 1, &next, NULL, err);
+            /* the argmax is all that is needed (on a GPU, all that crosses
+             * the bus) */
+            r = greedy_call(g, seq, pool, &cur, room, &steps, err);
             if (r < 0)
                 return r;
-            if (next < 0)
-                return alm_error_set(err, -EINVAL, "sampling failed: the logits are not finite");
-            cur = next;
-        } else {
-            r = alm_seq_forward(seq, pool, &cur, 1, 1, logits, err);
-            if (r < 0)
-                return r;
-            cur = sampler_sample(g->sampler, logits, g->vocab);
-            if (cur < 0)
-                return alm_error_set(err, cur, "sampling failed: the logits are not finite");
+            continue;
         }
+        r = alm_seq_forward(seq, pool, &cur, 1, 1, logits, err);
+        if (r < 0)
+            return r;
+        cur = sampler_sample(g->sampler, logits, g->vocab);
+        if (cur < 0)
+            return alm_error_set(err, cur, "sampling failed: the logits are not finite");
         r = session_emit(g, cur, err);
         if (r < 0)
             return r;

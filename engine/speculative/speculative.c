@@ -108,6 +108,27 @@ static int draft_pass(spec_state *s, const int32_t *tokens, int n, int32_t *best
                                   s->params->draft_p_min > 0.0f ? top : NULL, err);
 }
 
+/* Greedy drafting with no threshold: the catch-up pass over feed[0..n_feed)
+ * and the k - 1 passes after it in one call, each fed the argmax of the
+ * one before (on a GPU without a trip to the host in between). */
+static int draft_greedy(spec_state *s, int n_feed, int k, int32_t *d, alm_error *err)
+{
+    int r = alm_seq_decode_greedy(s->draft, s->pool, s->feed, n_feed, k, d, NULL, err);
+    if (r < 0)
+        return r;
+    s->stats->draft_passes += k;
+    int target_len = alm_seq_length(s->target);
+    for (int i = 0; i < k; i++) {
+        if (d[i] < 0)
+            return alm_error_set(err, -EINVAL, "draft sampling failed: the logits are not finite");
+        /* the bench's override replaces the proposals, not what the draft
+         * fed itself: its cache is set right after verification */
+        if (s->override)
+            d[i] = s->override->propose(s->override->user, target_len + 1 + i, d[i]);
+    }
+    return k;
+}
+
 /* Drafts up to k tokens with the draft model into d[]; q[i] gets the
  * distribution d[i] was drawn from. Returns how many were drafted. */
 static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_error *err)
@@ -127,6 +148,8 @@ static int draft_with_model(spec_state *s, int32_t cur, int k, int32_t *d, alm_e
         return 0; /* no room left in the draft's cache: verify cur alone */
     memcpy(s->feed, committed + have, sizeof(int32_t) * (size_t)n_feed);
     s->feed[n_feed++] = cur;
+    if (s->greedy && s->params->draft_p_min <= 0.0f)
+        return draft_greedy(s, n_feed, k, d, err);
     int32_t best = -1;
     float top = 1.0f;
     int r = draft_pass(s, s->feed, n_feed, &best, &top, err);
@@ -310,11 +333,20 @@ static int speculative_step(spec_state *s, int32_t *cur, alm_error *err)
     if (s->override && s->override->verified)
         s->override->verified(s->override->user, n, accepted);
 
-    /* The caches forget the rejected proposals; the draft catches up on
-     * the rest at its next step. */
+    /* The caches forget the rejected proposals; the draft keeps what it
+     * shares with the target (it may have fed itself other tokens than
+     * the proposals, see draft_greedy) and catches up on the rest at its
+     * next step. */
     alm_seq_truncate(s->target, target_len + 1 + accepted);
-    if (s->draft && alm_seq_length(s->draft) > target_len + 1 + accepted)
-        alm_seq_truncate(s->draft, target_len + 1 + accepted);
+    if (s->draft) {
+        int len = alm_seq_length(s->draft), keep = target_len + 1 + accepted;
+        const int32_t *mine = alm_seq_tokens(s->draft), *theirs = alm_seq_tokens(s->target);
+        int same = len < target_len ? len : target_len;   /* a prefix of the target's before this step */
+        while (same < len && same < keep && mine[same] == theirs[same])
+            same++;
+        if (same < len)
+            alm_seq_truncate(s->draft, same);
+    }
 
     for (int i = 0; i < accepted && !g->done; i++) {
         r = emit(s, d[i], err);
