@@ -13,7 +13,9 @@
  * decode_ms and pass_cost hand every token's logits to the host;
  * decode_ms_argmax and pass_cost_argmax take the argmax on the GPU, as
  * greedy generation and speculative verification do (only the ids cross
- * the bus): the cost of a verification as speculative decoding pays it. */
+ * the bus): the cost of a verification as speculative decoding pays it.
+ * decode_ms_queued is greedy generation's step: its passes queued back to
+ * back, no trip to the host between them (alm_seq_decode_greedy). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,16 +154,21 @@ int main(int argc, char **argv)
     if (r == 0)
         r = alm_seq_forward(direct, pool, tokens, PROMPT, 1, logits, &err);
     unsetenv("ALM_CUDA_GRAPHS");
-    /* decode: STEPS single-token passes after the prompt */
-    enum { GRAPHS, DIRECT, ARGMAX, WAYS };   /* logits to the host; without graphs; argmax on the GPU */
+    /* decode: STEPS single-token passes after the prompt; QUEUED: greedy
+     * generation's calls (alm_seq_decode_greedy: the passes queued back to
+     * back, each fed the argmax of the one before on the GPU, the ids
+     * back at the end) */
+    enum { GRAPHS, DIRECT, ARGMAX, QUEUED, WAYS };   /* logits to the host; without graphs; argmax on the GPU */
     double decode[WAYS][REPEAT];
-    int32_t ids[16];
+    int32_t ids[STEPS];
     for (int rep = 0; rep < REPEAT && r == 0; rep++) {
         for (int way = 0; way < WAYS && r == 0; way++) {
             alm_seq *sq = way == DIRECT ? direct : seq;
             alm_seq_truncate(sq, PROMPT);
             double s = alm_now_seconds();
-            for (int i = 0; i < STEPS && r == 0; i++)
+            if (way == QUEUED)
+                r = alm_seq_decode_greedy(sq, pool, &tokens[PROMPT], 1, STEPS, ids, NULL, &err);
+            for (int i = 0; i < STEPS && r == 0 && way != QUEUED; i++)
                 r = way == ARGMAX ? alm_seq_forward_argmax(sq, pool, &tokens[PROMPT + i], 1, 1, ids, NULL, &err)
                                   : alm_seq_forward(sq, pool, &tokens[PROMPT + i], 1, 1, logits, &err);
             decode[way][rep] = (alm_now_seconds() - s) / STEPS;
@@ -192,10 +199,12 @@ int main(int argc, char **argv)
            gemm ? "cublas" : why.message, step * 1e3, 1.0 / step, roofline / step,
            median(decode[DIRECT], REPEAT) * 1e3, median(decode[DIRECT], REPEAT) / step);
     static const int sizes[] = { 2, 4, 5, 8, 9, 16 };
-    const double step_argmax = median(decode[ARGMAX], REPEAT);
+    const double step_argmax = median(decode[ARGMAX], REPEAT), step_queued = median(decode[QUEUED], REPEAT);
     for (int argmax = 0; argmax < 2; argmax++) {
         if (argmax)
-            printf("}, \"decode_ms_argmax\": %.3f, \"pass_cost_argmax\": {", step_argmax * 1e3);
+            printf("}, \"decode_ms_queued\": %.3f, \"roofline_fraction_queued\": %.3f, "
+                   "\"decode_ms_argmax\": %.3f, \"pass_cost_argmax\": {",
+                   step_queued * 1e3, roofline / step_queued, step_argmax * 1e3);
         for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
             int n = sizes[j];
             double t[REPEAT];

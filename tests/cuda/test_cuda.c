@@ -15,6 +15,9 @@
  *   among warps) and token counts, against a host computation;
  * - the argmax on the GPU (alm_seq_forward_argmax) against the argmax of
  *   the logits, with and without a vocabulary limit;
+ * - greedy steps queued on the GPU (alm_seq_decode_greedy) against the
+ *   same steps one at a time, bit for bit, on every tiny model and the
+ *   pair;
  * - with the GPU's memory taken, a sequence and its work buffers are
  *   refused with what they need and what is free;
  * - the prefill attention (tensor cores) against the decode kernel's; the
@@ -43,6 +46,7 @@
 
 static alm_pool *pool;
 
+static void check_queued(const char *label, alm_model *model);
 #ifdef ALM_HAVE_CUBLAS
 static void check_gemm_logits(const char *label, alm_model *model, int n);
 #endif
@@ -138,6 +142,7 @@ static void check_tiny(const char *name, JsonObject *ref)
     }
     tap_ok(r == 0 && step_err <= 1e-3 * scale,
            "%s: one token at a time equals the batched pass (max diff %.2e of %.2e)", name, step_err, scale);
+    check_queued(name, model);
 
     int half = (int)n / 2;
     alm_seq_truncate(seq, half);
@@ -352,6 +357,81 @@ static void check_argmax(const char *label, alm_model *model)
     free(logits);
 }
 
+/* Greedy steps queued on the GPU (alm_seq_decode_greedy: each pass takes
+ * the argmax of the one before from device memory, the ids come back at
+ * the end) against the same steps one alm_seq_forward_argmax at a time:
+ * the same ids and probabilities bit for bit, the same tokens in the
+ * cache, and the same logits for a pass after them. With graphs and
+ * without (ALM_CUDA_GRAPHS=0), over more steps than one collect holds
+ * (BACKEND_MAX_KEPT: 64), from a prompt of several tokens, then again
+ * after a plain pass, and under a vocabulary limit. */
+static void check_queued(const char *label, alm_model *model)
+{
+    enum { PROMPT = 7, STEPS = 70, LATER = 9 };
+    int vocab = alm_model_vocab_size(model);
+    int32_t prompt[PROMPT];
+    for (int i = 0; i < PROMPT; i++)
+        prompt[i] = (int32_t)((i * 7919u + 13u) % (unsigned)vocab);
+    float *la = malloc(sizeof(float) * (size_t)vocab), *lb = malloc(sizeof(float) * (size_t)vocab);
+    for (int way = 0; way < 4; way++) {
+        const bool graphs = way % 2 == 0, limited = way >= 2;
+        alm_error err = { 0 };
+        alm_seq *a = NULL, *b = NULL;
+        if (!graphs)
+            setenv("ALM_CUDA_GRAPHS", "0", 1);
+        int r = alm_seq_new(model, 256, &a, &err);
+        if (r == 0)
+            r = alm_seq_new(model, 256, &b, &err);
+        if (r == 0 && limited) {
+            alm_seq_set_vocab_limit(a, vocab / 2 + 3);
+            alm_seq_set_vocab_limit(b, vocab / 2 + 3);
+        }
+        int32_t got[STEPS], want[STEPS];
+        float got_top[STEPS], want_top[STEPS];
+        int differ = 0;
+        /* a prompt, the steps; a plain pass; more steps, from it */
+        for (int round = 0; round < 2 && r == 0; round++) {
+            const int32_t *first = round == 0 ? prompt : &got[STEPS - 1];
+            const int n_first = round == 0 ? PROMPT : 1, steps = round == 0 ? STEPS : LATER;
+            if (round == 1) {
+                r = alm_seq_forward(a, pool, first, 1, 1, la, &err);
+                if (r == 0)
+                    r = alm_seq_forward(b, pool, first, 1, 1, lb, &err);
+                differ += r == 0 && memcmp(la, lb, sizeof(float) * (size_t)vocab) != 0;
+                first = &prompt[3];
+            }
+            if (r == 0)
+                r = alm_seq_decode_greedy(a, pool, first, n_first, steps, got, got_top, &err);
+            if (r == 0)
+                r = alm_seq_forward_argmax(b, pool, first, n_first, 1, &want[0], &want_top[0], &err);
+            for (int j = 1; r == 0 && j < steps; j++)
+                r = alm_seq_forward_argmax(b, pool, &want[j - 1], 1, 1, &want[j], &want_top[j], &err);
+            if (r == 0)
+                differ += memcmp(got, want, sizeof(int32_t) * (size_t)steps) != 0 ||
+                          memcmp(got_top, want_top, sizeof(float) * (size_t)steps) != 0;
+        }
+        if (r == 0)
+            differ += alm_seq_length(a) != alm_seq_length(b) ||
+                      memcmp(alm_seq_tokens(a), alm_seq_tokens(b), sizeof(int32_t) * (size_t)alm_seq_length(a)) != 0;
+        /* the caches: the logits of one more pass */
+        if (r == 0)
+            r = alm_seq_forward(a, pool, &got[LATER - 1], 1, 1, la, &err);
+        if (r == 0)
+            r = alm_seq_forward(b, pool, &got[LATER - 1], 1, 1, lb, &err);
+        differ += r == 0 && memcmp(la, lb, sizeof(float) * (size_t)vocab) != 0;
+        unsetenv("ALM_CUDA_GRAPHS");
+        tap_ok(r == 0 && differ == 0,
+               "%s: greedy steps queued on the GPU (%s%s) give the ids, probabilities, cache and logits of "
+               "one step at a time, bit for bit (%s)",
+               label, graphs ? "graphs" : "direct launches", limited ? ", vocabulary limit" : "",
+               r == 0 ? "ok" : err.message);
+        alm_seq_free(a);
+        alm_seq_free(b);
+    }
+    free(la);
+    free(lb);
+}
+
 static void check_pair(const char *label, const char *target_dir, const char *draft_dir,
                        JsonObject *models, const char *target_ref, const char *draft_ref)
 {
@@ -366,6 +446,8 @@ static void check_pair(const char *label, const char *target_dir, const char *dr
         check_speculative(label, target, draft, json_object_get_array_member(models, target_ref));
         check_graphs(target_ref, target);
         check_argmax(target_ref, target);
+        check_queued(target_ref, target);
+        check_queued(draft_ref, draft);
 #ifdef ALM_HAVE_CUBLAS
         alm_error why = { 0 };
         if (cuda_prefill_gemm(&why)) {

@@ -65,14 +65,14 @@ def model_table(blocks):
     if not runs:
         return []
     out = ["| model | bits | build | decode ms | base / this | of roofline | prefill tok/s | pass 5 "
-           "| decode ms, argmax | pass 5, argmax |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| decode ms, argmax | pass 5, argmax | decode ms, queued | of roofline, queued |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (model, bits), by in runs.items():
         base = med([r["decode_ms"] for r in by.get("base", [])])
         for build in build_order(by):
             rs = by[build]
             d = med([r["decode_ms"] for r in rs])
-            out.append("| %s | %s | %s | %s | %s | %s%% | %s | %s | %s | %s |" % (
+            out.append("| %s | %s | %s | %s | %s | %s%% | %s | %s | %s | %s | %s | %s%% |" % (
                 model, bits, build, fmt(d, ".3f"),
                 fmt(base / d if base and d else None, ".2f"),
                 fmt(med([r["roofline_fraction"] * 100 for r in rs]), ".0f"),
@@ -80,7 +80,10 @@ def model_table(blocks):
                 fmt(med([r["pass_cost"]["5"] for r in rs if "5" in r.get("pass_cost", {})]), ".2f"),
                 fmt(med([r["decode_ms_argmax"] for r in rs if "decode_ms_argmax" in r]), ".3f"),
                 fmt(med([r["pass_cost_argmax"]["5"] for r in rs if "5" in r.get("pass_cost_argmax", {})]),
-                    ".2f")))
+                    ".2f"),
+                fmt(med([r["decode_ms_queued"] for r in rs if "decode_ms_queued" in r]), ".3f"),
+                fmt(med([r["roofline_fraction_queued"] * 100 for r in rs if "roofline_fraction_queued" in r]),
+                    ".0f")))
     return out
 
 
