@@ -95,6 +95,7 @@ typedef struct cuda_workspace {
     size_t logits_floats;
     int32_t *choice;             /* device [2][max_tokens]: argmax ids, then top probabilities */
     int32_t *choice_host;        /* pinned copy */
+    void *argmax_scratch;        /* cuda_argmax's, for max_tokens rows */
     int32_t *ids_dst;            /* where run() copies the ids (NULL: none asked for) */
     float *top_dst;
     int n_choice;
@@ -392,6 +393,7 @@ static void cuda_workspace_free(backend *base, void *p)
     cudaFreeHost(ws->logits_host);
     cudaFree(ws->choice);
     cudaFreeHost(ws->choice_host);
+    cudaFree(ws->argmax_scratch);
     cudaFree(ws->partials);
     cudaFree(ws->counters);
 #ifdef ALM_HAVE_CUBLAS
@@ -466,6 +468,9 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->logits_host, logits_bytes);
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->choice, 2 * tokens * sizeof(int32_t));
     if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->choice_host, 2 * tokens * sizeof(int32_t));
+    const size_t argmax_bytes = cuda_argmax_scratch_bytes(shape->max_tokens, ws->max_rows);
+    if (e == cudaSuccess) e = cudaMalloc(&ws->argmax_scratch, argmax_bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(ws->argmax_scratch, 0, argmax_bytes, ws->stream);
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->partials, partial * sizeof(float));
     ws->max_counters = CUDA_ATTENTION_COUNTERS(shape->n_heads, GRAPH_MAX_TOKENS);
     const size_t counter_bytes = ws->max_counters * sizeof(unsigned);
@@ -492,7 +497,7 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
         size_t device_bytes = 3 * frag + tokens * (size_t)width * sizeof(float) +
                               (size_t)width * sizeof(float) +
                               tokens * MOE_MAX_EXPERTS * sizeof(float) + logits_bytes +
-                              partial * sizeof(float) + counter_bytes +
+                              partial * sizeof(float) + counter_bytes + argmax_bytes +
                               (3 + 2 * tokens) * sizeof(int32_t);
         size_t free_bytes = 0, total_bytes = 0;
         if (e == cudaErrorMemoryAllocation && cuda_memory_info(base, &free_bytes, &total_bytes) == 0)
@@ -1075,7 +1080,7 @@ static void cuda_op_logits_argmax(backend_exec *ex, const float *x, int first, i
     int max_tokens = ws->shape.max_tokens;
     float *top = top_prob ? (float *)(ws->choice + max_tokens) : NULL;
     check(ex, cuda_argmax(ws->logits, n_out, rows, n_valid < rows ? n_valid : rows, ws->choice, top,
-                          ws->stream), "argmax");
+                          ws->argmax_scratch, max_tokens, ws->stream), "argmax");
     check(ex, cudaMemcpyAsync(ws->choice_host, ws->choice, sizeof(int32_t) * (size_t)n_out,
                               cudaMemcpyDeviceToHost, ws->stream), "copying the argmax");
     if (top)

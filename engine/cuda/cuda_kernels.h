@@ -186,9 +186,12 @@ cudaError_t cuda_flash_attention(const cuda_attention_shape *a, const float *q, 
 /* For each of n rows of logits (stride floats apart): ids[r] = the argmax
  * over the first n_valid (the lowest index on ties; -1 when one is NaN or
  * +infinity, or all are -infinity) and, top not NULL, top[r] = 1 / sum of
- * exp(l - max). ids and top are device memory. */
+ * exp(l - max). ids and top are device memory. scratch: device memory of
+ * cuda_argmax_scratch_bytes(max_n, the most n_valid) bytes, zeroed before
+ * its first use (each launch leaves it so); n <= max_n. */
+size_t cuda_argmax_scratch_bytes(int max_n, int max_valid);
 cudaError_t cuda_argmax(const float *logits, int n, int stride, int n_valid, int32_t *ids,
-                        float *top, cudaStream_t s);
+                        float *top, void *scratch, int max_n, cudaStream_t s);
 
 /* ---- around a library GEMM, for prefill (gemm_kernels.cu, cuda_gemm.h) */
 

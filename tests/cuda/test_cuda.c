@@ -14,7 +14,8 @@
  *   64 and 128, dense), several shapes (so every split of a tile's columns
  *   among warps) and token counts, against a host computation;
  * - the argmax on the GPU (alm_seq_forward_argmax) against the argmax of
- *   the logits, with and without a vocabulary limit;
+ *   the logits, with and without a vocabulary limit; the argmax kernel
+ *   against the host on rows with ties, NaN and infinities;
  * - greedy steps queued on the GPU (alm_seq_decode_greedy) against the
  *   same steps one at a time, bit for bit, on every tiny model and the
  *   pair;
@@ -1101,6 +1102,88 @@ static void attention_case_free(attention_case *c)
         cudaFree(bufs[i]);
 }
 
+/* The argmax kernel (cuda_argmax: a block a chunk of a row, the row's last
+ * block merges) against the host: the first index of the largest value,
+ * -1 for a row with a NaN or +infinity or only -infinity, 1 / sum of
+ * exp(l - max) within 1e-5, and nothing from past n_valid; rows of one
+ * chunk and of many, a tie across chunks, the maximum at the last index;
+ * twice, since the launch must leave its counters as it found them. */
+static void check_argmax_kernel(void)
+{
+    enum { ROWS = 6, STRIDE = 128256 };
+    static const int valid[] = { STRIDE, 50000, 8192, 1000 };
+    uint64_t rng = 77;
+    float *h = malloc(sizeof(float) * ROWS * STRIDE);
+    const int max_n = 7;   /* counters of 28 bytes: the parts after them aligned all the same */
+    const size_t scratch_bytes = cuda_argmax_scratch_bytes(max_n, STRIDE);
+    void *scratch = NULL;
+    int32_t *ids = NULL;
+    float *top = NULL, *d = NULL;
+    bool ok = cudaMalloc(&scratch, scratch_bytes) == cudaSuccess &&
+              cudaMemset(scratch, 0, scratch_bytes) == cudaSuccess &&
+              cudaMalloc((void **)&ids, sizeof(int32_t) * max_n) == cudaSuccess &&
+              cudaMalloc((void **)&top, sizeof(float) * max_n) == cudaSuccess &&
+              cudaMalloc((void **)&d, sizeof(float) * ROWS * STRIDE) == cudaSuccess;
+    int wrong = 0, cases = 0;
+    double worst_top = 0.0;
+    for (size_t v = 0; ok && v < sizeof valid / sizeof valid[0]; v++) {
+        const int n_valid = valid[v];
+        for (size_t i = 0; i < (size_t)ROWS * STRIDE; i++)
+            h[i] = uniform(&rng, -20.0f, 20.0f);
+        float *r = h;
+        r[n_valid / 3] = r[n_valid - 1] = 30.0f;          /* row 0: a tie, the first wins */
+        r = h + STRIDE;
+        r[n_valid - 1] = 31.0f;                           /* row 1: the last index */
+        if (n_valid < STRIDE)
+            r[n_valid] = 99.0f;                           /* past the limit: not seen */
+        h[2 * STRIDE + n_valid / 2] = NAN;                /* row 2: -1 */
+        h[3 * STRIDE + 7] = INFINITY;                     /* row 3: -1 */
+        for (int i = 0; i < STRIDE; i++)                  /* row 4: all -infinity, -1 */
+            h[4 * STRIDE + i] = -INFINITY;
+        for (int i = 0; i < STRIDE; i++)                  /* row 5: -infinity but one */
+            h[5 * STRIDE + i] = i == n_valid / 2 + 1 ? -3.0f : -INFINITY;
+        cudaMemcpy(d, h, sizeof(float) * ROWS * STRIDE, cudaMemcpyHostToDevice);
+        for (int rep = 0; rep < 2; rep++) {
+            int32_t got[ROWS];
+            float got_top[ROWS];
+            ok = cuda_argmax(d, ROWS, STRIDE, n_valid, ids, top, scratch, max_n, 0) == cudaSuccess &&
+                 cudaMemcpy(got, ids, sizeof got, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                 cudaMemcpy(got_top, top, sizeof got_top, cudaMemcpyDeviceToHost) == cudaSuccess;
+            for (int row = 0; ok && row < ROWS; row++) {
+                const float *l = h + (size_t)row * STRIDE;
+                int32_t want = -1;
+                bool bad = false;
+                for (int i = 0; i < n_valid; i++) {
+                    if (isnan(l[i]) || l[i] == INFINITY)
+                        bad = true;
+                    else if (l[i] != -INFINITY && (want < 0 || l[i] > l[want]))
+                        want = i;
+                }
+                if (bad)
+                    want = -1;
+                cases++;
+                wrong += got[row] != want;
+                if (want >= 0) {
+                    double sum = 0.0;
+                    for (int i = 0; i < n_valid; i++)
+                        sum += exp((double)l[i] - (double)l[want]);
+                    worst_top = fmax(worst_top, fabs(got_top[row] * sum - 1.0));
+                } else {
+                    wrong += got_top[row] != 0.0f;
+                }
+            }
+        }
+    }
+    tap_ok(ok && wrong == 0 && worst_top < 1e-5,
+           "argmax kernel: %d rows as the host finds them (%d wrong), the top probability within %.1e",
+           cases, wrong, worst_top);
+    cudaFree(scratch);
+    cudaFree(ids);
+    cudaFree(top);
+    cudaFree(d);
+    free(h);
+}
+
 /* The attention whose last block merges the splits (counters given)
  * against the merge launch, for one shape: the output and its fragments
  * bit for bit, and the counters left at zero. */
@@ -1426,6 +1509,7 @@ int main(void)
     check_merge_in_last_block();
     check_cluster_merge();
     check_rope_attention();
+    check_argmax_kernel();
 #ifdef ALM_HAVE_CUBLAS
     check_gemm();
 #else

@@ -4,7 +4,7 @@
 (one coroutine per CUDA thread): about 5 minutes for --quick, 15 for all the
 matmul's checks, 6 for --attention, on two cores.
 
-    tests/cuda/emulate/emulate.py [--quick] [--attention] [--source FILE.cu]
+    tests/cuda/emulate/emulate.py [--quick] [--attention | --argmax] [--source FILE.cu]
                                   [--dump DIR] [--sanitize] [-D NAME=VALUE]...
 
 (default) the matmul kernels of engine/cuda/matmul.cu
@@ -17,6 +17,10 @@ matmul's checks, 6 for --attention, on two cores.
           the host's (expf, no contraction), the same for both sides of a
           comparison: it checks which values go where and when, not the
           GPU's roundings.
+--argmax  the argmax kernel of engine/cuda/argmax.cu: test-cuda's check
+          of it against the host (ties across blocks, NaN, infinities, a
+          limit on the valid logits, launches that must leave their
+          counters as they found them)
 --quick   matmul: the small shape in every format (200 x 384, 1-40
           tokens), not the long shapes nor the bit-for-bit check across
           token counts
@@ -107,6 +111,37 @@ def host_attention(source):
         fail("inline PTX in attention.cu that host_cuda.h has no stand-in for: " +
              re.search(r'.*\basm\b.*', s).group(0).strip())
     return s
+
+
+def host_argmax(source):
+    """argmax.cu as host code for host_cuda.h."""
+    s = replaced(source, '#include "launch_overlap.cuh"\n', '', "launch_overlap.cuh in argmax.cu", 1)
+    s = with_host_cuda(s, "argmax.cu")
+    if re.search(r'\basm\b', s):
+        fail("inline PTX in argmax.cu that host_cuda.h has no stand-in for")
+    return s
+
+
+ARGMAX_CHECKS = ["next_random", "uniform", "check_argmax_kernel"]
+
+
+def argmax_checks(test_source):
+    return r'''#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cuda_kernels.h"
+#include "tap.h"
+
+''' + "\n".join(function(test_source, n) for n in ARGMAX_CHECKS) + '''
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    check_argmax_kernel();
+    return tap_done();
+}
+'''
 
 
 def function(source, name):
@@ -207,15 +242,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--attention", action="store_true")
+    ap.add_argument("--argmax", action="store_true")
     ap.add_argument("--source")
     ap.add_argument("--dump")
     ap.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer")
     ap.add_argument("-D", dest="defines", action="append", default=[],
                     help="a macro for the kernels, as -Dnvcc_flags gives them (ALM_MATMUL_STAGES=4)")
     args = ap.parse_args()
-    if args.attention and args.dump:
+    if (args.attention or args.argmax) and args.dump:
         fail("--dump is for the matmul")
-    kind = "attention" if args.attention else "matmul"
+    if args.attention and args.argmax:
+        fail("--attention or --argmax, not both")
+    kind = "attention" if args.attention else "argmax" if args.argmax else "matmul"
     source = args.source or os.path.join(ROOT, "engine", "cuda", kind + ".cu")
     inc = cuda_include()
     cuda_dir = os.path.join(ROOT, "engine", "cuda")
@@ -225,11 +263,12 @@ def main():
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
     with tempfile.TemporaryDirectory() as tmp:
         kernels = os.path.join(tmp, "host_" + kind + ".cpp")
-        adapt = host_attention if args.attention else host_kernels
+        adapt = {"attention": host_attention, "argmax": host_argmax}.get(kind, host_kernels)
         open(kernels, "w").write(adapt(open(source).read()))
         test_c = os.path.join(tmp, "checks.c")
         test_source = open(os.path.join(ROOT, "tests", "cuda", "test_cuda.c")).read()
         open(test_c, "w").write(attention_checks(test_source) if args.attention
+                                else argmax_checks(test_source) if args.argmax
                                 else checks(test_source, args.quick, args.dump))
         exe = os.path.join(tmp, "emulated-" + kind)
         sources = [(kernels, "g++", "-std=c++20"),

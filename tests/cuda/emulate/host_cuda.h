@@ -132,6 +132,7 @@ struct host_thread {
     ucontext_t ctx;
     int waiting;   /* 0 runnable, 1 at a warp barrier, 2 at __syncthreads */
     bool done;
+    unsigned votes;   /* __syncthreads_or calls so far */
 };
 
 struct host_shuffle { float v[32]; };
@@ -139,6 +140,7 @@ struct host_shuffle { float v[32]; };
 struct host_block {
     uint8_t *smem;          /* dynamic shared memory */
     host_shuffle *shfl;     /* per warp: the values of a shuffle */
+    int vote[2];            /* __syncthreads_or, alternate calls */
 };
 
 extern host_block *host_cur_block;
@@ -175,6 +177,35 @@ static inline float __shfl_xor_sync(unsigned, float v, int lane_mask)
     return host_shuffle_from(v, host_lane() ^ lane_mask);
 }
 static inline float __shfl_sync(unsigned, float v, int src_lane) { return host_shuffle_from(v, src_lane); }
+static inline int __shfl_xor_sync(unsigned, int v, int lane_mask)
+{
+    float f, r;
+    memcpy(&f, &v, sizeof f);
+    r = host_shuffle_from(f, host_lane() ^ lane_mask);
+    int i;
+    memcpy(&i, &r, sizeof i);
+    return i;
+}
+static inline float __int_as_float(int i)
+{
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
+
+/* The block's OR of pred. Alternate calls use alternate words: the one
+ * this call does not use was last read before this call's first barrier,
+ * and is next written after its second, so it is cleared in between. */
+static inline int __syncthreads_or(int pred)
+{
+    const unsigned p = host_threads[host_cur].votes++ & 1u;
+    host_cur_block->vote[p] |= pred != 0;
+    __syncthreads();
+    const int r = host_cur_block->vote[p];
+    host_cur_block->vote[p ^ 1u] = 0;
+    __syncthreads();
+    return r;
+}
 
 /* cooperative_groups' thread block cluster: its barrier, and the address
  * of a variable of this block's shared memory in another block's */
