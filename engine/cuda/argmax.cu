@@ -181,3 +181,32 @@ cudaError_t cuda_argmax(const float *logits, int n, int stride, int n_valid, int
     return launch_overlapped(argmax_rows, dim3((unsigned)chunks_of(n_valid), (unsigned)n), dim3(ARGMAX_THREADS), 0, s,
                              logits, stride, n_valid, parts, counters, ids, top);
 }
+
+/* One thread: a handful of integers, after the argmax. */
+static __global__ void keep_argmax(const int32_t *ids, const float *top, int n_out, int32_t *kept_ids,
+                                   float *kept_top, int *count, int32_t *tokens, const int *pos_dev,
+                                   int pos0, int n_tok)
+{
+    let_next_kernel_start();
+    wait_for_previous_kernels();
+    const int at = *count;
+    for (int j = 0; j < n_out; j++) {
+        kept_ids[at + j] = ids[j];
+        if (top)
+            kept_top[at + j] = top[j];
+    }
+    *count = at + n_out;
+    const int last = ids[n_out - 1];
+    tokens[0] = (pos_dev ? *pos_dev : pos0) + n_tok;
+    tokens[1] = last < 0 ? 0 : last;
+}
+
+cudaError_t cuda_keep_argmax(const int32_t *ids, const float *top, int n_out, int32_t *kept_ids,
+                             float *kept_top, int *count, int32_t *tokens, const int *pos_dev,
+                             int pos0, int n_tok, cudaStream_t s)
+{
+    if (n_out < 1)
+        return cudaErrorInvalidValue;
+    return launch_overlapped(keep_argmax, dim3(1), dim3(1), 0, s, ids, top, n_out, kept_ids, kept_top,
+                             count, tokens, pos_dev, pos0, n_tok);
+}

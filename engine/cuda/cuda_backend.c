@@ -99,6 +99,19 @@ typedef struct cuda_workspace {
     int32_t *ids_dst;            /* where run() copies the ids (NULL: none asked for) */
     float *top_dst;
     int n_choice;
+    /* Queued passes (queue, collect): the argmax of each is kept on the
+     * GPU, and a pass may take the last one kept as its token. */
+    int32_t *kept;               /* device [2][BACKEND_MAX_KEPT]: ids, then top probabilities */
+    int32_t *kept_host;          /* pinned copy, made by collect */
+    int *kept_count;             /* device: how many kept since collect */
+    int n_kept;                  /* the same, known on the host */
+    bool queued;                 /* the pass being run is a queued one */
+    bool in_flight;              /* queued passes may still run: the host must not touch tokens_host */
+    bool can_feed;               /* the last pass kept an id (and readied the token buffer) */
+    bool pass_fed;               /* this pass's token is the one kept last */
+    int pass_kept;               /* ids this pass keeps */
+    int pass_tokens;             /* tokens of this pass */
+    int pass_pos0;               /* its position (the attention's) */
 #ifdef ALM_HAVE_CUBLAS
     cuda_gemm *gemm;             /* prefill passes; NULL: the matmul kernel does them */
 #endif
@@ -394,6 +407,9 @@ static void cuda_workspace_free(backend *base, void *p)
     cudaFree(ws->choice);
     cudaFreeHost(ws->choice_host);
     cudaFree(ws->argmax_scratch);
+    cudaFree(ws->kept);
+    cudaFreeHost(ws->kept_host);
+    cudaFree(ws->kept_count);
     cudaFree(ws->partials);
     cudaFree(ws->counters);
 #ifdef ALM_HAVE_CUBLAS
@@ -471,6 +487,10 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
     const size_t argmax_bytes = cuda_argmax_scratch_bytes(shape->max_tokens, ws->max_rows);
     if (e == cudaSuccess) e = cudaMalloc(&ws->argmax_scratch, argmax_bytes);
     if (e == cudaSuccess) e = cudaMemsetAsync(ws->argmax_scratch, 0, argmax_bytes, ws->stream);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->kept, 2 * BACKEND_MAX_KEPT * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&ws->kept_host, 2 * BACKEND_MAX_KEPT * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ws->kept_count, sizeof(int));
+    if (e == cudaSuccess) e = cudaMemsetAsync(ws->kept_count, 0, sizeof(int), ws->stream);
     if (e == cudaSuccess) e = cudaMalloc((void **)&ws->partials, partial * sizeof(float));
     ws->max_counters = CUDA_ATTENTION_COUNTERS(shape->n_heads, GRAPH_MAX_TOKENS);
     const size_t counter_bytes = ws->max_counters * sizeof(unsigned);
@@ -498,7 +518,7 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
                               (size_t)width * sizeof(float) +
                               tokens * MOE_MAX_EXPERTS * sizeof(float) + logits_bytes +
                               partial * sizeof(float) + counter_bytes + argmax_bytes +
-                              (3 + 2 * tokens) * sizeof(int32_t);
+                              (3 + 2 * tokens + 2 * BACKEND_MAX_KEPT) * sizeof(int32_t);
         size_t free_bytes = 0, total_bytes = 0;
         if (e == cudaErrorMemoryAllocation && cuda_memory_info(base, &free_bytes, &total_bytes) == 0)
             alm_error_set(err, -ENOMEM,
@@ -552,26 +572,81 @@ static bool run_as_graph(backend_exec *ex, void (*body)(void *ctx, backend_exec 
         if (!cuda_graph_cache_add(ws->graphs, &ws->sig, exec))
             return false;
     }
-    ws->tokens_host[0] = ws->graph_pos0 < 0 ? 0 : ws->graph_pos0;
+    /* A pass fed on the GPU finds its position there too (cuda_keep_argmax),
+     * and an earlier queued pass may not have copied tokens_host yet. */
+    if (!ws->pass_fed)
+        ws->tokens_host[0] = ws->graph_pos0 < 0 ? 0 : ws->graph_pos0;
     check(ex, cudaGraphLaunch(exec, ws->stream), "launching a pass's graph");
     return true;
+}
+
+/* Enqueues the pass: as a graph where it can be one, else directly. */
+static void enqueue_pass(backend_exec *ex, void (*body)(void *ctx, backend_exec *ex), void *ctx,
+                         bool queued)
+{
+    cuda_workspace *ws = ex->ws;
+    check(ex, cudaSetDevice(ex->be->device), "selecting the GPU");
+    ws->queued = queued;
+    ws->pass_fed = false;
+    ws->pass_kept = 0;
+    ws->logits_dst = NULL;
+    ws->ids_dst = NULL;
+    if (!ws->use_graphs || !run_as_graph(ex, body, ctx)) {
+        ws->mode = PASS_DIRECT;
+        ws->logits_dst = NULL;
+        ws->ids_dst = NULL;
+        body(ctx, ex);
+    }
+    ws->queued = false;
+    /* what the next pass may be fed (its embed checks) */
+    ws->can_feed = queued && ws->pass_kept > 0 && ws->error.code == 0;
+    ws->n_kept += queued ? ws->pass_kept : 0;
+}
+
+/* A queued pass: no wait, and its ids stay on the GPU until collect. */
+static void cuda_queue(backend *base, alm_pool *pool, void *workspace,
+                       void (*body)(void *ctx, backend_exec *ex), void *ctx)
+{
+    (void)pool;
+    backend_exec ex = { (cuda_backend *)base, workspace };
+    enqueue_pass(&ex, body, ctx, true);
+    ex.ws->in_flight = true;
+}
+
+static int cuda_collect(backend *base, void *workspace, int32_t *ids, float *top_prob, int n)
+{
+    backend_exec ex = { (cuda_backend *)base, workspace };
+    cuda_workspace *ws = ex.ws;
+    const bool wanted = n == ws->n_kept && n >= 0 && n <= BACKEND_MAX_KEPT;
+    if (wanted && n > 0) {
+        check(&ex, cudaMemcpyAsync(ws->kept_host, ws->kept, sizeof(int32_t) * (size_t)n,
+                                   cudaMemcpyDeviceToHost, ws->stream), "copying the kept ids");
+        if (top_prob)
+            check(&ex, cudaMemcpyAsync(ws->kept_host + BACKEND_MAX_KEPT, ws->kept + BACKEND_MAX_KEPT,
+                                       sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost, ws->stream),
+                  "copying the kept probabilities");
+    }
+    check(&ex, cudaMemsetAsync(ws->kept_count, 0, sizeof(int), ws->stream), "clearing the kept ids");
+    check(&ex, cudaStreamSynchronize(ws->stream), "running the queued passes");
+    ws->in_flight = false;
+    ws->n_kept = 0;
+    if (!wanted)
+        return -EINVAL;
+    memcpy(ids, ws->kept_host, sizeof(int32_t) * (size_t)n);
+    if (top_prob)
+        memcpy(top_prob, ws->kept_host + BACKEND_MAX_KEPT, sizeof(float) * (size_t)n);
+    return 0;
 }
 
 static void cuda_run(backend *base, alm_pool *pool, void *workspace,
                      void (*body)(void *ctx, backend_exec *ex), void *ctx)
 {
+    (void)pool;
     cuda_backend *be = (cuda_backend *)base;
     backend_exec ex = { be, workspace };
-    check(&ex, cudaSetDevice(be->device), "selecting the GPU");
-    ex.ws->logits_dst = NULL;
-    ex.ws->ids_dst = NULL;
-    if (!ex.ws->use_graphs || !run_as_graph(&ex, body, ctx)) {
-        ex.ws->mode = PASS_DIRECT;
-        ex.ws->logits_dst = NULL;
-        ex.ws->ids_dst = NULL;
-        body(ctx, &ex);
-    }
+    enqueue_pass(&ex, body, ctx, false);
     check(&ex, cudaStreamSynchronize(ex.ws->stream), "running a pass");
+    ex.ws->in_flight = false;
     /* The logits came to pinned memory (fast, asynchronous); now they are
      * final, hand them over. */
     if (ex.ws->logits_dst)
@@ -599,7 +674,7 @@ static int cuda_take_error(backend *base, void *workspace, alm_error *err)
 /* ------------------------------------------------------------ operations */
 
 enum { OP_EMBED = 1, OP_NORM_MATMUL, OP_MATMUL_ADD, OP_ROPE_STORE, OP_ATTENTION, OP_LOGITS,
-       OP_ARGMAX, OP_ROPE_ATTENTION };
+       OP_ARGMAX, OP_ROPE_ATTENTION, OP_KEEP };
 
 /* Recording a pass: adds the operation and its arguments (a struct zeroed
  * before it was filled, so no padding byte differs) to the signature and
@@ -627,6 +702,7 @@ static fragment_note take_note(backend_exec *ex)
 static const int *position_source(backend_exec *ex, int pos0)
 {
     cuda_workspace *ws = ex->ws;
+    ws->pass_pos0 = pos0;
     if (ws->mode == PASS_RECORD) {
         if (ws->graph_pos0 < 0)
             ws->graph_pos0 = pos0;
@@ -653,20 +729,40 @@ static void cuda_op_embed(backend_exec *ex, const alm_weight *table, const int32
 {
     take_note(ex);
     cuda_workspace *ws = ex->ws;
-    /* staged in every mode: a replayed graph copies them from here */
-    memcpy(ws->tokens_host + 1, tokens, sizeof(int32_t) * (size_t)n_tok);
-    struct { const void *table; int n_tok; float *x; } args;
+    const bool fed = tokens == NULL;
+    ws->pass_tokens = n_tok;
+    ws->pass_fed = fed;
+    if (fed) {
+        /* the token (and position) the pass before left in the token
+         * buffer (cuda_keep_argmax) */
+        if (!ws->queued || n_tok != 1 || !ws->can_feed) {
+            check(ex, cudaErrorInvalidValue, "a pass fed by the argmax of the one before, after none");
+            ws->graph_ok = false;
+            return;
+        }
+    } else {
+        /* queued passes may still read tokens_host */
+        if (ws->in_flight) {
+            check(ex, cudaStreamSynchronize(ws->stream), "running the queued passes");
+            ws->in_flight = false;
+        }
+        /* staged in every mode: a replayed graph copies them from here */
+        memcpy(ws->tokens_host + 1, tokens, sizeof(int32_t) * (size_t)n_tok);
+    }
+    struct { const void *table; int n_tok, fed; float *x; } args;
     memset(&args, 0, sizeof args);
     args.table = matrix_of(table);
     args.n_tok = n_tok;
+    args.fed = fed;
     args.x = x;
     if (n_tok > GRAPH_MAX_TOKENS)
         ws->graph_ok = false;
     if (recording(ex, OP_EMBED, &args, sizeof args))
         return;
     /* the position (slot 0) travels with the tokens */
-    check(ex, cudaMemcpyAsync(ws->tokens, ws->tokens_host, sizeof(int32_t) * (size_t)(1 + n_tok),
-                              cudaMemcpyHostToDevice, ws->stream), "copying the tokens");
+    if (!fed)
+        check(ex, cudaMemcpyAsync(ws->tokens, ws->tokens_host, sizeof(int32_t) * (size_t)(1 + n_tok),
+                                  cudaMemcpyHostToDevice, ws->stream), "copying the tokens");
     check(ex, cuda_embed(matrix_of(table), ws->tokens + 1, n_tok, x, ws->stream), "embedding");
 }
 
@@ -1072,15 +1168,40 @@ static void cuda_op_logits_argmax(backend_exec *ex, const float *x, int first, i
     take_note(ex);
     cuda_workspace *ws = ex->ws;
     int rows = w->rows;
-    ws->ids_dst = ids;
-    ws->top_dst = top_prob;
-    ws->n_choice = n_out;
-    if (output_layer(ex, OP_ARGMAX, x, first, n_out, norm, eps, w, n_valid, top_prob != NULL))
+    const int *pos_dev = NULL;
+    if (ws->queued) {
+        /* kept on the GPU for collect (and the next pass's token) */
+        if (ws->n_kept + n_out > BACKEND_MAX_KEPT) {
+            check(ex, cudaErrorInvalidValue, "more queued passes than ids kept at once");
+            ws->graph_ok = false;
+            return;
+        }
+        ws->pass_kept = n_out;
+        pos_dev = position_source(ex, ws->pass_pos0);
+    } else {
+        ws->ids_dst = ids;
+        ws->top_dst = top_prob;
+        ws->n_choice = n_out;
+    }
+    if (output_layer(ex, OP_ARGMAX, x, first, n_out, norm, eps, w, n_valid, top_prob != NULL)) {
+        /* a queued pass's graph keeps the ids as well */
+        struct { int queued, n_tok; } keep;
+        memset(&keep, 0, sizeof keep);
+        keep.queued = ws->queued;
+        keep.n_tok = ws->pass_tokens;
+        recording(ex, OP_KEEP, &keep, sizeof keep);
         return;
+    }
     int max_tokens = ws->shape.max_tokens;
     float *top = top_prob ? (float *)(ws->choice + max_tokens) : NULL;
     check(ex, cuda_argmax(ws->logits, n_out, rows, n_valid < rows ? n_valid : rows, ws->choice, top,
                           ws->argmax_scratch, max_tokens, ws->stream), "argmax");
+    if (ws->queued) {
+        check(ex, cuda_keep_argmax(ws->choice, top, n_out, ws->kept, (float *)(ws->kept + BACKEND_MAX_KEPT),
+                                   ws->kept_count, ws->tokens, pos_dev, ws->pass_pos0, ws->pass_tokens,
+                                   ws->stream), "keeping the argmax");
+        return;
+    }
     check(ex, cudaMemcpyAsync(ws->choice_host, ws->choice, sizeof(int32_t) * (size_t)n_out,
                               cudaMemcpyDeviceToHost, ws->stream), "copying the argmax");
     if (top)
@@ -1118,6 +1239,8 @@ static const backend_ops cuda_ops = {
     .workspace_new = cuda_workspace_new,
     .workspace_free = cuda_workspace_free,
     .run = cuda_run,
+    .queue = cuda_queue,
+    .collect = cuda_collect,
     .embed = cuda_op_embed,
     .norm_matmul = cuda_op_norm_matmul,
     .matmul_add = cuda_op_matmul_add,

@@ -193,6 +193,17 @@ size_t cuda_argmax_scratch_bytes(int max_n, int max_valid);
 cudaError_t cuda_argmax(const float *logits, int n, int stride, int n_valid, int32_t *ids,
                         float *top, void *scratch, int max_n, cudaStream_t s);
 
+/* After the argmax of a queued pass (ids and, not NULL, top: n_out of
+ * each, device memory): appends them to kept_ids (and kept_top) at
+ * *count, advancing it, and readies the token buffer (tokens[0] the
+ * position, tokens[1] the first token) for a next pass fed on the GPU:
+ * the last id, at the position after this pass's n_tok tokens (its
+ * position from *pos_dev, or pos0 where pos_dev is NULL). A -1 (logits
+ * not finite) feeds token 0, a valid row; the host undoes what follows. */
+cudaError_t cuda_keep_argmax(const int32_t *ids, const float *top, int n_out, int32_t *kept_ids,
+                             float *kept_top, int *count, int32_t *tokens, const int *pos_dev,
+                             int pos0, int n_tok, cudaStream_t s);
+
 /* ---- around a library GEMM, for prefill (gemm_kernels.cu, cuda_gemm.h) */
 
 /* Rows row0 .. row0 + n_rows - 1 of m (row0 and the end within whole
