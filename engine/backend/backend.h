@@ -35,10 +35,12 @@ typedef struct rope_table {
     const float *sin;
 } rope_table;
 
-/* One layer's key/value cache: [max_len][n_kv_heads][head_dim] each. */
+/* One layer's key/value cache: [max_len][n_kv_heads][head_dim] each, in
+ * backend memory, backend.kv_value_bytes a value (the CPU's float32, a
+ * GPU's float16): only the backend reads it. */
 typedef struct kv_layer {
-    float *k;
-    float *v;
+    void *k;
+    void *v;
 } kv_layer;
 
 typedef struct attention_shape {
@@ -207,6 +209,8 @@ typedef struct backend_ops {
 
 struct backend {
     const backend_ops *ops;
+    /* Bytes of one value of the KV cache (kv_layer). */
+    size_t kv_value_bytes;
     /* Host memory the backend's own copies of the weights take
      * (prepare_weights; 0 when it reads the files' mapping). */
     size_t host_copy_bytes;

@@ -371,8 +371,8 @@ static void rope_store_head(const cpu_vector_ops *vec, const attention_shape *s,
         rotate_half(qh, d, c, sn);
     } else {
         int kh = h - s->n_heads;
-        float *kd = cache.k + (size_t)pos * kv_row + (size_t)kh * d;
-        float *vd = cache.v + (size_t)pos * kv_row + (size_t)kh * d;
+        float *kd = (float *)cache.k + (size_t)pos * kv_row + (size_t)kh * d;
+        float *vd = (float *)cache.v + (size_t)pos * kv_row + (size_t)kh * d;
         memcpy(kd, k + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
         memcpy(vd, v + (size_t)t * kv_row + (size_t)kh * d, sizeof(float) * (size_t)d);
         if (k_norm)
@@ -579,6 +579,7 @@ int cpu_backend_new(backend **out, alm_error *err)
     if (!be)
         return alm_error_set(err, -ENOMEM, "out of memory");
     be->base.ops = &cpu_ops;
+    be->base.kv_value_bytes = sizeof(float);
     be->kernels = cpu_kernels_select();
     cpu_isa isa = cpu_kernels_isa(be->kernels);
     be->vector = cpu_vector_ops_for(isa);

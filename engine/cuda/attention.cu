@@ -18,7 +18,7 @@
 
 PROBES_DEFINE(cuda_attention_probes)
 
-#define MAX_HEAD_DIM 256
+#define MAX_HEAD_DIM CUDA_MAX_HEAD_DIM
 
 /* 0 at build time (-DALM_ATTENTION_CLUSTER=0): never merge in clusters,
  * to measure what they gain. */
@@ -93,7 +93,7 @@ static __global__ void rope_store_kernel(cuda_attention_shape a, const float *co
                                          const float *sin_table, const float *q_norm,
                                          const float *k_norm, float eps, float *q, const float *k,
                                          const float *v, int pos0, const int *pos_dev,
-                                         float *k_cache, float *v_cache)
+                                         __half *k_cache, __half *v_cache)
 {
     __shared__ float buf[MAX_HEAD_DIM];
     __shared__ float partial[32];
@@ -111,16 +111,17 @@ static __global__ void rope_store_kernel(cuda_attention_shape a, const float *co
     const float sin_i = i0 < half ? sin_table[(size_t)pos * half + i0] : 0.0f;
     const float norm_i = norm && i0 < d ? norm[i0] : 0.0f;
     wait_for_previous_kernels();
-    float *dst;
+    float *q_dst = nullptr;
+    __half *k_dst = nullptr;
     if (head < a.n_heads) {
-        src = dst = q + ((size_t)t * a.n_heads + head) * d;
+        src = q_dst = q + ((size_t)t * a.n_heads + head) * d;
     } else {
         int kh = head - a.n_heads;
         size_t at = ((size_t)pos * a.n_kv_heads + kh) * d, from = ((size_t)t * a.n_kv_heads + kh) * d;
         src = k + from;
-        dst = k_cache + at;
+        k_dst = k_cache + at;
         if (i0 < d)
-            v_cache[at + i0] = v[from + i0];
+            v_cache[at + i0] = __float2half_rn(v[from + i0]);
     }
     const float x = i0 < d ? src[i0] : 0.0f;
     if (norm) {
@@ -140,24 +141,29 @@ static __global__ void rope_store_kernel(cuda_attention_shape a, const float *co
     __syncthreads();
     if (i0 < half) {
         const float2 y = rotated(buf[i0], buf[i0 + half], cos_i, sin_i);
-        dst[i0] = y.x;
-        dst[i0 + half] = y.y;
+        if (q_dst) {
+            q_dst[i0] = y.x;
+            q_dst[i0 + half] = y.y;
+        } else {
+            k_dst[i0] = __float2half_rn(y.x);
+            k_dst[i0 + half] = __float2half_rn(y.y);
+        }
     }
 }
 
 cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_table,
                             const float *sin_table, const float *q_norm, const float *k_norm,
                             float eps, float *q, const float *k, const float *v, int n_tok,
-                            int pos0, const int *pos_dev, float *k_cache, float *v_cache,
+                            int pos0, const int *pos_dev, cuda_kv *k_cache, cuda_kv *v_cache,
                             cudaStream_t s)
 {
-    if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 2)
+    if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 8)
         return cudaErrorInvalidValue;
     dim3 grid((unsigned)n_tok, (unsigned)(a->n_heads + a->n_kv_heads));
     int threads = (a->head_dim + 31) / 32 * 32;
     return launch_overlapped(rope_store_kernel, grid, dim3((unsigned)threads), 0, s, *a, cos_table,
-                             sin_table, q_norm, k_norm, eps, q, k, v, pos0, pos_dev, k_cache,
-                             v_cache);
+                             sin_table, q_norm, k_norm, eps, q, k, v, pos0, pos_dev,
+                             reinterpret_cast<__half *>(k_cache), reinterpret_cast<__half *>(v_cache));
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -174,16 +180,40 @@ cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_tabl
  * several blocks (blockIdx.y = kv_head * rounds + round). */
 #define ATTN_THREADS 256
 #define ATTN_WARPS (ATTN_THREADS / 32)
+/* Blocks an SM the registers are sized for (__launch_bounds__): two, as
+ * the shared memory allows. Without it, ptxas (CUDA 13) gave the kernels
+ * with float16 tiles 64 to 80 registers and spilled; with it 87 to 94 and
+ * no spill. */
+#define ATTN_SM_BLOCKS 2
 #define ATTN_KEYS CUDA_ATTENTION_SPLIT_KEYS
 static_assert(ATTN_KEYS == 64, "the score loop gives a lane two keys");
 
-/* K rows padded by 4 floats: lanes reading different keys' float4 at the
- * same column then hit different banks. */
+/* A tile's keys and values in shared memory, float16 as the cache holds
+ * them: K rows padded by 8 halves (16 bytes), so that lanes reading
+ * different keys' 16 bytes at the same column hit different banks. */
+static __host__ __device__ inline int key_stride(int d) { return d + 8; }
+
+/* Floats of the shared memory: the tile's keys and values (halves), the
+ * block's query heads, and the warps' scores. */
 static __host__ __device__ inline size_t attention_smem_floats(int d, int heads)
 {
-    return (size_t)ATTN_KEYS * (size_t)(d + 4) + (size_t)ATTN_KEYS * (size_t)d +
+    return (size_t)ATTN_KEYS * (size_t)key_stride(d) / 2 + (size_t)ATTN_KEYS * (size_t)d / 2 +
            (size_t)heads * (size_t)d + (size_t)ATTN_WARPS * ATTN_KEYS;
 }
+
+/* Where the parts of that memory begin. */
+struct attention_smem {
+    __half *ks, *vs;
+    float *qs, *ps;
+
+    __device__ __forceinline__ attention_smem(float *sm, int d, int nh)
+    {
+        ks = reinterpret_cast<__half *>(sm);
+        vs = ks + ATTN_KEYS * key_stride(d);
+        qs = reinterpret_cast<float *>(vs + ATTN_KEYS * d);
+        ps = qs + nh * d;
+    }
+};
 
 /* Warps a query head: where a KV head has fewer query heads than the
  * block has warps (llama3's 4), the spare warps share the tile's keys
@@ -203,7 +233,7 @@ static __device__ __forceinline__ int warps_per_head(int heads)
     return w;
 }
 
-static __device__ __forceinline__ void copy16_async(float *dst, const float *src)
+static __device__ __forceinline__ void copy16_async(void *dst, const void *src)
 {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
                  "l"(src));
@@ -217,18 +247,24 @@ static __device__ inline float warp_max(float v)
 }
 
 /* Starts copying keys and values base + from .. base + to - 1 of kv_head
- * into the tile's shared memory (row key - base). */
-static __device__ inline void copy_keys(const cuda_attention_shape &a, int kv_head, const float *k_cache,
-                                        const float *v_cache, int base, int from, int to, float *ks,
-                                        float *vs)
+ * into the tile's shared memory (row key - base), 8 halves a copy. */
+static __device__ inline void copy_keys(const cuda_attention_shape &a, int kv_head, const __half *k_cache,
+                                        const __half *v_cache, int base, int from, int to, __half *ks,
+                                        __half *vs)
 {
-    const int d = a.head_dim, d4 = d / 4;
-    for (int i = from * d4 + (int)threadIdx.x; i < to * d4; i += ATTN_THREADS) {
-        const int key = i / d4, c = i % d4 * 4;
+    const int d = a.head_dim, d8 = d / 8;
+    for (int i = from * d8 + (int)threadIdx.x; i < to * d8; i += ATTN_THREADS) {
+        const int key = i / d8, c = i % d8 * 8;
         const size_t at = ((size_t)(base + key) * a.n_kv_heads + kv_head) * d + c;
-        copy16_async(ks + key * (d + 4) + c, k_cache + at);
+        copy16_async(ks + key * key_stride(d) + c, k_cache + at);
         copy16_async(vs + key * d + c, v_cache + at);
     }
+}
+
+/* Two halves of 32 bits as floats. */
+static __device__ __forceinline__ float2 halves(uint32_t u)
+{
+    return __half22float2(*reinterpret_cast<const __half2 *>(&u));
 }
 
 /* Floats of one split's partial result: (max, sum), two floats of padding
@@ -331,12 +367,12 @@ static __device__ __forceinline__ void scale_values(float4 (&acc)[V4], float f)
  * on an H100 went 10.9 -> 8.6 us in session 21's variant build; see
  * docs/BENCHMARKS.md). */
 template <int V4, int D = 0>
-static __device__ __forceinline__ void attend_tile(const float *ks, const float *vs, const float *qh,
+static __device__ __forceinline__ void attend_tile(const __half *ks, const __half *vs, const float *qh,
                                                    float *p, int d_arg, int nk, float &m, float &l,
                                                    float4 (&acc)[V4])
 {
     const int d = D ? D : d_arg;
-    const int lane = threadIdx.x & 31, d4 = d / 4;
+    const int lane = threadIdx.x & 31, d8 = d / 8;
     const float4 *q4 = reinterpret_cast<const float4 *>(qh);
     float s[2];
 #pragma unroll
@@ -344,18 +380,22 @@ static __device__ __forceinline__ void attend_tile(const float *ks, const float 
         const int key = lane + 32 * k2;
         float dot = -INFINITY;
         if (key < nk) {
-            const float4 *kr = reinterpret_cast<const float4 *>(ks + key * (d + 4));
+            const uint4 *kr = reinterpret_cast<const uint4 *>(ks + key * key_stride(d));
             dot = 0.0f;
+            /* 8 columns: 16 bytes of the key, two float4 of q */
             auto add = [&](int c) {
-                const float4 kk = kr[c], qq = q4[c];
-                dot += qq.x * kk.x + qq.y * kk.y + qq.z * kk.z + qq.w * kk.w;
+                const uint4 kk = kr[c];
+                const float2 k0 = halves(kk.x), k1 = halves(kk.y), k2 = halves(kk.z), k3 = halves(kk.w);
+                const float4 qa = q4[2 * c], qb = q4[2 * c + 1];
+                dot += qa.x * k0.x + qa.y * k0.y + qa.z * k1.x + qa.w * k1.y;
+                dot += qb.x * k2.x + qb.y * k2.y + qb.z * k3.x + qb.w * k3.y;
             };
             if constexpr (D > 0) {
 #pragma unroll
-                for (int c = 0; c < D / 4; c++)
+                for (int c = 0; c < D / 8; c++)
                     add(c);
             } else {
-                for (int c = 0; c < d4; c++)
+                for (int c = 0; c < d8; c++)
                     add(c);
             }
         }
@@ -376,11 +416,12 @@ static __device__ __forceinline__ void attend_tile(const float *ks, const float 
         for (int v = 0; v < V4; v++) {
             const int c = (v * 32 + lane) * 4;
             if (c < d) {
-                const float4 vv = *reinterpret_cast<const float4 *>(vs + key * d + c);
-                acc[v].x += pk * vv.x;
-                acc[v].y += pk * vv.y;
-                acc[v].z += pk * vv.z;
-                acc[v].w += pk * vv.w;
+                const uint2 vv = *reinterpret_cast<const uint2 *>(vs + key * d + c);
+                const float2 v01 = halves(vv.x), v23 = halves(vv.y);
+                acc[v].x += pk * v01.x;
+                acc[v].y += pk * v01.y;
+                acc[v].z += pk * v23.x;
+                acc[v].w += pk * v23.y;
             }
         }
     };
@@ -480,9 +521,9 @@ struct block_softmax {
      * into ks, vs: the first tile's all of them), every thread of the
      * block; those from `cached` on are in ks, vs already (the ROPE
      * attention's own keys: not in the cache yet). */
-    __device__ __forceinline__ void take_tile(const cuda_attention_shape &a, int kv_head, const float *k_cache,
-                                              const float *v_cache, int base, int from, int cached, int nk,
-                                              float *ks, float *vs, const float *qs, float *ps)
+    __device__ __forceinline__ void take_tile(const cuda_attention_shape &a, int kv_head, const __half *k_cache,
+                                              const __half *v_cache, int base, int from, int cached, int nk,
+                                              __half *ks, __half *vs, const float *qs, float *ps)
     {
         if (from >= cached) {
             /* nothing left to copy (a first tile): the thread's own copies
@@ -500,14 +541,16 @@ struct block_softmax {
         float *p = ps + (threadIdx.x >> 5) * ATTN_KEYS;
         const int n = min(keys_w, nk - key0);
         if (V4 == 1 && d == 128)   /* most models' heads */
-            attend_tile<V4, 128>(ks + key0 * (d + 4), vs + key0 * d, qs + hw * d, p, d, n, m, l, acc);
+            attend_tile<V4, 128>(ks + key0 * key_stride(d), vs + key0 * d, qs + hw * d, p, d, n, m, l, acc);
         else
-            attend_tile<V4>(ks + key0 * (d + 4), vs + key0 * d, qs + hw * d, p, d, n, m, l, acc);
+            attend_tile<V4>(ks + key0 * key_stride(d), vs + key0 * d, qs + hw * d, p, d, n, m, l, acc);
     }
 
-    /* After the last tile, every thread: stage is the tile's memory. */
-    __device__ __forceinline__ void finish(float *stage)
+    /* After the last tile, every thread: stage is the tile's memory
+     * (ATTN_WARPS partials of partial_stride(d) floats fit in its keys). */
+    __device__ __forceinline__ void finish(__half *tile)
     {
+        float *stage = reinterpret_cast<float *>(tile);
         if (wph > 1)
             combine_warps<V4>(stage, d, wph, active, m, l, acc);
     }
@@ -519,16 +562,18 @@ struct block_softmax {
 struct rope_inputs {
     cuda_rope rope;
     const float *k, *v;
-    float *k_cache, *v_cache;
+    __half *k_cache, *v_cache;
 };
 
 /* Floats of shared memory the ROPE attention adds to a block's for a pass
  * of n_tok tokens: the rotation's cos and sin for up to n_tok positions
  * (d each), the norms' weights (2 d), the 1 / rms of the block's query
- * heads and of the pass's keys (ATTN_WARPS + n_tok), padded. */
+ * heads and of the pass's keys (ATTN_WARPS + n_tok), padded, and the
+ * pass's keys in float32 while they are normalized and rotated (n_tok d;
+ * the tile holds them as float16). */
 static __host__ __device__ inline size_t rope_smem_floats(int d, int n_tok)
 {
-    return (size_t)(n_tok + 2) * (size_t)d + ATTN_WARPS + (size_t)n_tok + 4;
+    return (size_t)(2 * n_tok + 2) * (size_t)d + ATTN_WARPS + (size_t)n_tok + 4;
 }
 
 /* A block's share of rope_store in the ROPE attention, on the q, k and v
@@ -550,12 +595,13 @@ static __host__ __device__ inline size_t rope_smem_floats(int d, int n_tok)
  * finish; this waits for them (every thread), then loads what they wrote. */
 static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, const rope_inputs &r, int pass0,
                                                  int t, int kv_head, const float *q_heads, int nh, int lo, int j0,
-                                                 int j1, bool store, float *ks, float *vs, float *qs, float *extra)
+                                                 int j1, bool store, __half *ks, __half *vs, float *qs, float *extra)
 {
     const int d = a.head_dim, half = d / 2, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int np = j1 > j0 ? j1 - j0 : 0;
     const int jr = np ? j0 : t, n_rot = t - jr + 1;   /* the table: positions pass0 + jr .. pass0 + t */
     float *rot = extra, *q_w = rot + (size_t)n_rot * d, *k_w = q_w + d, *inv = k_w + d;
+    float *kf = inv + ATTN_WARPS + t + 4;   /* the pass's keys j0 .. j1 - 1 in float32 */
     const cuda_rope &rp = r.rope;
     for (int i = threadIdx.x; i < n_rot * half; i += ATTN_THREADS) {
         const int row = i / half, c = i % half;
@@ -576,8 +622,8 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
     for (int i = threadIdx.x; i < np * d; i += ATTN_THREADS) {
         const int j = j0 + i / d, c = i % d, row = pass0 + j - lo;
         const size_t from = ((size_t)j * a.n_kv_heads + kv_head) * d + c;
-        ks[row * (d + 4) + c] = r.k[from];
-        const float v = r.v[from];
+        kf[i] = r.k[from];
+        const __half v = __float2half_rn(r.v[from]);
         vs[row * d + c] = v;
         if (store && j == t)
             r.v_cache[((size_t)(pass0 + j) * a.n_kv_heads + kv_head) * d + c] = v;
@@ -586,7 +632,7 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
     PROBE_MARK(true, 2);
     /* rows: the query heads, then the keys */
     const int rows = nh + np;
-#define ROW_AT(row) ((row) < nh ? qs + (row) * d : ks + (pass0 + j0 + (row) - nh - lo) * (d + 4))
+#define ROW_AT(row) ((row) < nh ? qs + (row) * d : kf + ((row) - nh) * d)
     if (rp.q_norm || rp.k_norm) {
         for (int row = warp; row < rows; row += ATTN_WARPS) {
             if (!(row < nh ? rp.q_norm : rp.k_norm))
@@ -615,12 +661,15 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
             x[i] = __fmul_rn(y.x, scale);
             x[i + half] = __fmul_rn(y.y, scale);
         } else {
-            x[i] = y.x;
-            x[i + half] = y.y;
+            /* the key as the cache holds it, in the tile's row */
+            const __half y0 = __float2half_rn(y.x), y1 = __float2half_rn(y.y);
+            __half *row_k = ks + (pass0 + j - lo) * key_stride(d);
+            row_k[i] = y0;
+            row_k[i + half] = y1;
             if (store && j == t) {
-                float *to = r.k_cache + ((size_t)(pass0 + j) * a.n_kv_heads + kv_head) * d;
-                to[i] = y.x;
-                to[i + half] = y.y;
+                __half *to = r.k_cache + ((size_t)(pass0 + j) * a.n_kv_heads + kv_head) * d;
+                to[i] = y0;
+                to[i + half] = y1;
             }
         }
     }
@@ -630,9 +679,9 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
 
 /* V4: float4s of the head dimension per lane (d <= 128 * V4). */
 template <int V4, bool ROPE>
-static __global__ void __launch_bounds__(ATTN_THREADS)
+static __global__ void __launch_bounds__(ATTN_THREADS, ATTN_SM_BLOCKS)
 attention_kernel(const __grid_constant__ cuda_attention_shape a, const float *q, int pos0, const int *pos_dev,
-                 int span, const float *k_cache, const float *v_cache, float *out, float *partials,
+                 int span, const __half *k_cache, const __half *v_cache, float *out, float *partials,
                  unsigned *counters, __half *frag, const __grid_constant__ rope_inputs r)
 {
     extern __shared__ __align__(16) float sm[];
@@ -643,7 +692,9 @@ attention_kernel(const __grid_constant__ cuda_attention_shape a, const float *q,
     const int kv_head = blockIdx.y / rounds, h0 = blockIdx.y % rounds * ATTN_WARPS;
     const int nh = min(ATTN_WARPS, group - h0);
     const int lane = threadIdx.x & 31;
-    float *ks = sm, *vs = ks + ATTN_KEYS * (d + 4), *qs = vs + ATTN_KEYS * d, *ps = qs + nh * d;
+    const attention_smem at(sm, d, nh);
+    __half *ks = at.ks, *vs = at.vs;
+    float *qs = at.qs, *ps = at.ps;
 
     /* splits past the context (a grid sized for a longer one) find no
      * keys and leave a partial of max -infinity, which the merge skips.
@@ -768,9 +819,9 @@ static __global__ void merge_splits(int n_heads, int d, int splits, const float 
  * arithmetic (the helpers above), so the results are rope_store's and then
  * this kernel's, bit for bit, one kernel in the chain of a layer fewer. */
 template <int V4, int CLUSTER, bool ROPE>
-static __global__ void __launch_bounds__(ATTN_THREADS)
+static __global__ void __launch_bounds__(ATTN_THREADS, ATTN_SM_BLOCKS)
 attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const int *pos_dev,
-                         const float *k_cache, const float *v_cache, float *out, __half *frag,
+                         const __half *k_cache, const __half *v_cache, float *out, __half *frag,
                          const __grid_constant__ rope_inputs r)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -785,7 +836,9 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
     const int kv_head = blockIdx.y / rounds, h0 = blockIdx.y % rounds * ATTN_WARPS;
     const int nh = min(ATTN_WARPS, group - h0);
     const int lane = threadIdx.x & 31;
-    float *ks = sm, *vs = ks + ATTN_KEYS * (d + 4), *qs = vs + ATTN_KEYS * d, *ps = qs + nh * d;
+    const attention_smem at(sm, d, nh);
+    __half *ks = at.ks, *vs = at.vs;
+    float *qs = at.qs, *ps = at.ps;
     float *parts = ps + ATTN_WARPS * ATTN_KEYS;   /* nh partials, partial_stride(d) apart */
 
     /* pos_dev: safe to read early (see attention_kernel) */
@@ -936,13 +989,13 @@ bool cuda_rope_attention_fits(const cuda_attention_shape *a, int n_tok, int pos0
 /* cuda_attention, or with r (rope_fits) the ROPE kernels. */
 template <bool ROPE>
 static cudaError_t launch_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
-                                    const int *pos_dev, int max_span, const float *k_cache, const float *v_cache,
+                                    const int *pos_dev, int max_span, const __half *k_cache, const __half *v_cache,
                                     float *out, const cuda_attention_scratch *scratch, __half *frag,
                                     const rope_inputs &r, cudaStream_t s)
 {
     if (frag && (a->n_heads * a->head_dim) % CUDA_TILE_COLS)
         return cudaErrorInvalidValue;
-    if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 4 || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads)
+    if (a->head_dim > MAX_HEAD_DIM || a->head_dim % 8 || a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads)
         return cudaErrorInvalidValue;
     if (ROPE && !rope_fits(a, n_tok, pos0, pos_dev, max_span, scratch))
         return cudaErrorInvalidValue;
@@ -950,7 +1003,7 @@ static cudaError_t launch_attention(const cuda_attention_shape *a, const float *
     const int heads = group < ATTN_WARPS ? group : ATTN_WARPS;
     if (scratch->cluster) {
         const int cluster = scratch->cluster;
-        void (*kernel)(cuda_attention_shape, const float *, int, const int *, const float *, const float *,
+        void (*kernel)(cuda_attention_shape, const float *, int, const int *, const __half *, const __half *,
                        float *, __half *, rope_inputs);
         if (cluster == 16)
             kernel = a->head_dim <= 128 ? attention_cluster_kernel<1, 16, ROPE> : attention_cluster_kernel<2, 16, ROPE>;
@@ -982,23 +1035,23 @@ static cudaError_t launch_attention(const cuda_attention_shape *a, const float *
 }
 
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
-                           const int *pos_dev, int max_span, const float *k_cache,
-                           const float *v_cache, float *out, const cuda_attention_scratch *scratch,
+                           const int *pos_dev, int max_span, const cuda_kv *k_cache,
+                           const cuda_kv *v_cache, float *out, const cuda_attention_scratch *scratch,
                            void *frag, cudaStream_t s)
 {
     const rope_inputs none = {};
-    return launch_attention<false>(a, q, n_tok, pos0, pos_dev, max_span, k_cache, v_cache, out, scratch,
-                                   (__half *)frag, none, s);
+    return launch_attention<false>(a, q, n_tok, pos0, pos_dev, max_span, reinterpret_cast<const __half *>(k_cache),
+                                   reinterpret_cast<const __half *>(v_cache), out, scratch, (__half *)frag, none, s);
 }
 
 cudaError_t cuda_rope_attention(const cuda_attention_shape *a, const cuda_rope *rope, const float *q,
                                 const float *k, const float *v, int n_tok, int pos0, const int *pos_dev,
-                                int max_span, float *k_cache, float *v_cache, float *out,
+                                int max_span, cuda_kv *k_cache, cuda_kv *v_cache, float *out,
                                 const cuda_attention_scratch *scratch, void *frag, cudaStream_t s)
 {
-    const rope_inputs r = { *rope, k, v, k_cache, v_cache };
-    return launch_attention<true>(a, q, n_tok, pos0, pos_dev, max_span, k_cache, v_cache, out, scratch,
-                                  (__half *)frag, r, s);
+    __half *kc = reinterpret_cast<__half *>(k_cache), *vc = reinterpret_cast<__half *>(v_cache);
+    const rope_inputs r = { *rope, k, v, kc, vc };
+    return launch_attention<true>(a, q, n_tok, pos0, pos_dev, max_span, kc, vc, out, scratch, (__half *)frag, r, s);
 }
 
 size_t cuda_attention_partial_floats(int head_dim) { return partial_stride(head_dim); }

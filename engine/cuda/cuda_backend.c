@@ -444,6 +444,13 @@ static void *cuda_workspace_new(backend *base, const workspace_shape *shape,
                                 int n_threads, alm_error *err)
 {
     cuda_backend *be = (cuda_backend *)base;
+    /* the attention copies float16 rows of the cache 16 bytes at a time */
+    if (shape->head_dim % 8 || shape->head_dim > CUDA_MAX_HEAD_DIM) {
+        alm_error_set(err, -ENOTSUP,
+                      "the GPU's attention takes heads of a multiple of 8 columns, up to %d; this model's have %d",
+                      CUDA_MAX_HEAD_DIM, shape->head_dim);
+        return NULL;
+    }
     cuda_workspace *ws = calloc(1, sizeof *ws);
     if (!ws) {
         alm_error_set(err, -ENOMEM, "out of memory");
@@ -1290,6 +1297,7 @@ int cuda_backend_new(backend **out, alm_error *err)
     if (!be)
         return alm_error_set(err, -ENOMEM, "out of memory");
     be->base.ops = &cuda_ops;
+    be->base.kv_value_bytes = sizeof(cuda_kv);
     be->device = 0;
     pthread_mutex_init(&be->lock, NULL);
     *out = &be->base;

@@ -99,14 +99,23 @@ typedef struct cuda_attention_shape {
     int n_heads, n_kv_heads, head_dim, window;
 } cuda_attention_shape;
 
+/* A value of the KV cache: float16, as its bits (C has no __half). Half
+ * the bytes of float32 to hold, and for the attention to read: llama.cpp's
+ * default too. Layout [position][n_kv_heads][head_dim], for keys and
+ * values alike. */
+typedef uint16_t cuda_kv;
+/* The widest head the attention kernels take (their shared memory). */
+#define CUDA_MAX_HEAD_DIM 256
+
 /* Per-head norms (optional), rotary embedding of q and k, k and v into
- * the cache at positions pos0.. (see backend.h rope_store). pos_dev: NULL,
+ * the cache at positions pos0.. (see backend.h rope_store), rounded to
+ * float16 there. Head dimensions a multiple of 8. pos_dev: NULL,
  * or device memory the kernels read pos0 from when they run (a CUDA graph
  * replays one launch at every position). */
 cudaError_t cuda_rope_store(const cuda_attention_shape *a, const float *cos_table,
                             const float *sin_table, const float *q_norm, const float *k_norm,
                             float eps, float *q, const float *k, const float *v, int n_tok,
-                            int pos0, const int *pos_dev, float *k_cache, float *v_cache,
+                            int pos0, const int *pos_dev, cuda_kv *k_cache, cuda_kv *v_cache,
                             cudaStream_t s);
 
 /* The rotary embedding's tables ([position][head_dim / 2] each) and the
@@ -154,8 +163,8 @@ int cuda_attention_cluster_blocks(const cuda_attention_shape *a);
  * cuda_to_fragments(out, n_tok, n_heads * head_dim, NULL, ...) makes them,
  * but for the padding tokens; n_heads * head_dim a multiple of 64). */
 cudaError_t cuda_attention(const cuda_attention_shape *a, const float *q, int n_tok, int pos0,
-                           const int *pos_dev, int max_span, const float *k_cache,
-                           const float *v_cache, float *out, const cuda_attention_scratch *scratch,
+                           const int *pos_dev, int max_span, const cuda_kv *k_cache,
+                           const cuda_kv *v_cache, float *out, const cuda_attention_scratch *scratch,
                            void *frag, cudaStream_t s);
 
 /* cuda_rope_store and then cuda_attention in one launch, for a decode
@@ -169,7 +178,7 @@ bool cuda_rope_attention_fits(const cuda_attention_shape *a, int n_tok, int pos0
                               int max_span, const cuda_attention_scratch *scratch);
 cudaError_t cuda_rope_attention(const cuda_attention_shape *a, const cuda_rope *rope, const float *q,
                                 const float *k, const float *v, int n_tok, int pos0, const int *pos_dev,
-                                int max_span, float *k_cache, float *v_cache, float *out,
+                                int max_span, cuda_kv *k_cache, cuda_kv *v_cache, float *out,
                                 const cuda_attention_scratch *scratch, void *frag, cudaStream_t s);
 
 /* Attention of a prefill pass on the tensor cores (flash_attention.cu):
@@ -180,7 +189,7 @@ cudaError_t cuda_rope_attention(const cuda_attention_shape *a, const cuda_rope *
 #define CUDA_FLASH_MIN_TOKENS 64
 bool cuda_flash_attention_fits(const cuda_attention_shape *a);
 cudaError_t cuda_flash_attention(const cuda_attention_shape *a, const float *q, int n_tok,
-                                 int pos0, const float *k_cache, const float *v_cache, float *out,
+                                 int pos0, const cuda_kv *k_cache, const cuda_kv *v_cache, float *out,
                                  void *frag, cudaStream_t s);
 
 /* For each of n rows of logits (stride floats apart): ids[r] = the argmax

@@ -5,15 +5,15 @@
  * makes a 512-token prompt read every key row once per query, from L1, in
  * 512-byte strides. Here a block takes 64 queries of one head (16 per
  * warp) and walks the keys in tiles of 64: the tile is read once from the
- * cache (float32) into shared memory as float16, and the scores S = Q K^T
+ * cache (float16) into shared memory, and the scores S = Q K^T
  * and the sums P V are mma.m16n8k16 (float32 accumulation) with the online
  * softmax between them, the scores never leaving registers. The
  * accumulator layout of S is the A-operand layout of P V, so the
  * probabilities go from one mma to the next without shared memory; the B
  * operands come from the tiles with ldmatrix (transposed for V).
  *
- * The results differ from attention.cu's by the float16 rounding of q, k,
- * v and the probabilities (about 1e-3 of max|v|), so it serves passes that
+ * The results differ from attention.cu's by the float16 rounding of q and
+ * the probabilities (about 1e-3 of max|v|), so it serves passes that
  * are not graphs and not verifications: a token verified with its drafts
  * must get the logits it gets decoded alone, bit for bit. */
 #include <math.h>
@@ -61,8 +61,8 @@ static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi)
  * rows one ldmatrix reads fall in different banks. */
 template <int D>
 static __global__ void __launch_bounds__(32 * FLASH_WARPS)
-flash_kernel(cuda_attention_shape a, const float *q, int n_tok, int pos0, const float *k_cache,
-             const float *v_cache, float *out, __half *frag)
+flash_kernel(cuda_attention_shape a, const float *q, int n_tok, int pos0, const __half *k_cache,
+             const __half *v_cache, float *out, __half *frag)
 {
     constexpr int STRIDE = D + 8, KSTEPS = D / 16, DTILES = D / 8;
     __shared__ __align__(16) __half ks[FLASH_KEYS * STRIDE];
@@ -72,7 +72,7 @@ flash_kernel(cuda_attention_shape a, const float *q, int n_tok, int pos0, const 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const int kv_head = head / (a.n_heads / a.n_kv_heads);
     const size_t kv_row = (size_t)a.n_kv_heads * D;
-    const float *kbase = k_cache + (size_t)kv_head * D, *vbase = v_cache + (size_t)kv_head * D;
+    const __half *kbase = k_cache + (size_t)kv_head * D, *vbase = v_cache + (size_t)kv_head * D;
 
     /* the warp's rows g and g + 8; padding rows (past n_tok) read the last
      * token's query and are never stored */
@@ -108,15 +108,15 @@ flash_kernel(cuda_attention_shape a, const float *q, int n_tok, int pos0, const 
         __syncthreads();   /* every warp is done with the previous tile */
         /* keys past hi are not written yet: zeros, so that their (masked)
          * probabilities of 0 never meet a NaN of the cache */
-        for (int i = threadIdx.x; i < FLASH_KEYS * D / 4; i += 32 * FLASH_WARPS) {
-            const int key = i / (D / 4), c = (i % (D / 4)) * 4, p = k0 + key;
-            float4 kv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = kv;
+        for (int i = threadIdx.x; i < FLASH_KEYS * D / 8; i += 32 * FLASH_WARPS) {
+            const int key = i / (D / 8), c = (i % (D / 8)) * 8, p = k0 + key;
+            uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = kv;
             if (p < hi) {
-                kv = __ldg(reinterpret_cast<const float4 *>(kbase + (size_t)p * kv_row + c));
-                vv = __ldg(reinterpret_cast<const float4 *>(vbase + (size_t)p * kv_row + c));
+                kv = __ldg(reinterpret_cast<const uint4 *>(kbase + (size_t)p * kv_row + c));
+                vv = __ldg(reinterpret_cast<const uint4 *>(vbase + (size_t)p * kv_row + c));
             }
-            *reinterpret_cast<uint2 *>(ks + key * STRIDE + c) = make_uint2(pack_half2(kv.x, kv.y), pack_half2(kv.z, kv.w));
-            *reinterpret_cast<uint2 *>(vs + key * STRIDE + c) = make_uint2(pack_half2(vv.x, vv.y), pack_half2(vv.z, vv.w));
+            *reinterpret_cast<uint4 *>(ks + key * STRIDE + c) = kv;
+            *reinterpret_cast<uint4 *>(vs + key * STRIDE + c) = vv;
         }
         __syncthreads();
         /* a warp whose queries all come before the tile has nothing in it */
@@ -230,9 +230,11 @@ bool cuda_flash_attention_fits(const cuda_attention_shape *a)
 }
 
 cudaError_t cuda_flash_attention(const cuda_attention_shape *a, const float *q, int n_tok,
-                                 int pos0, const float *k_cache, const float *v_cache, float *out,
+                                 int pos0, const cuda_kv *k_cache_bits, const cuda_kv *v_cache_bits, float *out,
                                  void *frag, cudaStream_t s)
 {
+    const __half *k_cache = reinterpret_cast<const __half *>(k_cache_bits);
+    const __half *v_cache = reinterpret_cast<const __half *>(v_cache_bits);
     if (!cuda_flash_attention_fits(a) || n_tok < 1 ||
         (frag && (a->n_heads * a->head_dim) % CUDA_TILE_COLS))
         return cudaErrorInvalidValue;

@@ -34,7 +34,7 @@ int alm_seq_new(alm_model *m, int max_len, alm_seq **out, alm_error *err)
     size_t b = (size_t)s->batch;
     size_t q_width = (size_t)c->n_heads * c->head_dim;
     size_t kv_width = (size_t)c->n_kv_heads * c->head_dim;
-    size_t kv_bytes = sizeof(float) * (size_t)max_len * kv_width;
+    size_t kv_bytes = m->be->kv_value_bytes * (size_t)max_len * kv_width;
     s->cache = calloc((size_t)c->n_layers, sizeof *s->cache);
     s->tokens = calloc((size_t)max_len, sizeof *s->tokens);
     bool ok = s->cache != NULL && s->tokens != NULL;

@@ -35,6 +35,19 @@ static float *device_floats(size_t n, float value)
     return dev;
 }
 
+/* device_floats' values, as the float16 of a KV cache */
+static cuda_kv *device_kv(size_t n, float value)
+{
+    _Float16 *host = malloc(n * sizeof *host);
+    cuda_kv *dev = NULL;
+    for (size_t i = 0; i < n; i++)
+        host[i] = (_Float16)(value * (float)((i * 2654435761u) % 1000u) / 1000.0f);
+    cudaMalloc((void **)&dev, n * sizeof *dev);
+    cudaMemcpy(dev, host, n * sizeof *dev, cudaMemcpyHostToDevice);
+    free(host);
+    return dev;
+}
+
 static cuda_matrix make_matrix(int rows, int cols, int bits)
 {
     cuda_raw_weight raw = { .rows = rows, .cols = cols, .bits = bits, .group_size = 64,
@@ -152,7 +165,7 @@ static void bench_small(int n_tok, int pos0)
     float *x = device_floats((size_t)n_tok * 14336, 1.0f), *norm = device_floats(14336, 1.0f);
     float *q = device_floats((size_t)n_tok * heads * d, 1.0f), *k = device_floats((size_t)n_tok * kv * d, 1.0f);
     float *v = device_floats((size_t)n_tok * kv * d, 1.0f), *out = device_floats((size_t)n_tok * heads * d, 0.0f);
-    float *kc = device_floats((size_t)ctx * kv * d, 0.5f), *vc = device_floats((size_t)ctx * kv * d, 0.5f);
+    cuda_kv *kc = device_kv((size_t)ctx * kv * d, 0.5f), *vc = device_kv((size_t)ctx * kv * d, 0.5f);
     float *cs = device_floats((size_t)ctx * d / 2, 1.0f), *sn = device_floats((size_t)ctx * d / 2, 1.0f);
     size_t parts = (size_t)heads * 32 * (ctx / CUDA_ATTENTION_SPLIT_KEYS);
     float *partials = device_floats(parts * cuda_attention_partial_floats(d), 0.0f);

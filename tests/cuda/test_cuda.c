@@ -687,6 +687,17 @@ static float *device_randoms(uint64_t *rng, size_t n, float lo, float hi)
     return d;
 }
 
+/* n float16 values of a KV cache, uniform in [lo, hi), in device memory. */
+static cuda_kv *device_kv_randoms(uint64_t *rng, size_t n, float lo, float hi)
+{
+    _Float16 *h = malloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (_Float16)uniform(rng, lo, hi);
+    cuda_kv *d = to_device(h, n * sizeof *h);
+    free(h);
+    return d;
+}
+
 /* Equal bit for bit, bytes of device memory. */
 static bool device_same(const void *a, const void *b, size_t bytes)
 {
@@ -964,8 +975,17 @@ static double flash_difference(int n_heads, int n_kv, int d, int n_tok, int pos0
         k[i] = past ? NAN : uniform(&rng, -1.0f, 1.0f);
         v[i] = past ? NAN : uniform(&rng, -1.0f, 1.0f);
     }
-    float *qd = to_device(q, nq * sizeof *q), *kd = to_device(k, nkv * sizeof *k);
-    float *vd = to_device(v, nkv * sizeof *v), *out_ref = NULL, *out = NULL, *partials = NULL;
+    /* the cache as the GPU holds it: float16 */
+    _Float16 *k16 = malloc(nkv * sizeof *k16), *v16 = malloc(nkv * sizeof *v16);
+    for (size_t i = 0; i < nkv; i++) {
+        k16[i] = (_Float16)k[i];
+        v16[i] = (_Float16)v[i];
+    }
+    float *qd = to_device(q, nq * sizeof *q);
+    cuda_kv *kd = to_device(k16, nkv * sizeof *k16), *vd = to_device(v16, nkv * sizeof *v16);
+    free(k16);
+    free(v16);
+    float *out_ref = NULL, *out = NULL, *partials = NULL;
     void *frag = NULL, *frag_rows = NULL;
     size_t parts = (size_t)n_heads * n_tok * (size_t)((ctx + CUDA_ATTENTION_SPLIT_KEYS - 1) / CUDA_ATTENTION_SPLIT_KEYS);
     cudaError_t e = cudaMalloc((void **)&out_ref, nq * sizeof(float));
@@ -1048,7 +1068,8 @@ typedef struct attention_case {
     int n_tok, pos0, span;
     size_t q_n, parts, frag_bytes;
     bool with_frag;
-    float *q, *kc, *vc, *partials, *out[2];
+    float *q, *partials, *out[2];
+    cuda_kv *kc, *vc;
     void *frag[2];
     int *pos_d;
     const int *pd;   /* pos_d or NULL */
@@ -1064,8 +1085,8 @@ static void attention_case_new(attention_case *c, uint64_t seed, int heads, int 
     c->q_n = (size_t)n_tok * heads * d;
     const size_t c_n = (size_t)ctx * kv * d;
     c->q = device_randoms(&seed, c->q_n, -1.0f, 1.0f);
-    c->kc = device_randoms(&seed, c_n, -1.0f, 1.0f);
-    c->vc = device_randoms(&seed, c_n, -1.0f, 1.0f);
+    c->kc = device_kv_randoms(&seed, c_n, -1.0f, 1.0f);
+    c->vc = device_kv_randoms(&seed, c_n, -1.0f, 1.0f);
     c->parts = (size_t)heads * (size_t)n_tok * (size_t)(ctx / CUDA_ATTENTION_SPLIT_KEYS);
     c->frag_bytes = cuda_fragment_bytes(n_tok, heads * d);
     c->with_frag = (heads * d) % 64 == 0;
@@ -1239,6 +1260,105 @@ static void check_merge_in_last_block(void)
            same, n);
 }
 
+/* The decode attention against the host, in double precision from the
+ * same float16 cache: the other checks compare the kernel's ways with each
+ * other, this one its arithmetic with the definition (softmax(q k / sqrt
+ * d) v over the window up to each token's position). Worst difference
+ * over max|out|. */
+static double attention_reference_difference(int cluster, int heads, int kv, int d, int n_tok, int pos0,
+                                             int window, int ctx)
+{
+    attention_case c;
+    attention_case_new(&c, (uint64_t)(heads * 17 + kv * 5 + d * 3 + n_tok + pos0 * 11 + window + cluster), heads,
+                       kv, d, n_tok, pos0, window, false, ctx);
+    unsigned *counters = NULL;
+    const size_t n_counters = CUDA_ATTENTION_COUNTERS(heads, n_tok);
+    cudaMalloc((void **)&counters, n_counters * sizeof(unsigned));
+    cudaMemset(counters, 0, n_counters * sizeof(unsigned));
+    const cuda_attention_scratch scratch = { c.partials, c.parts, counters, n_counters, cluster };
+    cudaError_t e = attention_case_run(&c, 0, &scratch);
+    if (e == cudaSuccess)
+        e = cudaDeviceSynchronize();
+    const size_t cache_n = (size_t)ctx * kv * d;
+    float *q = malloc(c.q_n * sizeof *q), *out = malloc(c.q_n * sizeof *out);
+    _Float16 *k = malloc(cache_n * sizeof *k), *v = malloc(cache_n * sizeof *v);
+    double *p = malloc((size_t)ctx * sizeof *p);
+    if (e == cudaSuccess) e = cudaMemcpy(q, c.q, c.q_n * sizeof *q, cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess) e = cudaMemcpy(out, c.out[0], c.q_n * sizeof *out, cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess) e = cudaMemcpy(k, c.kc, cache_n * sizeof *k, cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess) e = cudaMemcpy(v, c.vc, cache_n * sizeof *v, cudaMemcpyDeviceToHost);
+    double worst = e == cudaSuccess ? 0.0 : -1.0, scale = 0.0;
+    const int group = heads / kv;
+    for (int t = 0; e == cudaSuccess && t < n_tok; t++) {
+        const int pos = pos0 + t, first = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+        for (int h = 0; h < heads; h++) {
+            const float *qh = q + ((size_t)t * heads + h) * d;
+            const int kh = h / group;
+            double most = -INFINITY, sum = 0.0;
+            for (int j = first; j <= pos; j++) {
+                const _Float16 *kr = k + ((size_t)j * kv + kh) * d;
+                double dot = 0.0;
+                for (int i = 0; i < d; i++)
+                    dot += (double)qh[i] * (double)kr[i];
+                p[j] = dot / sqrt((double)d);
+                most = fmax(most, p[j]);
+            }
+            for (int j = first; j <= pos; j++) {
+                p[j] = exp(p[j] - most);
+                sum += p[j];
+            }
+            for (int i = 0; i < d; i++) {
+                double o = 0.0;
+                for (int j = first; j <= pos; j++)
+                    o += p[j] * (double)v[((size_t)j * kv + kh) * d + i];
+                o /= sum;
+                const double got = out[((size_t)t * heads + h) * d + i];
+                worst = fmax(worst, fabs(got - o));
+                if (isnan(got))
+                    worst = INFINITY;
+                scale = fmax(scale, fabs(o));
+            }
+        }
+    }
+    free(q);
+    free(out);
+    free(k);
+    free(v);
+    free(p);
+    cudaFree(counters);
+    attention_case_free(&c);
+    return worst > 0.0 && scale > 0.0 ? worst / scale : worst;
+}
+
+static void check_attention_reference(void)
+{
+    static const struct { int cluster, heads, kv, d, n_tok, pos0, window, ctx; } cases[] = {
+        { 16, 32, 8, 128, 1, 540, 0, 1024 },   /* a llama3-8b decode step in clusters */
+        { 0, 32, 8, 128, 1, 540, 0, 1024 },    /* the same, merged through memory */
+        { 0, 16, 4, 128, 5, 61, 0, 128 },      /* a verification across a split */
+        { 0, 8, 8, 256, 2, 70, 0, 128 },       /* 256 columns */
+        { 0, 8, 4, 64, 4, 300, 128, 384 },     /* a sliding window */
+        { 0, 4, 1, 16, 3, 20, 0, 64 },         /* a tiny model's heads */
+    };
+    const int n = (int)(sizeof cases / sizeof cases[0]);
+    int good = 0;
+    double worst = 0.0;
+    for (int i = 0; i < n; i++) {
+        const double diff = attention_reference_difference(cases[i].cluster, cases[i].heads, cases[i].kv, cases[i].d,
+                                                           cases[i].n_tok, cases[i].pos0, cases[i].window,
+                                                           cases[i].ctx);
+        const bool ok = diff >= 0.0 && diff <= 1e-5;
+        if (!ok)
+            tap_diag("attention against the host: %d heads (%d kv) of %d, %d tokens at %d, window %d%s: %.2e",
+                     cases[i].heads, cases[i].kv, cases[i].d, cases[i].n_tok, cases[i].pos0, cases[i].window,
+                     cases[i].cluster ? ", clusters" : "", diff);
+        good += ok;
+        worst = fmax(worst, diff);
+    }
+    tap_ok(good == n, "the decode attention equals the host's from the same float16 cache within 1e-5 of max|out| "
+                      "(%d of %d shapes, worst %.1e)", good, n, worst);
+}
+
 /* The attention that merges its splits inside thread block clusters
  * against the merge through global memory, for one shape: up to `cluster`
  * tiles of keys the splits are the same and so must the bits be (output
@@ -1345,13 +1465,14 @@ static bool rope_attention_same(int cluster, int heads, int kv, int d, int n_tok
     float *cos_t = device_randoms(&seed, half_n, -1.0f, 1.0f), *sin_t = device_randoms(&seed, half_n, -1.0f, 1.0f);
     float *q_norm = norms ? device_randoms(&seed, (size_t)d, 0.5f, 1.5f) : NULL;
     float *k_norm = norms ? device_randoms(&seed, (size_t)d, 0.5f, 1.5f) : NULL;
-    float *q_rot = NULL, *kc2 = NULL, *vc2 = NULL;
+    float *q_rot = NULL;
+    cuda_kv *kc2 = NULL, *vc2 = NULL;
     cudaMalloc((void **)&q_rot, c.q_n * sizeof(float));
-    cudaMalloc((void **)&kc2, cache_n * sizeof(float));
-    cudaMalloc((void **)&vc2, cache_n * sizeof(float));
+    cudaMalloc((void **)&kc2, cache_n * sizeof(cuda_kv));
+    cudaMalloc((void **)&vc2, cache_n * sizeof(cuda_kv));
     cudaMemcpy(q_rot, c.q, c.q_n * sizeof(float), cudaMemcpyDeviceToDevice);
-    cudaMemcpy(kc2, c.kc, cache_n * sizeof(float), cudaMemcpyDeviceToDevice);
-    cudaMemcpy(vc2, c.vc, cache_n * sizeof(float), cudaMemcpyDeviceToDevice);
+    cudaMemcpy(kc2, c.kc, cache_n * sizeof(cuda_kv), cudaMemcpyDeviceToDevice);
+    cudaMemcpy(vc2, c.vc, cache_n * sizeof(cuda_kv), cudaMemcpyDeviceToDevice);
     unsigned *counters = NULL;
     const size_t n_counters = CUDA_ATTENTION_COUNTERS(heads, n_tok);
     cudaMalloc((void **)&counters, n_counters * sizeof(unsigned));
@@ -1375,8 +1496,8 @@ static bool rope_attention_same(int cluster, int heads, int kv, int d, int n_tok
     if (!why)
         why = e != cudaSuccess ? cudaGetErrorString(e)
               : !attention_case_same(&c) ? "the output differs"
-              : !device_same(c.kc, kc2, cache_n * sizeof(float)) ? "the keys' cache differs"
-              : !device_same(c.vc, vc2, cache_n * sizeof(float)) ? "the values' cache differs"
+              : !device_same(c.kc, kc2, cache_n * sizeof(cuda_kv)) ? "the keys' cache differs"
+              : !device_same(c.vc, vc2, cache_n * sizeof(cuda_kv)) ? "the values' cache differs"
                                                                 : NULL;
     if (why)
         tap_diag("rope and attention in one launch, %s%d, %d heads (%d kv) of %d, %d tokens at %d, window %d%s%s: %s",
@@ -1506,6 +1627,7 @@ int main(void)
     check_matmul_bits();
     check_out_of_memory();
     check_flash_attention();
+    check_attention_reference();
     check_merge_in_last_block();
     check_cluster_merge();
     check_rope_attention();

@@ -9,7 +9,8 @@ matmul's checks, 6 for --attention, on two cores.
 
 (default) the matmul kernels of engine/cuda/matmul.cu
 --attention  the attention kernels of engine/cuda/attention.cu instead:
-          test-cuda's checks that compare its ways of computing one result
+          test-cuda's check of the decode attention against the host, and
+          its checks that compare its ways of computing one result
           bit for bit (the merge in the last block against the merge
           launch, the merge in thread block clusters against the merge
           through memory, rope and attention in one launch against
@@ -158,9 +159,10 @@ def typedef(source, name):
     return m.group(0)
 
 
-ATTENTION_CHECKS = ["next_random", "uniform", "to_device", "device_randoms", "device_same",
+ATTENTION_CHECKS = ["next_random", "uniform", "to_device", "device_randoms", "device_kv_randoms", "device_same",
                     "attention_case_new", "attention_case_run", "attention_case_same",
-                    "attention_case_free", "merge_in_last_block_same", "check_merge_in_last_block",
+                    "attention_case_free", "attention_reference_difference", "check_attention_reference",
+                    "merge_in_last_block_same", "check_merge_in_last_block",
                     "cluster_merge_difference", "check_cluster_merge", "rope_attention_same",
                     "check_rope_attention"]
 
@@ -181,6 +183,7 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!tap_ok(cuda_attention_setup() == cudaSuccess, "attention kernels set up"))
         return tap_done();
+    check_attention_reference();
     check_merge_in_last_block();
     check_cluster_merge();
     check_rope_attention();

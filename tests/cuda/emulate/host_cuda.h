@@ -78,6 +78,7 @@ static inline __half2 __low2half2(__half2 h) { return __half2{ h.x, h.x }; }
 static inline __half2 __high2half2(__half2 h) { return __half2{ h.y, h.y }; }
 static inline float __low2float(__half2 h) { return (float)h.x; }
 static inline float __high2float(__half2 h) { return (float)h.y; }
+static inline float2 __half22float2(__half2 h);   /* after make_float2 */
 /* one rounding, as the GPU's fma: the product of two halves and the sum are
  * exact in double but for exponents far apart, which the kernels never have */
 static inline _Float16 fma16(_Float16 a, _Float16 b, _Float16 c)
@@ -104,6 +105,7 @@ static inline float2 make_float2(float x, float y)
     r.y = y;
     return r;
 }
+static inline float2 __half22float2(__half2 h) { return make_float2((float)h.x, (float)h.y); }
 static inline float4 make_float4(float x, float y, float z, float w)
 {
     float4 r;
@@ -293,7 +295,7 @@ static inline void cp_async(uint32_t dst, const void *src, int bytes, bool)
 static inline void cp_async_commit() {}
 template <int N> static inline void cp_async_wait() {}
 /* attention.cu's */
-static inline void copy16_async(float *dst, const float *src) { memcpy(dst, src, 16); }
+static inline void copy16_async(void *dst, const void *src) { memcpy(dst, src, 16); }
 
 template <class T> static cudaError_t cudaFuncSetAttribute(T *, cudaFuncAttribute, int)
 {
