@@ -166,6 +166,18 @@ static int ensure_workspace(alm_seq *s, int n_threads, alm_error *err)
     return s->workspace ? 0 : err && err->code ? err->code : -ENOMEM;
 }
 
+/* Tokens a pass may append: ids of the vocabulary; and the workspace for
+ * its passes. */
+static int prepare_tokens(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n, alm_error *err)
+{
+    int32_t vocab = s->model->cfg.vocab_size;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            return alm_error_set(err, -EINVAL, "token id %d is outside the vocabulary (0..%d)",
+                                 tokens[i], vocab - 1);
+    return ensure_workspace(s, alm_pool_size(pool), err);
+}
+
 /* The passes of alm_seq_forward and alm_seq_forward_argmax: the outputs of
  * the last n_out tokens overall, which may span passes, go to logits
  * ([n_out][vocab]) or, ids not NULL, to ids and top_prob. */
@@ -177,11 +189,7 @@ static int forward(alm_seq *s, alm_pool *pool, const int32_t *tokens, int n, int
         return alm_error_set(err, -ENOSPC,
                              "context full: %d of %d tokens cached, %d more asked for",
                              s->length, s->capacity, n);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= vocab)
-            return alm_error_set(err, -EINVAL, "token id %d is outside the vocabulary (0..%d)",
-                                 tokens[i], vocab - 1);
-    int r = ensure_workspace(s, alm_pool_size(pool), err);
+    int r = prepare_tokens(s, pool, tokens, n, err);
     if (r < 0)
         return r;
 
@@ -298,12 +306,7 @@ int alm_seq_decode_greedy(alm_seq *s, alm_pool *pool, const int32_t *tokens, int
         return r;
     }
 
-    int32_t vocab = s->model->cfg.vocab_size;
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= vocab)
-            return alm_error_set(err, -EINVAL, "token id %d is outside the vocabulary (0..%d)",
-                                 tokens[i], vocab - 1);
-    int r = ensure_workspace(s, alm_pool_size(pool), err);
+    int r = prepare_tokens(s, pool, tokens, n, err);
     if (r < 0)
         return r;
     if (n > s->batch) {
