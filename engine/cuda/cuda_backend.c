@@ -19,7 +19,12 @@
  * replayed, or the body runs again under stream capture to make one. Larger
  * passes, and those with host work in the middle (MoE routing), run
  * directly. The position, the one argument that changes every step, is
- * read by the kernels from device memory (slot 0 of the token buffer). */
+ * read by the kernels from device memory (slot 0 of the token buffer).
+ *
+ * queue() runs a pass like run() without waiting for it: greedy decoding
+ * queues its steps back to back, each argmax kept on the GPU and written
+ * into the token buffer as the next pass's token and position, and
+ * collect() waits and copies the kept ids in one transfer. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
