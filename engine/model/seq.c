@@ -345,17 +345,13 @@ int alm_seq_decode_greedy(alm_seq *s, alm_pool *pool, const int32_t *tokens, int
         /* the tokens of the passes fed on the GPU, now known */
         for (int i = first > 0 ? first : 1; i < j; i++)
             s->tokens[length_after_pass0 + i - 1] = ids[i - 1];
+        /* a -1 before the last step: no more chunks (undo_after_failure
+         * fills in the ids of the steps not taken) */
         bool stopped = false;
         for (int i = first; i < j && i < n_steps - 1; i++)
             stopped = stopped || ids[i] < 0;
-        if (stopped) {
-            for (int i = j; i < n_steps; i++) {
-                ids[i] = -1;
-                if (top_prob)
-                    top_prob[i] = 0.0f;
-            }
+        if (stopped)
             break;
-        }
     }
     undo_after_failure(s, length_after_pass0, ids, top_prob, n_steps);
     return 0;
