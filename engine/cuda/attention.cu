@@ -225,7 +225,7 @@ struct attention_smem {
 #ifndef ALM_ATTENTION_WARP_SPLIT
 #define ALM_ATTENTION_WARP_SPLIT 1
 #endif
-static __device__ __forceinline__ int warps_per_head(int heads)
+static __host__ __device__ __forceinline__ int warps_per_head(int heads)
 {
     int w = 1;
     while (ALM_ATTENTION_WARP_SPLIT && 2 * w * heads <= ATTN_WARPS)
@@ -437,6 +437,36 @@ static __device__ __forceinline__ void attend_tile(const __half *ks, const __hal
     __syncwarp();   /* p is rewritten by the next tile */
 }
 
+/* Online softmax (m, l, acc) rescaled to a maximum `most` >= m: its part
+ * of the combination of several (combine_warps, combine_halves). */
+template <int V4>
+static __device__ __forceinline__ void rescale_softmax(float most, float m, float &l, float4 (&acc)[V4])
+{
+    const float f = m == -INFINITY ? 0.0f : expf(m - most);
+    l *= f;
+    scale_values(acc, f);
+}
+
+/* Another online softmax (ms, ls, values x) added to (l, acc), which is at
+ * the maximum `most` already. */
+template <int V4>
+static __device__ __forceinline__ void absorb_softmax(float most, float ms, float ls, const float4 (&x)[V4],
+                                                      int d, float &l, float4 (&acc)[V4])
+{
+    const int lane = threadIdx.x & 31;
+    const float fs = ms == -INFINITY ? 0.0f : expf(ms - most);
+    l += fs * ls;
+#pragma unroll
+    for (int v = 0; v < V4; v++) {
+        if ((v * 32 + lane) * 4 < d) {
+            acc[v].x += fs * x[v].x;
+            acc[v].y += fs * x[v].y;
+            acc[v].z += fs * x[v].z;
+            acc[v].w += fs * x[v].w;
+        }
+    }
+}
+
 /* The wph warps of each head (warps hw * wph .. + wph - 1) fold their
  * online softmaxes into the first one's: max M of their maxima, and the
  * sums and values each scaled by e^(m - M). stage: shared memory free for
@@ -459,27 +489,117 @@ static __device__ __forceinline__ void combine_warps(float *stage, int d, int wp
         most = fmaxf(most, mine[s * stride]);
     if (most == -INFINITY)
         return;   /* no keys for this head here */
-    const float f = m == -INFINITY ? 0.0f : expf(m - most);
-    l *= f;
-    scale_values(acc, f);
+    rescale_softmax<V4>(most, m, l, acc);
     for (int s = 1; s < wph; s++) {
         const float *theirs = mine + s * stride;
-        const float ms = theirs[0];
-        const float fs = ms == -INFINITY ? 0.0f : expf(ms - most);
-        l += fs * theirs[1];
+        float4 x[V4];
+#pragma unroll
+        for (int v = 0; v < V4; v++) {
+            const int c = (v * 32 + lane) * 4;
+            x[v] = c < d ? *reinterpret_cast<const float4 *>(theirs + 4 + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        absorb_softmax<V4>(most, theirs[0], theirs[1], x, d, l, acc);
+    }
+    m = most;
+}
+
+/* One warp's query head over a tile of nk keys as decoding's two warps of
+ * a head take it (warps_per_head 2): keys 0 .. 31 and 32 .. 63 (the
+ * tile's halves) each their own online softmax (m[h], l[h], acc[h]),
+ * with attend_tile's arithmetic for nk keys of which a lane has one; then
+ * combine_halves folds them as combine_warps folds the two warps'. So a
+ * warp a (token, head) gives a decode step's bits, the halves' chains
+ * side by side. The softmaxes start empty (one tile a block). */
+template <int V4, int D = 0>
+static __device__ __forceinline__ void attend_halves(const __half *ks, const __half *vs, const float *qh,
+                                                     float *p, int d_arg, int nk, float (&m)[2], float (&l)[2],
+                                                     float4 (&acc)[2][V4])
+{
+    const int d = D ? D : d_arg;
+    const int lane = threadIdx.x & 31, d8 = d / 8;
+    const float4 *q4 = reinterpret_cast<const float4 *>(qh);
+    const int n[2] = { min(32, nk), nk - 32 };   /* keys of each half; the second's may be none */
+    float s[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float dot = -INFINITY;
+        if (lane < n[h]) {
+            const uint4 *kr = reinterpret_cast<const uint4 *>(ks + (32 * h + lane) * key_stride(d));
+            dot = 0.0f;
+            auto add = [&](int c) {
+                const uint4 kk = kr[c];
+                const float2 k0 = halves(kk.x), k1 = halves(kk.y), k2 = halves(kk.z), k3 = halves(kk.w);
+                const float4 qa = q4[2 * c], qb = q4[2 * c + 1];
+                dot += qa.x * k0.x + qa.y * k0.y + qa.z * k1.x + qa.w * k1.y;
+                dot += qb.x * k2.x + qb.y * k2.y + qb.z * k3.x + qb.w * k3.y;
+            };
+            if constexpr (D > 0) {
+#pragma unroll
+                for (int c = 0; c < D / 8; c++)
+                    add(c);
+            } else {
+                for (int c = 0; c < d8; c++)
+                    add(c);
+            }
+        }
+        s[h] = dot;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        if (n[h] <= 0)
+            continue;
+        const float new_max = fmaxf(m[h], warp_max(s[h]));
+        const float corr = expf(m[h] - new_max);
+        const float e = lane < n[h] ? expf(s[h] - new_max) : 0.0f;
+        l[h] = l[h] * corr + warp_sum(e);
+        p[32 * h + lane] = e;
+        scale_values(acc[h], corr);
+        m[h] = new_max;
+    }
+    __syncwarp();
+    auto weigh = [&](int h, int key) {
+        const float pk = p[32 * h + key];
 #pragma unroll
         for (int v = 0; v < V4; v++) {
             const int c = (v * 32 + lane) * 4;
             if (c < d) {
-                const float4 x = *reinterpret_cast<const float4 *>(theirs + 4 + c);
-                acc[v].x += fs * x.x;
-                acc[v].y += fs * x.y;
-                acc[v].z += fs * x.z;
-                acc[v].w += fs * x.w;
+                const uint2 vv = *reinterpret_cast<const uint2 *>(vs + (32 * h + key) * d + c);
+                const float2 v01 = halves(vv.x), v23 = halves(vv.y);
+                acc[h][v].x += pk * v01.x;
+                acc[h][v].y += pk * v01.y;
+                acc[h][v].z += pk * v23.x;
+                acc[h][v].w += pk * v23.y;
             }
         }
+    };
+    /* n[1] <= n[0] */
+    if constexpr (D > 0) {
+#pragma unroll 8
+        for (int key = 0; key < n[0]; key++) {
+            weigh(0, key);
+            if (key < n[1])
+                weigh(1, key);
+        }
+    } else {
+        for (int key = 0; key < n[0]; key++) {
+            weigh(0, key);
+            if (key < n[1])
+                weigh(1, key);
+        }
     }
-    m = most;
+}
+
+/* The second half's softmax folded into the first's, as combine_warps
+ * folds a head's second warp into its first. */
+template <int V4>
+static __device__ __forceinline__ void combine_halves(int d, float (&m)[2], float (&l)[2], float4 (&acc)[2][V4])
+{
+    const float most = fmaxf(m[0], m[1]);
+    if (most == -INFINITY)
+        return;
+    rescale_softmax<V4>(most, m[0], l[0], acc[0]);
+    absorb_softmax<V4>(most, m[1], l[1], acc[1], d, l[0], acc[0]);
+    m[0] = most;
 }
 
 /* What the attention kernels share: the block's query heads in shared
@@ -579,29 +699,32 @@ static __host__ __device__ inline size_t rope_smem_floats(int d, int n_tok)
 /* A block's share of rope_store in the ROPE attention, on the q, k and v
  * the projection left (its arithmetic, with the helpers above, so that the
  * results are rope_store's bit for bit):
- * - the block's nh query heads of token t (q_heads, position pass0 + t)
- *   into qs, normalized, rotated and scaled by 1/sqrt(d) as load_query
- *   scales them;
- * - the pass's own keys j0 .. j1 - 1 (j1 - 1 <= t; positions pass0 + j),
- *   which lie in the block's tile of keys from lo, normalized and rotated
- *   into the tile's rows of ks, with their values into vs (the tile's keys
- *   before pass0 come from the cache, by cp.async); and, store, token t's
- *   own key and value into the cache, for the passes after this one (so
- *   each once: of all the blocks that take key j, token j's is the one
- *   whose window surely holds it; no block of this launch reads the
- *   cache's copy).
- * extra: rope_smem_floats(d, t + 1) floats. The rotation's tables and the
+ * - the block's nh query heads of tokens t .. t + nq - 1 (q_heads: token
+ *   t's, the next token's n_heads * d floats on; positions pass0 + t ..)
+ *   into qs (token by token, nh * d floats each), normalized, rotated and
+ *   scaled by 1/sqrt(d) as load_query scales them;
+ * - the pass's own keys j0 .. j1 - 1 (j1 - 1 <= t + nq - 1; positions
+ *   pass0 + j), which lie in the block's tile of keys from lo, normalized
+ *   and rotated into the tile's rows of ks, with their values into vs (the
+ *   tile's keys before pass0 come from the cache, by cp.async); and,
+ *   store, the block's tokens' own keys and values into the cache, for the
+ *   passes after this one (so each once: of all the blocks that take key
+ *   j, token j's is the one whose window surely holds it; no block of this
+ *   launch reads the cache's copy).
+ * extra: rope_smem_floats(d, t + nq) floats. The rotation's tables and the
  * norms' weights, constants of the model, load while the kernels before
  * finish; this waits for them (every thread), then loads what they wrote. */
 static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, const rope_inputs &r, int pass0,
-                                                 int t, int kv_head, const float *q_heads, int nh, int lo, int j0,
-                                                 int j1, bool store, __half *ks, __half *vs, float *qs, float *extra)
+                                                 int t, int nq, int kv_head, const float *q_heads, int nh, int lo,
+                                                 int j0, int j1, bool store, __half *ks, __half *vs, float *qs,
+                                                 float *extra)
 {
     const int d = a.head_dim, half = d / 2, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int np = j1 > j0 ? j1 - j0 : 0;
-    const int jr = np ? j0 : t, n_rot = t - jr + 1;   /* the table: positions pass0 + jr .. pass0 + t */
+    const int np = j1 > j0 ? j1 - j0 : 0, t_last = t + nq - 1, nqh = nq * nh;
+    /* the table: positions pass0 + jr .. pass0 + t_last */
+    const int jr = np ? min(j0, t) : t, n_rot = t_last - jr + 1;
     float *rot = extra, *q_w = rot + (size_t)n_rot * d, *k_w = q_w + d, *inv = k_w + d;
-    float *kf = inv + ATTN_WARPS + t + 4;   /* the pass's keys j0 .. j1 - 1 in float32 */
+    float *kf = inv + ATTN_WARPS + t_last + 4;   /* the pass's keys j0 .. j1 - 1 in float32 */
     const cuda_rope &rp = r.rope;
     for (int i = threadIdx.x; i < n_rot * half; i += ATTN_THREADS) {
         const int row = i / half, c = i % half;
@@ -617,25 +740,25 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
     }
     wait_for_previous_kernels();
     PROBE_MARK(true, 1);
-    for (int i = threadIdx.x; i < nh * d; i += ATTN_THREADS)
-        qs[i] = q_heads[i];
+    for (int i = threadIdx.x; i < nqh * d; i += ATTN_THREADS)
+        qs[i] = q_heads[(size_t)(i / (nh * d)) * a.n_heads * d + i % (nh * d)];
     for (int i = threadIdx.x; i < np * d; i += ATTN_THREADS) {
         const int j = j0 + i / d, c = i % d, row = pass0 + j - lo;
         const size_t from = ((size_t)j * a.n_kv_heads + kv_head) * d + c;
         kf[i] = r.k[from];
         const __half v = __float2half_rn(r.v[from]);
         vs[row * d + c] = v;
-        if (store && j == t)
+        if (store && j >= t && j <= t_last)
             r.v_cache[((size_t)(pass0 + j) * a.n_kv_heads + kv_head) * d + c] = v;
     }
     __syncthreads();
     PROBE_MARK(true, 2);
     /* rows: the query heads, then the keys */
-    const int rows = nh + np;
-#define ROW_AT(row) ((row) < nh ? qs + (row) * d : kf + ((row) - nh) * d)
+    const int rows = nqh + np;
+#define ROW_AT(row) ((row) < nqh ? qs + (row) * d : kf + ((row) - nqh) * d)
     if (rp.q_norm || rp.k_norm) {
         for (int row = warp; row < rows; row += ATTN_WARPS) {
-            if (!(row < nh ? rp.q_norm : rp.k_norm))
+            if (!(row < nqh ? rp.q_norm : rp.k_norm))
                 continue;
             const float ss = head_sum_of_squares(ROW_AT(row), d);
             if (lane == 0)
@@ -646,8 +769,8 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
     const float scale = 1.0f / sqrtf((float)d);
     for (int p = threadIdx.x; p < rows * half; p += ATTN_THREADS) {
         const int row = p / half, i = p % half;
-        const bool is_q = row < nh;
-        const int j = is_q ? t : j0 + row - nh;
+        const bool is_q = row < nqh;
+        const int j = is_q ? t + row / nh : j0 + row - nqh;
         float *x = ROW_AT(row);
         float x0 = x[i], x1 = x[i + half];
         if (is_q ? rp.q_norm != nullptr : rp.k_norm != nullptr) {
@@ -666,7 +789,7 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
             __half *row_k = ks + (pass0 + j - lo) * key_stride(d);
             row_k[i] = y0;
             row_k[i + half] = y1;
-            if (store && j == t) {
+            if (store && j >= t && j <= t_last) {
                 __half *to = r.k_cache + ((size_t)(pass0 + j) * a.n_kv_heads + kv_head) * d;
                 to[i] = y0;
                 to[i + half] = y1;
@@ -716,7 +839,7 @@ attention_kernel(const __grid_constant__ cuda_attention_shape a, const float *q,
         /* one tile a block (the launch makes sure): the pass's keys in it
          * are j0 .. j1 - 1 */
         const int j0 = max(lo, pass0) - pass0, j1 = hi - pass0;
-        rope_rows(a, r, pass0, t, kv_head, q_heads, nh, lo, j0, j1, h0 == 0, ks, vs, qs, ps + ATTN_WARPS * ATTN_KEYS);
+        rope_rows(a, r, pass0, t, 1, kv_head, q_heads, nh, lo, j0, j1, h0 == 0, ks, vs, qs, ps + ATTN_WARPS * ATTN_KEYS);
     } else {
         wait_for_previous_kernels();
         /* the rest of the first tile (the pass's own keys) on its way while q loads */
@@ -774,6 +897,118 @@ attention_kernel(const __grid_constant__ cuda_attention_shape a, const float *q,
     }
     __syncthreads();
     if (last && mine) {
+        __threadfence();
+        merge_row(partials + row * splits * partial_stride(d), splits, d, out + row * d, frag, t, head * d,
+                  a.n_heads * d / 16);
+    }
+}
+
+/* Verifying (ROPE, one tile a block) where decoding gives each query head
+ * of a KV head two warps (warps_per_head 2: llama3's 4 heads a KV head):
+ * a block takes two tokens, a warp a (token, head) that does the work of
+ * decoding's two (attend_halves, combine_halves), so that a verified token
+ * gets a decode step's bits. The tile (and the pass's keys in it, rotated
+ * once) serves both tokens: 5 tokens take 3 blocks a (split, KV head)
+ * instead of 5, in one wave on an H100. 0 at build time
+ * (-DALM_ATTENTION_PAIRS=0): a block a token, to measure what it gains. */
+#ifndef ALM_ATTENTION_PAIRS
+#define ALM_ATTENTION_PAIRS 1
+#endif
+#define PAIR_HEADS (ATTN_WARPS / 2)
+
+/* Whether a pass takes attention_pair_kernel (with the ROPE kernels that
+ * rope_fits, no clusters): a window would start a token's keys inside a
+ * tile, where its halves are not decoding's. */
+static bool pairs_fit(const cuda_attention_shape *a, int n_tok)
+{
+    const int group = a->n_heads / a->n_kv_heads;
+    return ALM_ATTENTION_PAIRS && n_tok >= 2 && a->window <= 0 && group <= PAIR_HEADS &&
+           warps_per_head(group) == 2;
+}
+
+template <int V4>
+static __global__ void __launch_bounds__(ATTN_THREADS, ATTN_SM_BLOCKS)
+attention_pair_kernel(const __grid_constant__ cuda_attention_shape a, const float *q, int n_tok, int pos0,
+                      const int *pos_dev, int span, const __half *k_cache, const __half *v_cache, float *out,
+                      float *partials, unsigned *counters, __half *frag, const __grid_constant__ rope_inputs r)
+{
+    extern __shared__ __align__(16) float sm[];
+    let_next_kernel_start();
+    const int d = a.head_dim, group = a.n_heads / a.n_kv_heads;   /* at most PAIR_HEADS (pairs_fit) */
+    const int split = blockIdx.x, splits = gridDim.x, kv_head = blockIdx.y;
+    const int t0 = 2 * (int)blockIdx.z, nq = min(2, n_tok - t0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int slot = warp / PAIR_HEADS, hw = warp % PAIR_HEADS, t = t0 + slot;
+    const bool active = slot < nq && hw < group;
+    const attention_smem at(sm, d, 2 * group);
+    __half *ks = at.ks, *vs = at.vs;
+    float *qs = at.qs, *ps = at.ps;
+
+    /* as attention_kernel, the block's keys those of its last token */
+    const int pass0 = pos_dev ? *pos_dev : pos0, last = pass0 + t0 + nq - 1;
+    const int chunk = span / splits, lo = split * chunk, hi = min(last + 1, lo + chunk);
+    const int early = lo < hi ? max(0, min(hi - lo, pass0 - lo)) : 0;
+    copy_keys(a, kv_head, k_cache, v_cache, lo, 0, early, ks, vs);
+    const float *q_heads = q + ((size_t)t0 * a.n_heads + (size_t)kv_head * group) * d;
+    rope_rows(a, r, pass0, t0, nq, kv_head, q_heads, group, lo, max(lo, pass0) - pass0, hi - pass0, true, ks, vs,
+              qs, ps + ATTN_WARPS * ATTN_KEYS);
+    asm volatile("cp.async.commit_group;\ncp.async.wait_all;\n" ::: "memory");
+    __syncthreads();   /* the tile's rows and q whole */
+
+    float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f };
+    float4 acc[2][V4];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int v = 0; v < V4; v++)
+            acc[h][v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const int nk = active ? min(pass0 + t + 1, lo + chunk) - lo : 0;   /* token t's keys of the tile */
+    if (nk > 0) {
+        const float *qh = qs + (slot * group + hw) * d;
+        float *p = ps + warp * ATTN_KEYS;
+        if (V4 == 1 && d == 128)
+            attend_halves<V4, 128>(ks, vs, qh, p, d, nk, m, l, acc);
+        else
+            attend_halves<V4>(ks, vs, qh, p, d, nk, m, l, acc);
+        combine_halves<V4>(d, m, l, acc);
+    }
+    const int head = kv_head * group + hw;
+    const size_t row = (size_t)t * a.n_heads + head;
+    if (active) {
+        /* attention_kernel's stores: a warp without keys here leaves its
+         * (-infinity, 0, 0) for the merge to skip */
+        float *part = partials + (row * splits + split) * partial_stride(d);
+        if (splits > 1 && lane == 0) {
+            part[0] = m[0];
+            part[1] = l[0];
+        }
+#pragma unroll
+        for (int v = 0; v < V4; v++) {
+            const int c = (v * 32 + lane) * 4;
+            if (c >= d)
+                continue;
+            if (splits > 1)
+                *reinterpret_cast<float4 *>(part + 4 + c) = acc[0][v];
+            else
+                store_four(out + row * d + c, frag, t, head * d + c, a.n_heads * d / 16,
+                           make_float4(acc[0][v].x / l[0], acc[0][v].y / l[0], acc[0][v].z / l[0],
+                                       acc[0][v].w / l[0]));
+        }
+    }
+    if (splits == 1 || !counters)
+        return;
+    /* the last block of the (token pair, KV head) merges, as in attention_kernel */
+    __shared__ bool last_block;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned *count = counters + (size_t)blockIdx.z * gridDim.y + blockIdx.y;
+        last_block = atomicAdd(count, 1u) == (unsigned)splits - 1u;
+        if (last_block)
+            *count = 0u;
+    }
+    __syncthreads();
+    if (last_block && active) {
         __threadfence();
         merge_row(partials + row * splits * partial_stride(d), splits, d, out + row * d, frag, t, head * d,
                   a.n_heads * d / 16);
@@ -859,7 +1094,7 @@ attention_cluster_kernel(cuda_attention_shape a, const float *q, int pos0, const
         /* one token, one tile a block (the launch makes sure): the block
          * whose tile holds the new position rotates and stores its key */
         const int holds = tile < tile_end && TILE_HI(tile) == pos + 1;
-        rope_rows(a, r, pass0, 0, kv_head, q_heads, nh, tile < tile_end ? TILE_LO(tile) : 0, 0, holds, h0 == 0, ks,
+        rope_rows(a, r, pass0, 0, 1, kv_head, q_heads, nh, tile < tile_end ? TILE_LO(tile) : 0, 0, holds, h0 == 0, ks,
                   vs, qs, parts + nh * partial_stride(d));
     } else {
         wait_for_previous_kernels();
@@ -1019,6 +1254,19 @@ static cudaError_t launch_attention(const cuda_attention_shape *a, const float *
     }
     const key_splits k = split_keys(a, n_tok, pos0, pos_dev, max_span, scratch->max_parts);
     float *partials = scratch->partials;
+    if (ROPE && pairs_fit(a, n_tok)) {
+        const dim3 grid((unsigned)k.splits, (unsigned)a->n_kv_heads, (unsigned)(n_tok + 1) / 2);
+        unsigned *counters = (size_t)grid.y * grid.z <= scratch->max_counters ? scratch->counters : NULL;
+        const size_t smem =
+            (attention_smem_floats(a->head_dim, 2 * group) + rope_smem_floats(a->head_dim, n_tok)) * sizeof(float);
+        cudaError_t e = launch_overlapped(a->head_dim <= 128 ? attention_pair_kernel<1> : attention_pair_kernel<2>,
+                                          grid, dim3(ATTN_THREADS), smem, s, *a, q, n_tok, pos0, pos_dev, k.span,
+                                          k_cache, v_cache, out, partials, counters, frag, r);
+        if (e != cudaSuccess || k.splits == 1 || counters)
+            return e;
+        return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(32), 0, s,
+                                 a->n_heads, a->head_dim, k.splits, (const float *)partials, out, frag);
+    }
     dim3 grid((unsigned)k.splits, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
     /* counters for the last block's merge, where there are enough */
     unsigned *counters = (size_t)grid.y * (size_t)n_tok <= scratch->max_counters ? scratch->counters : NULL;
@@ -1087,6 +1335,10 @@ cudaError_t cuda_attention_setup(void)
         e = cudaFuncSetAttribute(attention_kernel<1, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, most_rope);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(attention_kernel<2, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, most_rope);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(attention_pair_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, most_rope);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(attention_pair_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, most_rope);
     if (e == cudaSuccess && clusters_supported()) {
         e = setup_cluster_kernel<1, 8, false>();
         if (e == cudaSuccess) e = setup_cluster_kernel<2, 8, false>();

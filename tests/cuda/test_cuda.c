@@ -1453,7 +1453,9 @@ static void check_cluster_merge(void)
 /* The rotation and the attention in one launch (cuda_rope_attention)
  * against cuda_rope_store and then cuda_attention, for one shape: the
  * output, its fragments and the whole cache bit for bit. cluster 0: the
- * merge through memory (with its counters), as a verification runs. */
+ * merge through memory (with its counters), as a verification runs; where
+ * a KV head has 3 or 4 query heads, two tokens a block, a warp doing the
+ * work of the other's two, against a block a token. */
 static bool rope_attention_same(int cluster, int heads, int kv, int d, int n_tok, int pos0, int window,
                                 bool pos_dev, bool norms, int ctx)
 {
@@ -1528,6 +1530,11 @@ static void check_rope_attention(void)
         { 4, 1, 16, 2, 300, 0, 1, 1, 1024 },     /* a tiny model's heads (no fragments) */
         { 8, 1, 256, 1, 700, 0, 0, 1, 1024 },    /* head dimension 256 */
         { 8, 1, 256, 2, 700, 0, 0, 1, 1024 },
+        /* two tokens a block (4 or 3 heads a KV head, no window) */
+        { 16, 4, 128, 4, 62, 0, 1, 1, 1024 },    /* q/k norms; the pass across a tile's end */
+        { 12, 4, 64, 7, 125, 0, 0, 1, 1024 },    /* 3 heads a KV head, an odd count, 64 columns */
+        { 16, 4, 256, 3, 190, 0, 0, 1, 1024 },   /* head dimension 256 */
+        { 8, 2, 64, 5, 0, 0, 0, 0, 1024 },       /* the first tokens: one split, no merge */
     };
     cuda_attention_shape probe = { 32, 8, 128, 0 };
     const int most = cuda_attention_cluster_blocks(&probe);
