@@ -358,6 +358,33 @@ static __device__ __forceinline__ void scale_values(float4 (&acc)[V4], float f)
     }
 }
 
+/* q . k of one key: its row of d halves in the tile (kr) against the
+ * query head (q4), 8 columns at a time (16 bytes of the key, two float4
+ * of q), in the order every attention path adds them. D: the head
+ * dimension where it is a constant (0: d_arg). */
+template <int D>
+static __device__ __forceinline__ float key_dot(const uint4 *kr, const float4 *q4, int d_arg)
+{
+    const int d = D ? D : d_arg;
+    float dot = 0.0f;
+    auto add = [&](int c) {
+        const uint4 kk = kr[c];
+        const float2 k0 = halves(kk.x), k1 = halves(kk.y), k2 = halves(kk.z), k3 = halves(kk.w);
+        const float4 qa = q4[2 * c], qb = q4[2 * c + 1];
+        dot += qa.x * k0.x + qa.y * k0.y + qa.z * k1.x + qa.w * k1.y;
+        dot += qb.x * k2.x + qb.y * k2.y + qb.z * k3.x + qb.w * k3.y;
+    };
+    if constexpr (D > 0) {
+#pragma unroll
+        for (int c = 0; c < D / 8; c++)
+            add(c);
+    } else {
+        for (int c = 0; c < d / 8; c++)
+            add(c);
+    }
+    return dot;
+}
+
 /* One warp's query head over a tile of nk keys in shared memory (ks, vs),
  * folded into its online softmax (max m, sum l, weighted values acc: a
  * lane per 4 columns). p: the warp's ATTN_KEYS floats of scratch. D: the
@@ -372,34 +399,13 @@ static __device__ __forceinline__ void attend_tile(const __half *ks, const __hal
                                                    float4 (&acc)[V4])
 {
     const int d = D ? D : d_arg;
-    const int lane = threadIdx.x & 31, d8 = d / 8;
+    const int lane = threadIdx.x & 31;
     const float4 *q4 = reinterpret_cast<const float4 *>(qh);
     float s[2];
 #pragma unroll
     for (int k2 = 0; k2 < 2; k2++) {
         const int key = lane + 32 * k2;
-        float dot = -INFINITY;
-        if (key < nk) {
-            const uint4 *kr = reinterpret_cast<const uint4 *>(ks + key * key_stride(d));
-            dot = 0.0f;
-            /* 8 columns: 16 bytes of the key, two float4 of q */
-            auto add = [&](int c) {
-                const uint4 kk = kr[c];
-                const float2 k0 = halves(kk.x), k1 = halves(kk.y), k2 = halves(kk.z), k3 = halves(kk.w);
-                const float4 qa = q4[2 * c], qb = q4[2 * c + 1];
-                dot += qa.x * k0.x + qa.y * k0.y + qa.z * k1.x + qa.w * k1.y;
-                dot += qb.x * k2.x + qb.y * k2.y + qb.z * k3.x + qb.w * k3.y;
-            };
-            if constexpr (D > 0) {
-#pragma unroll
-                for (int c = 0; c < D / 8; c++)
-                    add(c);
-            } else {
-                for (int c = 0; c < d8; c++)
-                    add(c);
-            }
-        }
-        s[k2] = dot;
+        s[k2] = key < nk ? key_dot<D>(reinterpret_cast<const uint4 *>(ks + key * key_stride(d)), q4, d) : -INFINITY;
     }
     const float new_max = fmaxf(m, warp_max(fmaxf(s[0], s[1])));
     const float corr = expf(m - new_max);
@@ -516,33 +522,14 @@ static __device__ __forceinline__ void attend_halves(const __half *ks, const __h
                                                      float4 (&acc)[2][V4])
 {
     const int d = D ? D : d_arg;
-    const int lane = threadIdx.x & 31, d8 = d / 8;
+    const int lane = threadIdx.x & 31;
     const float4 *q4 = reinterpret_cast<const float4 *>(qh);
     const int n[2] = { min(32, nk), nk - 32 };   /* keys of each half; the second's may be none */
     float s[2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        float dot = -INFINITY;
-        if (lane < n[h]) {
-            const uint4 *kr = reinterpret_cast<const uint4 *>(ks + (32 * h + lane) * key_stride(d));
-            dot = 0.0f;
-            auto add = [&](int c) {
-                const uint4 kk = kr[c];
-                const float2 k0 = halves(kk.x), k1 = halves(kk.y), k2 = halves(kk.z), k3 = halves(kk.w);
-                const float4 qa = q4[2 * c], qb = q4[2 * c + 1];
-                dot += qa.x * k0.x + qa.y * k0.y + qa.z * k1.x + qa.w * k1.y;
-                dot += qb.x * k2.x + qb.y * k2.y + qb.z * k3.x + qb.w * k3.y;
-            };
-            if constexpr (D > 0) {
-#pragma unroll
-                for (int c = 0; c < D / 8; c++)
-                    add(c);
-            } else {
-                for (int c = 0; c < d8; c++)
-                    add(c);
-            }
-        }
-        s[h] = dot;
+        s[h] = lane < n[h] ? key_dot<D>(reinterpret_cast<const uint4 *>(ks + (32 * h + lane) * key_stride(d)), q4, d)
+                           : -INFINITY;
     }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
