@@ -787,6 +787,26 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
     /* take_tile's barrier makes qs and the tile's rows whole */
 }
 
+/* Whether this block is the last of the n blocks that count at `count` to
+ * get here: each makes its writes visible, then counts itself in; the
+ * last resets the count for the next launch, and then sees the others'
+ * writes. Every thread calls it. */
+static __device__ __forceinline__ bool last_to_finish(unsigned *count, unsigned n)
+{
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(count, 1u) == n - 1u;
+        if (last)
+            *count = 0u;
+    }
+    __syncthreads();
+    if (last)
+        __threadfence();
+    return last;
+}
+
 /* V4: float4s of the head dimension per lane (d <= 128 * V4). */
 template <int V4, bool ROPE>
 static __global__ void __launch_bounds__(ATTN_THREADS, ATTN_SM_BLOCKS)
@@ -869,25 +889,11 @@ attention_kernel(const __grid_constant__ cuda_attention_shape a, const float *q,
     }
     if (splits == 1 || !counters)
         return;   /* one split: done; no counters: merge_splits merges */
-    /* The last block of the (KV head, token) to finish merges the splits
-     * of its heads (one launch less): each block makes its partials
-     * visible, then counts itself in; the last resets the count for the
-     * next launch. */
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        unsigned *count = counters + (size_t)t * gridDim.y + blockIdx.y;
-        last = atomicAdd(count, 1u) == (unsigned)splits - 1u;
-        if (last)
-            *count = 0u;
-    }
-    __syncthreads();
-    if (last && mine) {
-        __threadfence();
+    /* the last block of the (KV head, token) to finish merges the splits
+     * of its heads (one launch less) */
+    if (last_to_finish(counters + (size_t)t * gridDim.y + blockIdx.y, (unsigned)splits) && mine)
         merge_row(partials + row * splits * partial_stride(d), splits, d, out + row * d, frag, t, head * d,
                   a.n_heads * d / 16);
-    }
 }
 
 /* Verifying (ROPE, one tile a block) where decoding gives each query head
@@ -985,21 +991,9 @@ attention_pair_kernel(const __grid_constant__ cuda_attention_shape a, const floa
     if (splits == 1 || !counters)
         return;
     /* the last block of the (token pair, KV head) merges, as in attention_kernel */
-    __shared__ bool last_block;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        unsigned *count = counters + (size_t)blockIdx.z * gridDim.y + blockIdx.y;
-        last_block = atomicAdd(count, 1u) == (unsigned)splits - 1u;
-        if (last_block)
-            *count = 0u;
-    }
-    __syncthreads();
-    if (last_block && active) {
-        __threadfence();
+    if (last_to_finish(counters + (size_t)blockIdx.z * gridDim.y + blockIdx.y, (unsigned)splits) && active)
         merge_row(partials + row * splits * partial_stride(d), splits, d, out + row * d, frag, t, head * d,
                   a.n_heads * d / 16);
-    }
 }
 
 static __global__ void merge_splits(int n_heads, int d, int splits, const float *partials, float *out,
