@@ -787,6 +787,28 @@ static __device__ __forceinline__ void rope_rows(const cuda_attention_shape &a, 
     /* take_tile's barrier makes qs and the tile's rows whole */
 }
 
+/* A warp's result for a (token t, head) over one split (row: t's row of
+ * that head): where there are several splits, its partial for the merge;
+ * else the output itself, and its fragments. */
+template <int V4>
+static __device__ __forceinline__ void store_split(const cuda_attention_shape &a, float *partials, int split,
+                                                   int splits, size_t row, int t, int head, float *out,
+                                                   __half *frag, float m, float l, const float4 (&acc)[V4])
+{
+    const int d = a.head_dim, lane = threadIdx.x & 31;
+    if (splits > 1) {
+        store_partial<V4>(partials + (row * splits + split) * partial_stride(d), m, l, acc, d);
+        return;
+    }
+#pragma unroll
+    for (int v = 0; v < V4; v++) {
+        const int c = (v * 32 + lane) * 4;
+        if (c < d)
+            store_four(out + row * d + c, frag, t, head * d + c, a.n_heads * d / 16,
+                       make_float4(acc[v].x / l, acc[v].y / l, acc[v].z / l, acc[v].w / l));
+    }
+}
+
 /* Whether this block is the last of the n blocks that count at `count` to
  * get here: each makes its writes visible, then counts itself in; the
  * last resets the count for the next launch, and then sees the others'
@@ -821,7 +843,6 @@ attention_kernel(const __grid_constant__ cuda_attention_shape a, const float *q,
     const int split = blockIdx.x, splits = gridDim.x, t = blockIdx.z;
     const int kv_head = blockIdx.y / rounds, h0 = blockIdx.y % rounds * ATTN_WARPS;
     const int nh = min(ATTN_WARPS, group - h0);
-    const int lane = threadIdx.x & 31;
     const attention_smem at(sm, d, nh);
     __half *ks = at.ks, *vs = at.vs;
     float *qs = at.qs, *ps = at.ps;
@@ -865,28 +886,10 @@ attention_kernel(const __grid_constant__ cuda_attention_shape a, const float *q,
     const int hw = heads.hw;
     const bool mine = heads.mine;
     const float m = heads.m, l = heads.l;
-    const float4 *acc = heads.acc;
     const int head = kv_head * group + h0 + hw;
     const size_t row = (size_t)t * a.n_heads + head;
-    float *part = partials + (row * splits + split) * partial_stride(d);
-    if (mine) {
-        if (splits > 1 && lane == 0) {
-            part[0] = m;
-            part[1] = l;
-        }
-#pragma unroll
-        for (int v = 0; v < V4; v++) {
-            const int c = (v * 32 + lane) * 4;
-            if (c >= d)
-                continue;
-            if (splits > 1) {
-                *reinterpret_cast<float4 *>(part + 4 + c) = acc[v];
-                continue;
-            }
-            store_four(out + row * d + c, frag, t, head * d + c, a.n_heads * d / 16,
-                       make_float4(acc[v].x / l, acc[v].y / l, acc[v].z / l, acc[v].w / l));
-        }
-    }
+    if (mine)
+        store_split<V4>(a, partials, split, splits, row, t, head, out, frag, m, l, heads.acc);
     if (splits == 1 || !counters)
         return;   /* one split: done; no counters: merge_splits merges */
     /* the last block of the (KV head, token) to finish merges the splits
@@ -930,7 +933,7 @@ attention_pair_kernel(const __grid_constant__ cuda_attention_shape a, const floa
     const int d = a.head_dim, group = a.n_heads / a.n_kv_heads;   /* at most PAIR_HEADS (pairs_fit) */
     const int split = blockIdx.x, splits = gridDim.x, kv_head = blockIdx.y;
     const int t0 = 2 * (int)blockIdx.z, nq = min(2, n_tok - t0);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
     const int slot = warp / PAIR_HEADS, hw = warp % PAIR_HEADS, t = t0 + slot;
     const bool active = slot < nq && hw < group;
     const attention_smem at(sm, d, 2 * group);
@@ -967,27 +970,8 @@ attention_pair_kernel(const __grid_constant__ cuda_attention_shape a, const floa
     }
     const int head = kv_head * group + hw;
     const size_t row = (size_t)t * a.n_heads + head;
-    if (active) {
-        /* attention_kernel's stores: a warp without keys here leaves its
-         * (-infinity, 0, 0) for the merge to skip */
-        float *part = partials + (row * splits + split) * partial_stride(d);
-        if (splits > 1 && lane == 0) {
-            part[0] = m[0];
-            part[1] = l[0];
-        }
-#pragma unroll
-        for (int v = 0; v < V4; v++) {
-            const int c = (v * 32 + lane) * 4;
-            if (c >= d)
-                continue;
-            if (splits > 1)
-                *reinterpret_cast<float4 *>(part + 4 + c) = acc[0][v];
-            else
-                store_four(out + row * d + c, frag, t, head * d + c, a.n_heads * d / 16,
-                           make_float4(acc[0][v].x / l[0], acc[0][v].y / l[0], acc[0][v].z / l[0],
-                                       acc[0][v].w / l[0]));
-        }
-    }
+    if (active)   /* a warp without keys here leaves (-infinity, 0, 0) for the merge to skip */
+        store_split<V4>(a, partials, split, splits, row, t, head, out, frag, m[0], l[0], acc[0]);
     if (splits == 1 || !counters)
         return;
     /* the last block of the (token pair, KV head) merges, as in attention_kernel */
