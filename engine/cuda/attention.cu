@@ -1219,28 +1219,24 @@ static cudaError_t launch_attention(const cuda_attention_shape *a, const float *
     }
     const key_splits k = split_keys(a, n_tok, pos0, pos_dev, max_span, scratch->max_parts);
     float *partials = scratch->partials;
-    if (ROPE && pairs_fit(a, n_tok)) {
-        const dim3 grid((unsigned)k.splits, (unsigned)a->n_kv_heads, (unsigned)(n_tok + 1) / 2);
-        unsigned *counters = (size_t)grid.y * grid.z <= scratch->max_counters ? scratch->counters : NULL;
-        const size_t smem =
-            (attention_smem_floats(a->head_dim, 2 * group) + rope_smem_floats(a->head_dim, n_tok)) * sizeof(float);
-        cudaError_t e = launch_overlapped(a->head_dim <= 128 ? attention_pair_kernel<1> : attention_pair_kernel<2>,
-                                          grid, dim3(ATTN_THREADS), smem, s, *a, q, n_tok, pos0, pos_dev, k.span,
-                                          k_cache, v_cache, out, partials, counters, frag, r);
-        if (e != cudaSuccess || k.splits == 1 || counters)
-            return e;
-        return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(32), 0, s,
-                                 a->n_heads, a->head_dim, k.splits, (const float *)partials, out, frag);
-    }
-    dim3 grid((unsigned)k.splits, (unsigned)(a->n_kv_heads * rounds), (unsigned)n_tok);
+    /* two tokens a block (attention_pair_kernel), or one */
+    const bool pairs = ROPE && pairs_fit(a, n_tok);
+    const dim3 grid((unsigned)k.splits, (unsigned)(a->n_kv_heads * rounds),
+                    (unsigned)(pairs ? (n_tok + 1) / 2 : n_tok));
     /* counters for the last block's merge, where there are enough */
-    unsigned *counters = (size_t)grid.y * (size_t)n_tok <= scratch->max_counters ? scratch->counters : NULL;
-    const size_t smem =
-        (attention_smem_floats(a->head_dim, heads) + (ROPE ? rope_smem_floats(a->head_dim, n_tok) : 0)) *
-        sizeof(float);
-    cudaError_t e = launch_overlapped(a->head_dim <= 128 ? attention_kernel<1, ROPE> : attention_kernel<2, ROPE>,
-                                      grid, dim3(ATTN_THREADS), smem, s, *a, q, pos0, pos_dev, k.span, k_cache,
-                                      v_cache, out, partials, counters, frag, r);
+    unsigned *counters = (size_t)grid.y * (size_t)grid.z <= scratch->max_counters ? scratch->counters : NULL;
+    const size_t smem = (attention_smem_floats(a->head_dim, pairs ? 2 * group : heads) +
+                         (ROPE ? rope_smem_floats(a->head_dim, n_tok) : 0)) *
+                        sizeof(float);
+    cudaError_t e;
+    if (pairs)
+        e = launch_overlapped(a->head_dim <= 128 ? attention_pair_kernel<1> : attention_pair_kernel<2>, grid,
+                              dim3(ATTN_THREADS), smem, s, *a, q, n_tok, pos0, pos_dev, k.span, k_cache, v_cache,
+                              out, partials, counters, frag, r);
+    else
+        e = launch_overlapped(a->head_dim <= 128 ? attention_kernel<1, ROPE> : attention_kernel<2, ROPE>, grid,
+                              dim3(ATTN_THREADS), smem, s, *a, q, pos0, pos_dev, k.span, k_cache, v_cache, out,
+                              partials, counters, frag, r);
     if (e != cudaSuccess || k.splits == 1 || counters)
         return e;
     return launch_overlapped(merge_splits, dim3((unsigned)a->n_heads, (unsigned)n_tok), dim3(32), 0, s,
